@@ -1,0 +1,48 @@
+# tern — build, test, install, and a demo on loopback.
+#
+#   make                 build every program into ./bin
+#   make test            the whole test suite (unit, fuzz seeds, end to end)
+#   make run             a demo: the suite on loopback ports with a demo account
+#   make install PREFIX=/usr/local DESTDIR=
+#   make check           what CI checks besides the tests: vet, gofmt, staticcheck, mandoc
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+GO      ?= go
+BINDIR   = $(DESTDIR)$(PREFIX)/bin
+SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
+MANDIR   = $(DESTDIR)$(PREFIX)/share/man
+
+# Daemons and agents go to sbin, tools for people and scripts to bin.
+SBIN_PROGS = $(filter tern-deliver tern-queue tern-smtpd tern-pop3d tern-imapd,$(notdir $(wildcard cmd/*)))
+BIN_PROGS  = $(filter-out $(SBIN_PROGS),$(notdir $(wildcard cmd/*)))
+MANPAGES   = $(wildcard man/*.[1-8])
+
+.PHONY: all build test run install check clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+test:
+	$(GO) test -shuffle=on ./...
+
+run: build
+	sh contrib/run-demo.sh
+
+check:
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	mandoc -Tlint -Wwarning $(MANPAGES)
+
+install: build
+	install -d $(BINDIR) $(SBINDIR)
+	for p in $(BIN_PROGS); do install -m 0755 bin/$$p $(BINDIR)/$$p; done
+	for p in $(SBIN_PROGS); do install -m 0755 bin/$$p $(SBINDIR)/$$p; done
+	for m in $(MANPAGES); do s=$${m##*.}; install -d $(MANDIR)/man$$s; install -m 0644 $$m $(MANDIR)/man$$s/; done
+
+clean:
+	rm -rf bin run
