@@ -60,13 +60,7 @@ func (t *UsersText) reparse() error {
 
 // exact finds an entry whose name is exactly name, ignoring case; edits
 // never fall back from user@domain to user as logins do.
-func (t *UsersText) exact(name string) (*Entry, bool) {
-	i, ok := t.users.byName[strings.ToLower(name)]
-	if !ok {
-		return nil, false
-	}
-	return &t.users.Entries[i], true
-}
+func (t *UsersText) exact(name string) (*Entry, bool) { return t.users.Exact(name) }
 
 // FormatEntry renders e as a users file line.
 func FormatEntry(e Entry) string {

@@ -235,3 +235,16 @@ func (u *Users) Lookup(name string) (*Entry, bool) {
 	}
 	return nil, false
 }
+
+// Exact finds an entry whose name is exactly name, ignoring case, without
+// Lookup's fallbacks: for delivery, bob@a.example is not bob@b.example.
+func (u *Users) Exact(name string) (*Entry, bool) {
+	if u == nil {
+		return nil, false
+	}
+	i, ok := u.byName[strings.ToLower(name)]
+	if !ok {
+		return nil, false
+	}
+	return &u.Entries[i], true
+}
