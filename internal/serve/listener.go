@@ -1,0 +1,44 @@
+package serve
+
+import (
+	"net"
+	"sync"
+)
+
+// Listener returns a net.Listener whose Accept yields c once and then
+// waits until Close: the way to hand one connection to a protocol library
+// that only serves listeners (go-smtp's Server.Serve).
+func Listener(c *Conn) net.Listener {
+	return &oneShot{c: c, closed: make(chan struct{})}
+}
+
+type oneShot struct {
+	mu     sync.Mutex
+	c      *Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *oneShot) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneShot) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneShot) Addr() net.Addr { return oneShotAddr{} }
+
+type oneShotAddr struct{}
+
+func (oneShotAddr) Network() string { return "fd" }
+func (oneShotAddr) String() string  { return "fd0" }
