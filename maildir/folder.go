@@ -1,0 +1,820 @@
+package maildir
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Folder is one Maildir++ folder: the INBOX (the root) or a subfolder.
+// A Folder is safe for concurrent use; any number of processes may use the
+// same folder at once.
+type Folder struct {
+	store *Store
+	name  string
+	path  string
+
+	mu           sync.Mutex
+	names        map[string]string // unique -> "new/<name>" or "cur/<name>", as last seen
+	list         *UIDList          // last list read, and the file it came from
+	listStat     unix.Stat_t
+	lastValidity uint32
+}
+
+// Message is one message of a folder as found on disk.
+type Message struct {
+	// UID is the message's IMAP UID, 0 where it has none yet.
+	UID uint32
+	// Unique is the file name without the ":2,<flags>" info; it does
+	// not change when the flags do.
+	Unique string
+	// Name is the file name in Dir, Path the whole path.
+	Name, Path string
+	// Dir is "new" or "cur".
+	Dir string
+	// Flags are the maildir flag letters, sorted (see NormalizeFlags).
+	Flags string
+	// Size is the size on disk (S=); RFC822Size the size with every LF
+	// counted as CRLF (W=), which POP3 and IMAP report.
+	Size, RFC822Size int64
+}
+
+// Name returns the folder's UTF-8 name, "INBOX" for the root.
+func (f *Folder) Name() string { return f.name }
+
+// Path returns the folder's directory.
+func (f *Folder) Path() string { return f.path }
+
+func (f *Folder) lock() (*dotLock, error) {
+	return f.store.lockFile(filepath.Join(f.path, "tern-uidlist.lock"))
+}
+
+// readDirNames lists a directory without stat-ing its entries.
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: read %s: %w", dir, err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: read %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// scan maps every message's unique name to where it is. new/ is read before
+// cur/, so a message that moves from new/ to cur/ meanwhile is seen at least
+// once.
+func (f *Folder) scan() (map[string]string, error) {
+	res := make(map[string]string)
+	for _, dir := range []string{"new", "cur"} {
+		names, err := readDirNames(filepath.Join(f.path, dir))
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			u, _ := splitName(n)
+			if !validUnique(u) {
+				continue
+			}
+			res[u] = dir + "/" + n
+		}
+	}
+	return res, nil
+}
+
+func (f *Folder) setNames(names map[string]string) {
+	f.mu.Lock()
+	f.names = names
+	f.mu.Unlock()
+}
+
+func (f *Folder) setName(unique, rel string) {
+	f.mu.Lock()
+	if f.names == nil {
+		f.names = make(map[string]string)
+	}
+	if rel == "" {
+		delete(f.names, unique)
+	} else {
+		f.names[unique] = rel
+	}
+	f.mu.Unlock()
+}
+
+// locate returns where the message with the unique name is now, looking at
+// the last known place first and reading the directories again when it is
+// gone from there (renamed by someone else).
+func (f *Folder) locate(unique string) (string, error) {
+	f.mu.Lock()
+	rel, ok := f.names[unique]
+	f.mu.Unlock()
+	if ok {
+		if _, err := os.Lstat(filepath.Join(f.path, rel)); err == nil {
+			return rel, nil
+		}
+	}
+	names, err := f.scan()
+	if err != nil {
+		return "", err
+	}
+	f.setNames(names)
+	if rel, ok := names[unique]; ok {
+		return rel, nil
+	}
+	return "", fmt.Errorf("maildir: message %s in %s: %w", unique, f.path, fs.ErrNotExist)
+}
+
+// message builds a Message for a path relative to the folder, taking the
+// sizes from the name, or from the file when the name lacks them.
+func (f *Folder) message(rel string, uid uint32) (Message, error) {
+	dir, name, _ := strings.Cut(rel, "/")
+	unique, flags := splitName(name)
+	m := Message{UID: uid, Unique: unique, Name: name, Path: filepath.Join(f.path, rel), Dir: dir, Flags: flags}
+	m.Size, m.RFC822Size = nameSizes(unique)
+	if m.Size < 0 || m.RFC822Size < 0 {
+		if err := fileSizes(&m); err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+func fileSizes(m *Message) error {
+	file, err := os.Open(m.Path)
+	if err != nil {
+		return fmt.Errorf("maildir: size of %s: %w", m.Path, err)
+	}
+	defer file.Close()
+	if m.Size < 0 {
+		st, err := file.Stat()
+		if err != nil {
+			return fmt.Errorf("maildir: size of %s: %w", m.Path, err)
+		}
+		m.Size = st.Size()
+	}
+	if m.RFC822Size < 0 {
+		var lfs, n int64
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := file.Read(buf)
+			lfs += int64(bytes.Count(buf[:k], []byte{'\n'}))
+			n += int64(k)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("maildir: size of %s: %w", m.Path, err)
+			}
+		}
+		m.RFC822Size = n + lfs
+	}
+	return nil
+}
+
+func (f *Folder) uidListPath() string { return filepath.Join(f.path, "tern-uidlist") }
+
+// readUIDList returns the folder's current list without taking the lock
+// (the list is only ever replaced whole by rename). A list that has not
+// changed since the last read is not parsed again. It also returns the raw
+// bytes of a corrupt list.
+func (f *Folder) readUIDList() (*UIDList, []byte, error) {
+	p := f.uidListPath()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return nil, nil, fmt.Errorf("maildir: read UID list %s: %w", p, &fs.PathError{Op: "stat", Path: p, Err: err})
+	}
+	f.mu.Lock()
+	if f.list != nil && sameFile(&st, &f.listStat) {
+		l := f.list
+		f.mu.Unlock()
+		return l, nil, nil
+	}
+	f.mu.Unlock()
+	file, err := os.Open(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("maildir: read UID list: %w", err)
+	}
+	defer file.Close()
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+		return nil, nil, fmt.Errorf("maildir: read UID list %s: %w", p, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(file, maxUIDListSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("maildir: read UID list %s: %w", p, err)
+	}
+	l, err := ParseUIDList(bytes.NewReader(data))
+	if err != nil {
+		return nil, data, fmt.Errorf("maildir: read UID list %s: %w", p, err)
+	}
+	f.mu.Lock()
+	f.list, f.listStat = l, st
+	if l.Validity > f.lastValidity {
+		f.lastValidity = l.Validity
+	}
+	f.mu.Unlock()
+	return l, nil, nil
+}
+
+func sameFile(a, b *unix.Stat_t) bool {
+	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
+}
+
+// UIDList returns the folder's UID list as it is on disk now, without the
+// lock; it runs Sync when there is no list yet or it is damaged.
+func (f *Folder) UIDList() (*UIDList, error) {
+	l, _, err := f.readUIDList()
+	if err != nil {
+		return f.Sync()
+	}
+	return l, nil
+}
+
+// Sync brings the UID list up to date under the folder's lock: messages in
+// new/ and cur/ without a UID get one, in arrival order (the time in their
+// names, then the name), and messages no longer on disk are dropped. The
+// next UID only grows, so an expunged message's UID is never given again. A
+// missing or damaged list (moved aside as tern-uidlist.broken.<time>) is
+// rebuilt with a new, larger UIDVALIDITY. It returns the new list.
+func (f *Folder) Sync() (*UIDList, error) {
+	lk, err := f.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer lk.unlock()
+	return f.syncLocked(lk)
+}
+
+func (f *Folder) syncLocked(lk *dotLock) (*UIDList, error) {
+	old, data, err := f.readUIDList()
+	var hint uint32
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrCorruptUIDList):
+			hint = validityHint(data)
+			p := f.uidListPath()
+			if st, err := os.Stat(p); err == nil {
+				hint = max(hint, uint32(min(st.ModTime().Unix(), math.MaxUint32-1)))
+			}
+			aside := fmt.Sprintf("%s.broken.%d", p, time.Now().UnixNano())
+			if err := os.Rename(p, aside); err != nil {
+				return nil, fmt.Errorf("maildir: move damaged UID list aside: %w", err)
+			}
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return nil, err
+		}
+		old = nil
+	}
+	known := func(u string) bool {
+		if old == nil {
+			return false
+		}
+		_, ok := old.byUnique[u]
+		return ok
+	}
+	s1, err := f.scan()
+	if err != nil {
+		return nil, err
+	}
+	lk.touch()
+	again := old == nil
+	for u := range s1 {
+		if !known(u) {
+			again = true
+			break
+		}
+	}
+	if !again {
+		for _, e := range old.entries {
+			if _, ok := s1[e.Unique]; !ok {
+				again = true
+				break
+			}
+		}
+	}
+	// A second read of the directories: a message found by the first
+	// read was delivered before the second began, so every message
+	// delivered before it is found by the second. Only messages up to
+	// the latest one found by both get UIDs now, so a later delivery
+	// never gets a smaller UID than an earlier one that readdir happened
+	// to miss while it was being linked. The rest wait for the next Sync.
+	s2 := s1
+	if again {
+		if s2, err = f.scan(); err != nil {
+			return nil, err
+		}
+	}
+	var cutoff arrival
+	haveCutoff := false
+	for u := range s1 {
+		if _, ok := s2[u]; ok && !known(u) {
+			if k := parseArrival(u); !haveCutoff || cutoff.less(k) {
+				cutoff, haveCutoff = k, true
+			}
+		}
+	}
+	var fresh []string
+	for u := range s2 {
+		if !known(u) && haveCutoff && !cutoff.less(parseArrival(u)) {
+			fresh = append(fresh, u)
+		}
+	}
+	sortByArrival(fresh)
+	var kept []UIDEntry
+	var validity, next uint32
+	if old == nil {
+		validity, next = f.newValidity(hint), 1
+	} else {
+		validity, next = old.Validity, old.Next
+		for _, e := range old.entries {
+			_, in1 := s1[e.Unique]
+			_, in2 := s2[e.Unique]
+			if in1 || in2 {
+				kept = append(kept, e)
+			}
+		}
+	}
+	changed := old == nil || len(fresh) > 0 || len(kept) != len(old.entries)
+	if uint64(next)+uint64(len(fresh)) >= math.MaxUint32 {
+		// UIDs are spent: start again under a new UIDVALIDITY.
+		all := make([]string, 0, len(kept)+len(fresh))
+		for _, e := range kept {
+			all = append(all, e.Unique)
+		}
+		fresh, kept = append(all, fresh...), nil
+		validity, next = f.newValidity(validity), 1
+	}
+	for _, u := range fresh {
+		kept = append(kept, UIDEntry{next, u})
+		next++
+	}
+	list := newUIDList(validity, next, kept)
+	if changed {
+		var buf bytes.Buffer
+		list.WriteTo(&buf)
+		if err := writeFileAtomic(f.uidListPath(), buf.Bytes()); err != nil {
+			return nil, err
+		}
+	}
+	merged := s2
+	for u, rel := range s1 {
+		if _, ok := merged[u]; !ok {
+			merged[u] = rel
+		}
+	}
+	f.setNames(merged)
+	f.mu.Lock()
+	if validity > f.lastValidity {
+		f.lastValidity = validity
+	}
+	f.mu.Unlock()
+	return list, nil
+}
+
+// newValidity picks a UIDVALIDITY for a rebuilt list: the current time,
+// but always above any value this folder is known to have had.
+func (f *Folder) newValidity(hint uint32) uint32 {
+	f.mu.Lock()
+	hint = max(hint, f.lastValidity)
+	f.mu.Unlock()
+	if ents, err := os.ReadDir(f.path); err == nil {
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), "tern-uidlist.broken.") {
+				continue
+			}
+			if data, err := readHead(filepath.Join(f.path, e.Name())); err == nil {
+				hint = max(hint, validityHint(data))
+			}
+		}
+	}
+	v := uint32(min(max(f.store.now().Unix(), 1), math.MaxUint32-1))
+	if hint >= v && hint < math.MaxUint32 {
+		v = hint + 1
+	}
+	return v
+}
+
+func readHead(p string) ([]byte, error) {
+	file, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	buf := make([]byte, 128)
+	n, err := io.ReadFull(file, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	return buf[:n], err
+}
+
+// writeFileAtomic replaces a file so that a reader sees the old or the new
+// content, never a part: temp file, fsync, rename, fsync of the directory.
+func writeFileAtomic(p string, data []byte) error {
+	dir := filepath.Dir(p)
+	file, err := os.CreateTemp(dir, filepath.Base(p)+".tmp.")
+	if err != nil {
+		return fmt.Errorf("maildir: write %s: %w", p, err)
+	}
+	tmp := file.Name()
+	_, err = file.Write(data)
+	if err == nil {
+		err = file.Sync()
+	}
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("maildir: write %s: %w", p, err)
+	}
+	return syncDir(dir)
+}
+
+// Messages returns the folder's messages with their UIDs, in UID order. It
+// reads the UID list without the lock and runs Sync only when a message on
+// disk is missing from it. A message whose UID is not given yet by that
+// Sync (see Sync) is left out until a later call.
+func (f *Folder) Messages() ([]Message, error) {
+	list, _, err := f.readUIDList()
+	names, serr := f.scan()
+	if serr != nil {
+		return nil, serr
+	}
+	needSync := err != nil
+	if !needSync {
+		for u := range names {
+			if _, ok := list.byUnique[u]; !ok {
+				needSync = true
+				break
+			}
+		}
+	}
+	if needSync {
+		if list, err = f.Sync(); err != nil {
+			return nil, err
+		}
+		f.mu.Lock()
+		names = f.names
+		f.mu.Unlock()
+	} else {
+		f.setNames(names)
+	}
+	msgs := make([]Message, 0, len(list.entries))
+	for _, e := range list.entries {
+		rel, ok := names[e.Unique]
+		if !ok {
+			continue
+		}
+		m, err := f.message(rel, e.UID)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// uidOf returns the UID of a message from the current list, 0 if it has
+// none (yet).
+func (f *Folder) uidOf(unique string) uint32 {
+	l, _, err := f.readUIDList()
+	if err != nil {
+		return 0
+	}
+	uid, _ := l.UID(unique)
+	return uid
+}
+
+// SetFlags sets a message's flags (see NormalizeFlags) by renaming it into
+// cur/ as "<unique>:2,<flags>"; a message in new/ moves to cur/. The
+// message is found again by its unique name if someone else renamed it.
+// Renames happen under the folder's lock, so that Sync never misses a
+// message in the middle of one.
+func (f *Folder) SetFlags(unique, flags string) (Message, error) {
+	flags, err := NormalizeFlags(flags)
+	if err != nil {
+		return Message{}, err
+	}
+	return f.rename(unique, func(string) string { return flags })
+}
+
+// MoveToCur moves a message from new/ to cur/ keeping its flags (the IMAP
+// \Recent state ends there). A message already in cur/ is left as is.
+func (f *Folder) MoveToCur(unique string) (Message, error) {
+	return f.rename(unique, func(old string) string { return old })
+}
+
+func (f *Folder) rename(unique string, newFlags func(old string) string) (Message, error) {
+	lk, err := f.lock()
+	if err != nil {
+		return Message{}, err
+	}
+	defer lk.unlock()
+	for try := 0; ; try++ {
+		rel, err := f.locate(unique)
+		if err != nil {
+			return Message{}, err
+		}
+		dir, name, _ := strings.Cut(rel, "/")
+		_, old := splitName(name)
+		flags, err := NormalizeFlags(newFlags(old))
+		if err != nil {
+			flags = newFlags("")
+		}
+		newRel := "cur/" + unique + ":2," + flags
+		if dir == "cur" && rel == newRel {
+			return f.message(rel, f.uidOf(unique))
+		}
+		from, to := filepath.Join(f.path, rel), filepath.Join(f.path, newRel)
+		err = os.Rename(from, to)
+		if errors.Is(err, fs.ErrNotExist) && try < 3 {
+			f.setName(unique, "")
+			continue
+		}
+		if err != nil {
+			return Message{}, fmt.Errorf("maildir: set flags: %w", err)
+		}
+		f.setName(unique, newRel)
+		return f.message(newRel, f.uidOf(unique))
+	}
+}
+
+// Remove deletes a message (expunge). Its UID is never given again. The
+// quota file, if any, is told.
+func (f *Folder) Remove(unique string) error {
+	lk, err := f.lock()
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
+	for try := 0; ; try++ {
+		rel, err := f.locate(unique)
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(f.path, rel)
+		size, _ := nameSizes(unique)
+		if size < 0 {
+			if st, err := os.Stat(p); err == nil {
+				size = st.Size()
+			}
+		}
+		err = os.Remove(p)
+		if errors.Is(err, fs.ErrNotExist) && try < 3 {
+			f.setName(unique, "")
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("maildir: remove message: %w", err)
+		}
+		f.setName(unique, "")
+		if size >= 0 {
+			f.store.addQuotaUsage(-size, -1)
+		}
+		return nil
+	}
+}
+
+// Open opens a message for reading. The error wraps fs.ErrNotExist when the
+// message is gone.
+func (f *Folder) Open(unique string) (*os.File, Message, error) {
+	for try := 0; ; try++ {
+		rel, err := f.locate(unique)
+		if err != nil {
+			return nil, Message{}, err
+		}
+		file, err := os.Open(filepath.Join(f.path, rel))
+		if errors.Is(err, fs.ErrNotExist) && try < 3 {
+			f.setName(unique, "")
+			continue
+		}
+		if err != nil {
+			return nil, Message{}, fmt.Errorf("maildir: open message: %w", err)
+		}
+		m, err := f.message(rel, f.uidOf(unique))
+		if err != nil {
+			file.Close()
+			return nil, Message{}, err
+		}
+		return file, m, nil
+	}
+}
+
+// ErrMessageTooLarge is returned by Deliver when a message is over
+// DeliverOptions.MaxSize.
+var ErrMessageTooLarge = errors.New("message too large")
+
+// ErrQuotaExceeded is returned by Deliver when the message would take the
+// Maildir over the quota in its maildirsize file.
+var ErrQuotaExceeded = errors.New("mailbox over quota")
+
+// DeliverOptions changes what Deliver does.
+type DeliverOptions struct {
+	// Flags puts the message in cur/ with these flags (IMAP APPEND);
+	// without flags it goes to new/ unless Cur is set.
+	Flags string
+	// Cur puts the message in cur/ even without flags.
+	Cur bool
+	// Quota enforces the quota of the Maildir's maildirsize file.
+	Quota bool
+	// MaxSize refuses messages larger than this on disk (0: no limit).
+	MaxSize int64
+	// Time is the delivery time in the name (default: Store.Now).
+	Time time.Time
+	// Host is the host name in the name (default: Store.Hostname).
+	Host string
+}
+
+// Deliver stores a message durably and returns it. The message is written
+// to tmp/ (O_EXCL, mode 0600) with its CRLF line ends turned into LF (a
+// lone CR stays), fsynced, linked into new/ (or cur/) and its tmp/ name
+// removed, and new/ is fsynced, as qmail does; where link(2) is not
+// supported it is renamed instead. Nothing partial is ever visible in new/
+// or cur/, and on any error the tmp/ file is removed. The name is
+// "<sec>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<rfc822 size>". The returned
+// Message has no UID yet: Sync gives it one.
+func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
+	s := f.store
+	flags, err := NormalizeFlags(opt.Flags)
+	if err != nil {
+		return Message{}, err
+	}
+	t := opt.Time
+	if t.IsZero() {
+		t = s.now()
+	}
+	host := opt.Host
+	if host == "" {
+		host = s.Hostname
+	}
+	host = escapeHost(host)
+	baseName := func() string {
+		return fmt.Sprintf("%d.M%dP%dQ%d.%s", t.Unix(), t.Nanosecond()/1000, s.pid, s.seq.Add(1), host)
+	}
+	var file *os.File
+	var tmpPath, base string
+	for try := 0; ; try++ {
+		base = baseName()
+		tmpPath = filepath.Join(f.path, "tmp", base)
+		file, err = os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || try >= 10 {
+			return Message{}, fmt.Errorf("maildir: deliver: create %w", err)
+		}
+	}
+	tmpLive := true
+	defer func() {
+		if tmpLive {
+			file.Close()
+			os.Remove(tmpPath)
+		}
+	}()
+	size, lfs, err := copyLF(file, r, opt.MaxSize)
+	if err != nil {
+		return Message{}, fmt.Errorf("maildir: deliver: write %s: %w", tmpPath, err)
+	}
+	if err := file.Sync(); err != nil {
+		return Message{}, fmt.Errorf("maildir: deliver: fsync %s: %w", tmpPath, err)
+	}
+	if err := file.Close(); err != nil {
+		return Message{}, fmt.Errorf("maildir: deliver: close %s: %w", tmpPath, err)
+	}
+	if opt.Quota {
+		if err := s.checkQuota(size); err != nil {
+			return Message{}, err
+		}
+	}
+	dir := "new"
+	if flags != "" || opt.Cur {
+		dir = "cur"
+	}
+	var rel string
+	for try := 0; ; try++ {
+		unique := fmt.Sprintf("%s,S=%d,W=%d", base, size, size+lfs)
+		name := unique
+		if dir == "cur" {
+			name += ":2," + flags
+		}
+		rel = dir + "/" + name
+		err = linkOrRename(tmpPath, filepath.Join(f.path, rel))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || try >= 10 {
+			return Message{}, fmt.Errorf("maildir: deliver: %w", err)
+		}
+		base = baseName() // the same name from another Store of this process
+	}
+	dst := filepath.Join(f.path, rel)
+	if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		os.Remove(dst)
+		return Message{}, fmt.Errorf("maildir: deliver: remove %w", err)
+	}
+	tmpLive = false
+	if err := syncDir(filepath.Join(f.path, dir)); err != nil {
+		// Not durable: take it back, so that the caller's retry does not
+		// make a second copy.
+		os.Remove(dst)
+		return Message{}, fmt.Errorf("maildir: deliver: %w", err)
+	}
+	if opt.Quota {
+		s.addQuotaUsage(size, 1)
+	}
+	unique, _ := splitName(filepath.Base(rel))
+	f.setName(unique, rel)
+	return f.message(rel, 0)
+}
+
+// linkOrRename links tmp to dst, falling back to rename on filesystems
+// without hard links. It never replaces an existing dst (rename would).
+func linkOrRename(tmp, dst string) error {
+	err := os.Link(tmp, dst)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EMLINK) {
+		return err
+	}
+	if _, serr := os.Lstat(dst); serr == nil {
+		return &fs.PathError{Op: "rename", Path: dst, Err: fs.ErrExist}
+	}
+	return os.Rename(tmp, dst)
+}
+
+// copyLF copies r to w turning CRLF into LF, and returns the bytes written
+// and how many of them are LF.
+func copyLF(w io.Writer, r io.Reader, maxSize int64) (size, lfs int64, err error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	buf := make([]byte, 64<<10)
+	pendingCR := false
+	out := make([]byte, 0, 64<<10+1)
+	for {
+		n, rerr := r.Read(buf)
+		out = out[:0]
+		in := buf[:n]
+		if pendingCR && len(in) > 0 {
+			if in[0] != '\n' {
+				out = append(out, '\r')
+			}
+			pendingCR = false
+		}
+		for len(in) > 0 {
+			i := bytes.IndexByte(in, '\r')
+			if i < 0 {
+				out = append(out, in...)
+				break
+			}
+			out = append(out, in[:i]...)
+			in = in[i+1:]
+			if len(in) == 0 {
+				pendingCR = true
+				break
+			}
+			if in[0] != '\n' {
+				out = append(out, '\r')
+			}
+		}
+		if rerr == io.EOF && pendingCR {
+			out = append(out, '\r')
+			pendingCR = false
+		}
+		size += int64(len(out))
+		lfs += int64(bytes.Count(out, []byte{'\n'}))
+		if maxSize > 0 && size > maxSize {
+			return size, lfs, ErrMessageTooLarge
+		}
+		if _, err := bw.Write(out); err != nil {
+			return size, lfs, err
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return size, lfs, fmt.Errorf("read message: %w", rerr)
+		}
+	}
+	return size, lfs, bw.Flush()
+}
