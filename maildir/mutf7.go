@@ -89,6 +89,13 @@ func DecodeMUTF7(s string) (string, error) {
 		if lastEncoded {
 			return "", fmt.Errorf("decode mailbox name %q: adjacent encoded runs: %w", s, ErrBadMUTF7)
 		}
+		// The base64 decoder skips CR and LF; the segment must be made of
+		// the alphabet alone.
+		for j := 0; j < len(seg); j++ {
+			if c := seg[j]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == ',') {
+				return "", fmt.Errorf("decode mailbox name %q: bad base64 %q: %w", s, seg, ErrBadMUTF7)
+			}
+		}
 		raw, err := mutf7.DecodeString(seg)
 		if err != nil || len(raw)%2 != 0 {
 			return "", fmt.Errorf("decode mailbox name %q: bad base64 %q: %w", s, seg, ErrBadMUTF7)
