@@ -1,0 +1,148 @@
+package mime
+
+import (
+	stdmime "mime"
+	"net/http"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// maxNameBytes leaves room under NAME_MAX (255) for a "-NNNN" suffix.
+const maxNameBytes = 200
+
+// SafeName makes a filename from a message safe to create in a directory:
+// only its last path element (senders write "C:\Users\x\a.pdf" and
+// "../../.bashrc"), no control or format characters, no leading dots or
+// spaces, valid UTF-8, and at most maxNameBytes bytes, cut at a character
+// and keeping the extension. It returns "" when nothing is left.
+func SafeName(name string) string {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	var b strings.Builder
+	for i, r := range name {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(name[i:], "\uFFFD"):
+			b.WriteByte('_') // an invalid byte
+		case r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			b.WriteByte('_')
+		case unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029':
+			// Bidi overrides and the like disguise an extension
+			// ("invoice\u202Efdp.exe").
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	name = strings.TrimSpace(b.String())
+	name = strings.TrimLeft(name, ". ")
+	name = strings.TrimRight(name, " ")
+	if len(name) > maxNameBytes {
+		ext := path.Ext(name)
+		if len(ext) > 16 || !utf8.ValidString(ext) {
+			ext = ""
+		}
+		stem := name[:len(name)-len(ext)]
+		cut := maxNameBytes - len(ext)
+		for cut > 0 && !utf8.RuneStart(stem[cut]) {
+			cut--
+		}
+		name = stem[:cut] + ext
+	}
+	return name
+}
+
+// extensions for the types people send most; the system's mime.types is
+// asked only after these, so that names do not change from host to host.
+var typeExt = map[string]string{
+	"text/plain":                  ".txt",
+	"text/html":                   ".html",
+	"text/calendar":               ".ics",
+	"text/csv":                    ".csv",
+	"text/markdown":               ".md",
+	"text/xml":                    ".xml",
+	"text/x-vcard":                ".vcf",
+	"text/vcard":                  ".vcf",
+	"text/rfc822-headers":         ".txt",
+	"message/rfc822":              ".eml",
+	"message/delivery-status":     ".txt",
+	"application/pdf":             ".pdf",
+	"application/zip":             ".zip",
+	"application/gzip":            ".gz",
+	"application/x-gzip":          ".gz",
+	"application/x-tar":           ".tar",
+	"application/json":            ".json",
+	"application/xml":             ".xml",
+	"application/octet-stream":    ".bin",
+	"application/pgp-signature":   ".asc",
+	"application/pkcs7-signature": ".p7s",
+	"application/msword":          ".doc",
+	"application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":       ".xlsx",
+	"application/vnd.oasis.opendocument.text":                                 ".odt",
+	"image/png":     ".png",
+	"image/jpeg":    ".jpg",
+	"image/gif":     ".gif",
+	"image/webp":    ".webp",
+	"image/svg+xml": ".svg",
+	"audio/mpeg":    ".mp3",
+	"audio/ogg":     ".ogg",
+	"video/mp4":     ".mp4",
+}
+
+// nameFor makes a name for a part that has none: "part-1.2" and an
+// extension for its type.
+func nameFor(p *Part) string {
+	ext, ok := typeExt[p.Type]
+	if !ok {
+		ext = ".bin"
+		if strings.HasPrefix(p.Type, "text/") {
+			ext = ".txt"
+		}
+	}
+	num := p.Number
+	if num == "" {
+		num = "0"
+	}
+	return "part-" + num + ext
+}
+
+// extType is typeExt the other way round, for pack.
+var extType = func() map[string]string {
+	m := map[string]string{}
+	for t, e := range typeExt {
+		if _, dup := m[e]; !dup || t < m[e] {
+			m[e] = t
+		}
+	}
+	// Choices where several types share an extension.
+	m[".txt"] = "text/plain"
+	m[".xml"] = "application/xml"
+	m[".vcf"] = "text/vcard"
+	m[".gz"] = "application/gzip"
+	m[".jpeg"] = "image/jpeg"
+	m[".htm"] = "text/html"
+	m[".tgz"] = "application/gzip"
+	delete(m, ".bin")
+	return m
+}()
+
+// TypeOf picks a content type for a file from its name, then its content
+// (the first 512 bytes, as http.DetectContentType reads them).
+func TypeOf(name string, head []byte) string {
+	ext := strings.ToLower(path.Ext(name))
+	if t, ok := extType[ext]; ok {
+		return t
+	}
+	if ext != "" {
+		if t := stdmime.TypeByExtension(ext); t != "" {
+			t, _, _ = strings.Cut(t, ";")
+			return t
+		}
+	}
+	t := http.DetectContentType(head)
+	t, _, _ = strings.Cut(t, ";")
+	return t
+}
