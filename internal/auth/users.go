@@ -111,8 +111,8 @@ func ParseUsersLine(line string) (e Entry, ok bool, err error) {
 	if t == "" || t[0] == '#' {
 		return e, false, nil
 	}
-	if strings.ContainsAny(line, "\x00\r") {
-		return e, false, errors.New("NUL or carriage return in line")
+	if strings.ContainsAny(line, "\x00\r\n") {
+		return e, false, errors.New("NUL or line break in line")
 	}
 	f := strings.SplitN(line, ":", 8)
 	for len(f) < 7 {
