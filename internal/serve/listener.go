@@ -9,12 +9,13 @@ import (
 // waits until Close: the way to hand one connection to a protocol library
 // that only serves listeners (go-smtp's Server.Serve).
 func Listener(c *Conn) net.Listener {
-	return &oneShot{c: c, closed: make(chan struct{})}
+	return &oneShot{c: c, addr: c.LocalAddr(), closed: make(chan struct{})}
 }
 
 type oneShot struct {
 	mu     sync.Mutex
 	c      *Conn
+	addr   net.Addr
 	once   sync.Once
 	closed chan struct{}
 }
@@ -36,9 +37,4 @@ func (l *oneShot) Close() error {
 	return nil
 }
 
-func (l *oneShot) Addr() net.Addr { return oneShotAddr{} }
-
-type oneShotAddr struct{}
-
-func (oneShotAddr) Network() string { return "fd" }
-func (oneShotAddr) String() string  { return "fd0" }
+func (l *oneShot) Addr() net.Addr { return l.addr }

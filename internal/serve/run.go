@@ -248,7 +248,11 @@ func serveFD(ctx context.Context, o *Options, h Handler, rfd, wfd int, cid strin
 
 // serveConn runs the handler on c, with the connection's log lines.
 func serveConn(ctx context.Context, o *Options, h Handler, c *Conn) {
-	c.Log.Info("connect", "remote", c.Remote, "local", c.Local)
+	attrs := []any{"remote", addrString(c.Remote)}
+	if c.Local.IsValid() {
+		attrs = append(attrs, "local", c.Local.String())
+	}
+	c.Log.Info("connect", attrs...)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var err error
@@ -262,11 +266,20 @@ func serveConn(ctx context.Context, o *Options, h Handler, c *Conn) {
 	if err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
 	}
-	attrs := []any{"remote", c.Remote, "tls", c.IsTLS(), "duration", time.Since(c.Start).Round(time.Millisecond)}
+	attrs = []any{"remote", addrString(c.Remote), "tls", c.IsTLS(), "duration", time.Since(c.Start).Round(time.Millisecond)}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
 	c.Log.Info("disconnect", attrs...)
+}
+
+// addrString is the address for a log line; "unknown" when neither the
+// socket nor the environment told it.
+func addrString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "unknown"
+	}
+	return ap.String()
 }
 
 // runHandler turns a handler's panic into an error: one bad conversation
@@ -407,7 +420,7 @@ func (s *server) accept(ctx context.Context, ln net.Listener) {
 		}
 		cid := s.ids.next(time.Now())
 		if why := s.acquire(remote.Addr()); why != "" {
-			s.o.Log.Info("refused", "cid", cid, "remote", remote, "reason", why)
+			s.o.Log.Info("refused", "cid", cid, "remote", addrString(remote), "reason", why)
 			go s.refuse(nc)
 			continue
 		}

@@ -1,0 +1,530 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tern-mail/tern/internal/logging"
+	"github.com/tern-mail/tern/internal/tlsconf"
+)
+
+// pipeConn returns a Conn over one end of net.Pipe and the other end.
+func testConn(t *testing.T, o Options) (*Conn, net.Conn) {
+	t.Helper()
+	o.setDefaults()
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return newConn(a, "testcid", netip.MustParseAddrPort("192.0.2.1:1234"), netip.AddrPort{}, &o), b
+}
+
+// readAll reads c until an error and returns it with the time it took.
+func readAll(c net.Conn) (time.Duration, error) {
+	start := time.Now()
+	buf := make([]byte, 64)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return time.Since(start), err
+		}
+	}
+}
+
+// trickle writes one byte every step for n steps.
+func trickle(c net.Conn, step time.Duration, n int) {
+	for range n {
+		time.Sleep(step)
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			return
+		}
+	}
+}
+
+func TestSlowSteadyClientSurvivesIdle(t *testing.T) {
+	c, client := testConn(t, Options{Idle: 400 * time.Millisecond, Total: time.Minute})
+	// 24 bytes 50ms apart: 1.2s in all, three times the idle timeout,
+	// but never silent for long (the margin is wide for loaded machines).
+	go func() { trickle(client, 50*time.Millisecond, 24); client.Close() }()
+	took, err := readAll(c)
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("after %v: %v, want EOF (the client ended it)", took, err)
+	}
+	if took < time.Second {
+		t.Fatalf("ended after %v, before the client did", took)
+	}
+}
+
+func TestStalledClientCut(t *testing.T) {
+	c, client := testConn(t, Options{Idle: 200 * time.Millisecond, Total: time.Minute})
+	go trickle(client, 10*time.Millisecond, 3) // then silence
+	took, err := readAll(c)
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.What != "idle" || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v, want an idle timeout", err)
+	}
+	if took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("cut after %v, want about 230ms", took)
+	}
+	if got := err.Error(); got != "client silent for 200ms" {
+		t.Errorf("error text %q", got)
+	}
+}
+
+func TestTotalDeadline(t *testing.T) {
+	c, client := testConn(t, Options{Idle: time.Second, Total: 400 * time.Millisecond})
+	go trickle(client, 50*time.Millisecond, 100) // steady, for 5s
+	took, err := readAll(c)
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.What != "session" {
+		t.Fatalf("got %v after %v, want the session timeout", err, took)
+	}
+	if took < 350*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("cut after %v, want about 400ms", took)
+	}
+	if _, err := c.Write([]byte("late\r\n")); !errors.As(err, &te) {
+		t.Fatalf("write after the session ended: %v", err)
+	}
+}
+
+func TestCallerDeadlineIsEarliest(t *testing.T) {
+	c, _ := testConn(t, Options{Idle: time.Minute, Total: time.Hour})
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	took, err := readAll(c)
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.What != "deadline" || took > time.Second {
+		t.Fatalf("got %v after %v, want the caller's deadline", err, took)
+	}
+}
+
+func TestWriteDeadline(t *testing.T) {
+	// A client that never reads cannot hold a write forever.
+	c, _ := testConn(t, Options{Idle: 150 * time.Millisecond, Total: time.Minute})
+	_, err := c.Write([]byte("hello\r\n"))
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.What != "idle" {
+		t.Fatalf("write to a client that does not read: %v", err)
+	}
+}
+
+func TestIDs(t *testing.T) {
+	s := &ids{pid: 4194303}
+	seen := map[string]bool{}
+	now := time.Now()
+	for range 5000 {
+		id := s.next(now)
+		if len(id) != 16 || !regexp.MustCompile(`^[a-z2-7]+$`).MatchString(id) {
+			t.Fatalf("id %q", id)
+		}
+		if seen[id] {
+			t.Fatalf("id %q repeated", id)
+		}
+		seen[id] = true
+	}
+	other := &ids{pid: 4194302}
+	if id := other.next(now); seen[id] {
+		t.Fatalf("another process made id %q too", id)
+	}
+}
+
+func TestEnvAddr(t *testing.T) {
+	for _, tc := range []struct{ ip, port, want string }{
+		{"192.0.2.7", "25", "192.0.2.7:25"},
+		{"::ffff:192.0.2.7", "25", "192.0.2.7:25"},
+		{"2001:db8::1", "587", "[2001:db8::1]:587"},
+		{"192.0.2.7", "", "192.0.2.7:0"},
+		{"", "25", "invalid AddrPort"},
+		{"mx.example", "25", "invalid AddrPort"},
+	} {
+		if got := envAddr(tc.ip, tc.port).String(); got != tc.want {
+			t.Errorf("envAddr(%q, %q) = %s, want %s", tc.ip, tc.port, got, tc.want)
+		}
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	env := childEnv([]string{"PATH=/bin", "LISTEN_PID=1", "LISTEN_FDS=2", "TCPREMOTEIP=10.0.0.1", "TERN_ACCEPTED=old"},
+		"newcid", netip.MustParseAddrPort("192.0.2.9:4000"), netip.MustParseAddrPort("127.0.0.1:25"))
+	got := strings.Join(env, " ")
+	want := "PATH=/bin PROTO=TCP TCPREMOTEIP=192.0.2.9 TCPREMOTEPORT=4000 TCPLOCALIP=127.0.0.1 TCPLOCALPORT=25 TERN_ACCEPTED=newcid"
+	if got != want {
+		t.Fatalf("child env\n got %s\nwant %s", got, want)
+	}
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// listen runs Run with --listen 127.0.0.1:0, in process (as if not root),
+// and returns the bound address, the log and a function that stops the
+// server and returns Run's error.
+func listen(t *testing.T, o Options, h Handler) (string, *lockedBuffer, func() error) {
+	t.Helper()
+	logs := &lockedBuffer{}
+	o.Log = logging.New("test", logs, nil)
+	o.Listen = []string{"127.0.0.1:0"}
+	o.euid = func() int { return 1000 }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, h) }()
+	re := regexp.MustCompile(`listening addr=(\S+)`)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(logs.String()); m != nil {
+			stop := func() error {
+				cancel()
+				select {
+				case err := <-done:
+					return err
+				case <-time.After(10 * time.Second):
+					t.Fatal("Run did not return 10s after cancel")
+					return nil
+				}
+			}
+			t.Cleanup(func() { cancel() })
+			return m[1], logs, stop
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lineHandler answers each line with "ok <line>", "SLOW" after 500ms, and
+// says "bye" when told to stop between commands.
+func lineHandler(ctx context.Context, c *Conn) error {
+	r := bufio.NewReader(c)
+	io.WriteString(c, "hello "+c.ID+" "+c.Remote.Addr().String()+"\r\n")
+	for {
+		if ctx.Err() != nil {
+			io.WriteString(c, "bye\r\n")
+			return nil
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		line = strings.TrimSpace(line)
+		if line == "SLOW" {
+			time.Sleep(500 * time.Millisecond)
+		}
+		io.WriteString(c, "ok "+line+"\r\n")
+	}
+}
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func readLine(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (got %q)", err, line)
+	}
+	return strings.TrimRight(line, "\r\n")
+}
+
+func TestListenServesAndLogs(t *testing.T) {
+	addr, logs, stop := listen(t, Options{}, lineHandler)
+	c, r := dial(t, addr)
+	hello := readLine(t, r)
+	if !strings.HasPrefix(hello, "hello ") || !strings.HasSuffix(hello, " 127.0.0.1") {
+		t.Fatalf("greeting %q", hello)
+	}
+	cid := strings.Fields(hello)[1]
+	io.WriteString(c, "one\r\n")
+	if got := readLine(t, r); got != "ok one" {
+		t.Fatalf("got %q", got)
+	}
+	c.Close()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"test: info: connect cid=" + cid + " remote=127.0.0.1:", "test: info: disconnect cid=" + cid + " remote=127.0.0.1:"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if !regexp.MustCompile(`disconnect cid=\S+ remote=\S+ tls=false duration=\S+`).MatchString(logs.String()) {
+		t.Errorf("disconnect line without duration:\n%s", logs)
+	}
+}
+
+func TestPerAddressLimit(t *testing.T) {
+	busy := func(c net.Conn) { io.WriteString(c, "421 too many\r\n") }
+	addr, logs, _ := listen(t, Options{MaxPerIP: 2, Busy: busy}, lineHandler)
+	var held []net.Conn
+	for range 2 {
+		c, r := dial(t, addr)
+		if got := readLine(t, r); !strings.HasPrefix(got, "hello ") {
+			t.Fatalf("greeting %q", got)
+		}
+		held = append(held, c)
+	}
+	_, r := dial(t, addr)
+	if got := readLine(t, r); got != "421 too many" {
+		t.Fatalf("third connection got %q, want the busy line", got)
+	}
+	if _, err := r.ReadString('\n'); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the busy line: %v, want EOF", err)
+	}
+	if !strings.Contains(logs.String(), "reason=\"2 connections from this address\"") {
+		t.Errorf("no refusal logged:\n%s", logs)
+	}
+	// One leaves; a new one is let in.
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, r := dial(t, addr)
+		got := readLine(t, r)
+		if strings.HasPrefix(got, "hello ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused after a connection closed: %q", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTotalLimit(t *testing.T) {
+	busy := func(c net.Conn) { io.WriteString(c, "busy\r\n") }
+	addr, _, _ := listen(t, Options{MaxConns: 1, MaxPerIP: 5, Busy: busy}, lineHandler)
+	_, r := dial(t, addr)
+	readLine(t, r)
+	_, r2 := dial(t, addr)
+	if got := readLine(t, r2); got != "busy" {
+		t.Fatalf("second connection got %q", got)
+	}
+}
+
+func TestShutdownFinishesCommand(t *testing.T) {
+	addr, _, stop := listen(t, Options{DrainIdle: 300 * time.Millisecond}, lineHandler)
+	busy, br := dial(t, addr)
+	readLine(t, br)
+	_, ir := dial(t, addr) // idle between commands
+	readLine(t, ir)
+	io.WriteString(busy, "SLOW\r\n")
+	time.Sleep(100 * time.Millisecond) // the command is running
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("stopping took %v", took)
+	}
+	if got := readLine(t, br); got != "ok SLOW" {
+		t.Fatalf("the running command's answer: %q", got)
+	}
+	if got := readLine(t, br); got != "bye" {
+		t.Fatalf("after the command: %q, want bye", got)
+	}
+	// The idle client's read was cut after DrainIdle: closed without a
+	// word (the handler's read failed).
+	if _, err := ir.ReadString('\n'); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle client: %v, want EOF", err)
+	}
+	// Nothing listens any more.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("still accepting after stop")
+	}
+}
+
+func TestGraceOver(t *testing.T) {
+	// A handler that ignores ctx and keeps reading from a client that
+	// keeps sending: only closing the socket after the grace ends it.
+	addr, logs, stop := listen(t, Options{Grace: 300 * time.Millisecond, DrainIdle: time.Minute}, func(ctx context.Context, c *Conn) error {
+		_, err := io.Copy(io.Discard, c)
+		return err
+	})
+	c, _ := dial(t, addr)
+	go func() {
+		for {
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("stop took %v, want about the 300ms grace", took)
+	}
+	if !strings.Contains(logs.String(), "grace period over") {
+		t.Errorf("no grace line:\n%s", logs)
+	}
+}
+
+// writeCert writes a self-signed certificate with serial into dir.
+func writeCert(t *testing.T, dir string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "mx.test"},
+		DNSNames: []string{"mx.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	os.WriteFile(filepath.Join(dir, tlsconf.CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, tlsconf.KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+}
+
+func tlsHandler(cfg *tls.Config) Handler {
+	return func(ctx context.Context, c *Conn) error {
+		r := bufio.NewReader(c)
+		io.WriteString(c, "ready\r\n")
+		if line, _ := r.ReadString('\n'); line != "STARTTLS\r\n" {
+			return errors.New("no STARTTLS")
+		}
+		io.WriteString(c, "go ahead\r\n")
+		if err := c.StartTLS(cfg); err != nil {
+			return err
+		}
+		st, ok := c.TLSState()
+		if !ok || !c.IsTLS() || st.Version < tls.VersionTLS12 {
+			return errors.New("no TLS state after StartTLS")
+		}
+		return lineHandler(ctx, c)
+	}
+}
+
+func TestStartTLS(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, 7)
+	cert, err := tlsconf.LoadDir(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, logs, stop := listen(t, Options{}, tlsHandler(cert.Config()))
+	c, r := dial(t, addr)
+	readLine(t, r)
+	io.WriteString(c, "STARTTLS\r\n")
+	readLine(t, r)
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	tr := bufio.NewReader(tc)
+	if got := readLine(t, tr); !strings.HasPrefix(got, "hello ") {
+		t.Fatalf("through TLS: %q", got)
+	}
+	if s := tc.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); s != 7 {
+		t.Fatalf("serial %d", s)
+	}
+	io.WriteString(tc, "secret\r\n")
+	if got := readLine(t, tr); got != "ok secret" {
+		t.Fatalf("got %q", got)
+	}
+	tc.Close()
+	stop()
+	if !strings.Contains(logs.String(), "tls=true") {
+		t.Errorf("disconnect line without tls=true:\n%s", logs)
+	}
+
+	// TLS 1.1 is refused.
+	addr, _, _ = listen(t, Options{}, tlsHandler(cert.Config()))
+	c, r = dial(t, addr)
+	readLine(t, r)
+	io.WriteString(c, "STARTTLS\r\n")
+	readLine(t, r)
+	old := tls.Client(c, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err := old.Handshake(); err == nil {
+		t.Fatal("TLS 1.1 handshake succeeded")
+	}
+}
+
+func TestImplicitTLS(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, 1)
+	cert, err := tlsconf.LoadDir(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, _ := listen(t, Options{ImplicitTLS: true, TLS: cert.Config()}, lineHandler)
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if got := readLine(t, bufio.NewReader(c)); !strings.HasPrefix(got, "hello ") {
+		t.Fatalf("got %q", got)
+	}
+	if err := Run(context.Background(), Options{ImplicitTLS: true, Listen: []string{"127.0.0.1:0"}}, lineHandler); err == nil {
+		t.Fatal("implicit TLS without a certificate was accepted")
+	}
+}
+
+func TestRootForcesFork(t *testing.T) {
+	// As root with no command line to re-run, Run must refuse rather
+	// than serve every connection in one root process.
+	o := Options{Listen: []string{"127.0.0.1:0"}, euid: func() int { return 0 }}
+	if err := Run(context.Background(), o, lineHandler); err == nil || !strings.Contains(err.Error(), "per process") {
+		t.Fatalf("Run as root without Args: %v", err)
+	}
+}
+
+func TestOneShotListener(t *testing.T) {
+	c, _ := testConn(t, Options{})
+	ln := Listener(c)
+	got, err := ln.Accept()
+	if err != nil || got != c {
+		t.Fatalf("first Accept: %v, %v", got, err)
+	}
+	go func() { time.Sleep(50 * time.Millisecond); ln.Close() }()
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second Accept: %v", err)
+	}
+}
