@@ -1,0 +1,189 @@
+package maildir
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func deliverN(t testing.TB, f *Folder, n int, start time.Time) []Message {
+	t.Helper()
+	var ms []Message
+	for i := range n {
+		m, err := f.Deliver(strings.NewReader(fmt.Sprintf("Subject: %d\n\nbody\n", i)), DeliverOptions{Time: start.Add(time.Duration(i) * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+func TestSyncArrivalOrderAndNoReuse(t *testing.T) {
+	s := newTestStore(t)
+	f := inbox(t, s)
+	start := time.Unix(1700000000, 0)
+	// Delivered out of order in time: UIDs follow the time in the names.
+	late := deliverN(t, f, 1, start.Add(time.Hour))[0]
+	early := deliverN(t, f, 3, start)
+	l, err := f.Sync()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range early {
+		if uid, ok := l.UID(m.Unique); !ok || uid != uint32(i+1) {
+			t.Errorf("early[%d] has UID %d %v, want %d", i, uid, ok, i+1)
+		}
+	}
+	if uid, _ := l.UID(late.Unique); uid != 4 || l.Next != 5 {
+		t.Errorf("late UID %d next %d", uid, l.Next)
+	}
+	if u, ok := l.Unique(2); !ok || u != early[1].Unique {
+		t.Errorf("Unique(2) = %q %v", u, ok)
+	}
+	validity := l.Validity
+	if err := f.Remove(late.Unique); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.SetFlags(early[0].Unique, "S"); err != nil {
+		t.Fatal(err)
+	}
+	next := deliverN(t, f, 1, start.Add(2*time.Hour))[0]
+	msgs, err := f.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range msgs {
+		got = append(got, fmt.Sprintf("%d%s", m.UID, m.Flags))
+	}
+	if strings.Join(got, " ") != "1S 2 3 5" {
+		t.Errorf("messages %v, want UIDs 1S 2 3 5 (4 expunged, never reused)", got)
+	}
+	l, _ = f.UIDList()
+	if l.Validity != validity || l.Next != 6 || l.Len() != 4 {
+		t.Errorf("list V%d N%d len %d", l.Validity, l.Next, l.Len())
+	}
+	if uid, _ := l.UID(next.Unique); uid != 5 {
+		t.Errorf("new message UID %d", uid)
+	}
+	// A list lost outright gets a new, larger UIDVALIDITY even within
+	// the same second.
+	os.Remove(f.uidListPath())
+	l2, err := f.Sync()
+	if err != nil || l2.Validity <= validity || l2.Len() != 4 {
+		t.Errorf("rebuilt V%d (was %d) len %d %v", l2.Validity, validity, l2.Len(), err)
+	}
+	// A damaged list is moved aside and rebuilt with a larger one, seen
+	// by a second Folder value (another process) too.
+	os.WriteFile(f.uidListPath(), []byte(fmt.Sprintf("tern-uidlist 1 V%d N6\n1 x\n1 y\n", l2.Validity)), 0o600)
+	f2 := inbox(t, s)
+	l3, err := f2.Sync()
+	if err != nil || l3.Validity <= l2.Validity {
+		t.Errorf("after damage V%d (was %d) %v", l3.Validity, l2.Validity, err)
+	}
+	broken, _ := filepath.Glob(f.uidListPath() + ".broken.*")
+	if len(broken) != 1 {
+		t.Errorf("damaged list not kept aside: %v", broken)
+	}
+}
+
+func TestParseUIDList(t *testing.T) {
+	good := "tern-uidlist 1 V17 N9\n1 a\n5 b\n8 c\n"
+	l, err := ParseUIDList(strings.NewReader(good))
+	if err != nil || l.Validity != 17 || l.Next != 9 || l.Len() != 3 {
+		t.Fatal(l, err)
+	}
+	var b bytes.Buffer
+	l.WriteTo(&b)
+	if b.String() != good {
+		t.Errorf("WriteTo = %q", b.String())
+	}
+	for _, bad := range []string{
+		"",
+		"tern-uidlist 1 V17 N9\n1 a",       // cut short
+		"tern-uidlist 1 V17 N9\n5 a\n1 b\n", // out of order
+		"tern-uidlist 1 V17 N9\n9 a\n",      // not below next
+		"tern-uidlist 1 V17 N9\n1 a\n2 a\n", // twice
+		"tern-uidlist 1 V0 N9\n",
+		"tern-uidlist 1 V17 N0\n",
+		"tern-uidlist 1 V17 N09\n",
+		"tern-uidlist 2 V17 N9\n",
+		"tern-uidlist 1 V17 N9\n0 a\n",
+		"tern-uidlist 1 V17 N9\n1 a b\n",
+		"tern-uidlist 1 V17 N9\n+1 a\n",
+		"tern-uidlist 1 V17 N99999999999\n",
+	} {
+		if _, err := ParseUIDList(strings.NewReader(bad)); !errors.Is(err, ErrCorruptUIDList) {
+			t.Errorf("ParseUIDList(%q) = %v, want ErrCorruptUIDList", bad, err)
+		}
+	}
+}
+
+func FuzzParseUIDList(f *testing.F) {
+	f.Add([]byte("tern-uidlist 1 V17 N9\n1 a\n5 b\n8 c\n"))
+	f.Add([]byte("tern-uidlist 1 V17 N9\n1 a"))
+	f.Add([]byte("tern-uidlist 1 V4294967295 N4294967295\n4294967294 x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseUIDList(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var last uint32
+		seen := map[string]bool{}
+		for _, e := range l.entries {
+			if e.UID <= last || e.UID >= l.Next || seen[e.Unique] {
+				t.Fatalf("accepted a bad list: %+v", l)
+			}
+			last = e.UID
+			seen[e.Unique] = true
+		}
+		var b bytes.Buffer
+		l.WriteTo(&b)
+		if !bytes.Equal(b.Bytes(), data) {
+			t.Fatalf("round trip %q -> %q", data, b.Bytes())
+		}
+	})
+}
+
+// FuzzUIDListGarbage puts bytes in place of a folder's list: Sync must
+// either keep a list that parses or rebuild with a new UIDVALIDITY, and
+// never give a UID that the list had already passed under the old one.
+func FuzzUIDListGarbage(f *testing.F) {
+	f.Add([]byte("garbage"))
+	f.Add([]byte("tern-uidlist 1 V1 N2\n"))
+	f.Add([]byte("tern-uidlist 1 V4000000000 N3\n1 x\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := newTestStore(t)
+		fo := inbox(t, s)
+		deliverN(t, fo, 2, time.Unix(1700000000, 0))
+		l1, err := fo.Sync()
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(fo.uidListPath(), data, 0o600)
+		fo2 := inbox(t, s) // a fresh process's view
+		l2, err := fo2.Sync()
+		if err != nil {
+			return
+		}
+		if parsed, perr := ParseUIDList(bytes.NewReader(data)); perr == nil {
+			if l2.Validity != parsed.Validity || l2.Next < parsed.Next {
+				t.Fatalf("a valid list was replaced: %+v -> %+v", parsed, l2)
+			}
+			return
+		}
+		if l2.Validity == l1.Validity {
+			t.Fatalf("rebuilt with the old UIDVALIDITY %d", l1.Validity)
+		}
+		if l2.Len() != 2 {
+			t.Fatalf("rebuilt list has %d messages", l2.Len())
+		}
+	})
+}
