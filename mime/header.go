@@ -87,8 +87,9 @@ func readHeader(r *bufio.Reader) (header, error) {
 			// No header at all and no blank line: the body starts here.
 			hd.body = append([]byte(nil), line...)
 			goto done
-		case !cont && len(fields) > 0:
-			// A header that ran into its body without a blank line.
+		case !cont && len(fields) > 0 && !long && !fieldNext(r):
+			// A header that ran into its body without a blank line; a
+			// junk line with more fields after it is only skipped.
 			hd.bad++
 			hd.body = append([]byte(nil), line...)
 			goto done
@@ -118,6 +119,16 @@ done:
 	}
 	hd.h = message.Header{Header: h}
 	return hd, nil
+}
+
+// fieldNext tells whether the next line starts like a header field.
+func fieldNext(r *bufio.Reader) bool {
+	next, _ := r.Peek(80)
+	if i := bytes.IndexByte(next, '\n'); i >= 0 {
+		next = next[:i]
+	}
+	i := bytes.IndexByte(next, ':')
+	return i > 0 && validFieldName(next[:i])
 }
 
 // looksLikeBody is true for a first line that cannot be a header field.

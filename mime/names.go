@@ -10,7 +10,7 @@ import (
 )
 
 // maxNameBytes leaves room under NAME_MAX (255) for a "-NNNN" suffix.
-const maxNameBytes = 200
+const maxNameBytes = 240
 
 // SafeName makes a filename from a message safe to create in a directory:
 // only its last path element (senders write "C:\Users\x\a.pdf" and

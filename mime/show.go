@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/emersion/go-message/charset"
 	"github.com/tern-mail/tern/internal/sysexit"
@@ -62,7 +63,7 @@ func Tree(r io.Reader, out io.Writer, log *slog.Logger) error {
 	if err != nil {
 		return sysexit.Wrap(sysexit.IOErr, err)
 	}
-	if w.leaves == 0 {
+	if w.leaves == 0 || w.topFields == 0 && w.content == 0 {
 		return sysexit.New(sysexit.DataErr, "nothing usable in the message: no parts")
 	}
 	return nil
@@ -72,16 +73,25 @@ func Tree(r io.Reader, out io.Writer, log *slog.Logger) error {
 // so that a line of Tree splits back into its fields.
 func quoteField(s string) string {
 	for _, r := range s {
-		if r <= ' ' || r == '"' || r == '=' || r == 0x7f || r == '\\' {
+		if r <= ' ' || r == '"' || r == '=' || r == '\\' || !unicode.IsPrint(r) {
 			return strconv.Quote(s)
 		}
 	}
 	return s
 }
 
+// maxWarnings bounds what a hostile message can make us write to stderr.
+const maxWarnings = 100
+
 func warner(log *slog.Logger) func(part, msg string, args ...any) {
+	n := 0
 	return func(part, msg string, args ...any) {
-		if log != nil {
+		n++
+		switch {
+		case log == nil || n > maxWarnings+1:
+		case n == maxWarnings+1:
+			log.Warn("too many warnings; the rest are not shown", "part", label(part))
+		default:
 			log.Warn(msg, append([]any{"part", label(part)}, args...)...)
 		}
 	}

@@ -54,7 +54,7 @@ func Unpack(r io.Reader, o UnpackOptions) ([]File, error) {
 		return nil, sysexit.New(sysexit.CantCreate, "open output directory %s: %w", o.Dir, err)
 	}
 	defer root.Close()
-	u := &unpacker{o: o, root: root}
+	u := &unpacker{o: o, root: root, warnf: warner(o.Log)}
 	w := &walker{leaf: u.leaf, warn: u.warnf}
 	if err := w.walk(r); err != nil {
 		return u.files, u.classify(err)
@@ -69,13 +69,7 @@ type unpacker struct {
 	o     UnpackOptions
 	root  *os.Root
 	files []File
-	taken map[string]bool
-}
-
-func (u *unpacker) warnf(part, msg string, args ...any) {
-	if u.o.Log != nil {
-		u.o.Log.Warn(msg, append([]any{"part", label(part)}, args...)...)
-	}
+	warnf func(part, msg string, args ...any)
 }
 
 // classify gives an error its exit status: failing to create a file is 73,

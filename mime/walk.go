@@ -58,8 +58,9 @@ type walker struct {
 	container func(p *Part)
 	warn      func(part, msg string, args ...any)
 
-	leaves  int   // leaf parts seen
-	content int64 // decoded bytes seen in leaves
+	leaves    int   // leaf parts seen
+	topFields int   // fields in the message's own header
+	content   int64 // decoded bytes seen in leaves
 }
 
 func (w *walker) walk(r io.Reader) error {
@@ -90,6 +91,9 @@ func (w *walker) entity(r *bufio.Reader, prefix, self string, depth int, defType
 	}
 	p := describe(hd, defType)
 	p.Depth = depth
+	if depth == 0 {
+		w.topFields = len(hd.fields)
+	}
 	major, _, _ := strings.Cut(p.Type, "/")
 
 	composite := major == "multipart" || p.Type == "message/rfc822" || p.Type == "message/global"
