@@ -106,7 +106,7 @@ func TestParseUIDList(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"",
-		"tern-uidlist 1 V17 N9\n1 a",       // cut short
+		"tern-uidlist 1 V17 N9\n1 a",        // cut short
 		"tern-uidlist 1 V17 N9\n5 a\n1 b\n", // out of order
 		"tern-uidlist 1 V17 N9\n9 a\n",      // not below next
 		"tern-uidlist 1 V17 N9\n1 a\n2 a\n", // twice
