@@ -164,10 +164,16 @@ func TestServePipes(t *testing.T) {
 func TestServePipesIdle(t *testing.T) {
 	needEchod(t)
 	r := NewRoot(t)
-	pr, pw := io.Pipe()
+	// An *os.File, so that the child gets the pipe itself (exec would
+	// otherwise copy through a goroutine and Wait for it).
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer pw.Close()
 	start := time.Now()
 	p := r.Start(pr, nil, "echod", "--idle-timeout", "300ms")
+	pr.Close()
 	pw.Write([]byte("one\r\n"))
 	res, ok := p.Wait(10 * time.Second)
 	if !ok {
@@ -262,9 +268,9 @@ func TestServeListen(t *testing.T) {
 		t.Fatalf("third connection: %q", got)
 	}
 	c.expectClosed()
-	if !strings.Contains(p.Stderr(), "echod: info: refused cid=") {
-		t.Errorf("refusal not logged:\n%s", p.Stderr())
-	}
+	Eventually(t, 5*time.Second, "the refusal is logged", func() bool {
+		return strings.Contains(p.Stderr(), "echod: info: refused cid=")
+	})
 	// SIGTERM during a command: it finishes, then the server says goodbye;
 	// the silent client is let go; the program ends with status 0.
 	if _, err := io.WriteString(a.c, "SLEEP 1000\r\n"); err != nil {
@@ -298,7 +304,7 @@ func TestServeListen(t *testing.T) {
 // set a variable to the child's own pid, so a shell does it: $$ is its
 // pid, and exec keeps it.
 func listenFDsCmd(r *Root, f *os.File) *exec.Cmd {
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, Bin("echod"))
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, Bin("echod"), "--drain-idle", "200ms")
 	cmd.Env = r.Env()
 	cmd.ExtraFiles = []*os.File{f}
 	return cmd
