@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -66,6 +67,9 @@ func (p *Passwd) Add(u NewUser) error {
 	}
 	if u.Home == "" {
 		return sysexit.New(sysexit.Usage, "add %s: --home is required: the Maildir is HOME/Maildir/", u.Name)
+	}
+	if !filepath.IsAbs(u.Home) || strings.ContainsAny(u.Home, ":\n\r\x00") {
+		return sysexit.New(sysexit.Usage, "add %s: home %q must be an absolute path without a colon", u.Name, u.Home)
 	}
 	h, err := p.newHash(true)
 	if err != nil {
