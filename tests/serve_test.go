@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -100,8 +101,9 @@ func (l *line) cmd(s string) string {
 // expectClosed checks that the server hangs up.
 func (l *line) expectClosed() {
 	l.t.Helper()
-	if s, err := l.r.ReadString('\n'); err == nil {
-		l.t.Fatalf("still open, got %q", s)
+	s, err := l.r.ReadString('\n')
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		l.t.Fatalf("still open: got %q, %v", s, err)
 	}
 }
 

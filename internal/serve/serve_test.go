@@ -528,3 +528,21 @@ func TestOneShotListener(t *testing.T) {
 		t.Fatalf("second Accept: %v", err)
 	}
 }
+
+func FuzzEnvAddr(f *testing.F) {
+	for _, s := range [][2]string{{"192.0.2.7", "25"}, {"::ffff:10.0.0.1", "65535"}, {"fe80::1%eth0", "1"}, {"", ""}, {"1.2.3.4", "99999"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, ip, port string) {
+		ap := envAddr(ip, port)
+		if !ap.IsValid() {
+			return
+		}
+		if ap.Addr().Is4In6() {
+			t.Fatalf("%q: mapped address %s kept", ip, ap)
+		}
+		if back, err := netip.ParseAddrPort(ap.String()); err != nil || back != ap {
+			t.Fatalf("%q %q: %s does not round-trip: %v", ip, port, ap, err)
+		}
+	})
+}
