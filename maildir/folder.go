@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -472,10 +473,10 @@ func (f *Folder) Messages() ([]Message, error) {
 			return nil, err
 		}
 		f.mu.Lock()
-		names = f.names
+		names = maps.Clone(f.names)
 		f.mu.Unlock()
 	} else {
-		f.setNames(names)
+		f.setNames(maps.Clone(names))
 	}
 	msgs := make([]Message, 0, len(list.entries))
 	for _, e := range list.entries {

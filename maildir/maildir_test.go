@@ -413,3 +413,41 @@ func TestSizesFallback(t *testing.T) {
 		t.Errorf("%+v", m)
 	}
 }
+
+// TestConcurrentFolder shares one Folder between goroutines (one IMAP
+// process, several sessions); run with -race.
+func TestConcurrentFolder(t *testing.T) {
+	s := newTestStore(t)
+	f := inbox(t, s)
+	var done = make(chan error)
+	for g := range 4 {
+		go func() {
+			var err error
+			for i := 0; i < 30 && err == nil; i++ {
+				var m Message
+				if m, err = f.Deliver(strings.NewReader("x\n"), DeliverOptions{}); err != nil {
+					break
+				}
+				if _, err = f.Messages(); err != nil {
+					break
+				}
+				if _, err = f.SetFlags(m.Unique, "S"); err != nil {
+					break
+				}
+				if g%2 == 0 && i%3 == 0 {
+					err = f.Remove(m.Unique)
+				}
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	l, err := f.Sync()
+	if err != nil || l.Len() != 4*30-2*10 || l.Next != 4*30+1 {
+		t.Errorf("%d messages, next %d, %v", l.Len(), l.Next, err)
+	}
+}
