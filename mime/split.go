@@ -15,6 +15,8 @@ type splitter struct {
 	br   *bufio.Reader
 	dash []byte // "--" + boundary
 
+	head      []byte // a line ending to hand out before cur
+	headBuf   [2]byte
 	cur       []byte // bytes of the current line piece not yet handed out
 	eol       [2]byte
 	neol      int  // a held-back line ending: it belongs to a delimiter if one follows
@@ -85,90 +87,103 @@ func (s *splitter) delimiter(line []byte) (is, isClose bool) {
 
 type partReader splitter
 
+// Read hands out as many lines as fit in b and are already buffered, so
+// that a base64 body is not decoded one 76-byte line per call.
 func (p *partReader) Read(b []byte) (int, error) {
 	s := (*splitter)(p)
-	for len(s.cur) == 0 {
-		if s.partEnd {
-			return 0, io.EOF
+	n := 0
+	for n < len(b) {
+		if len(s.head) > 0 {
+			m := copy(b[n:], s.head)
+			s.head = s.head[m:]
+			n += m
+			continue
 		}
-		if s.eof {
-			s.partEnd = true
-			if s.neol > 0 {
-				// No delimiter followed: the line ending is content.
-				n := copy(b, s.eol[:s.neol])
-				s.neol = 0
-				return n, nil
-			}
-			return 0, io.EOF
-		}
-		start := s.lineStart
-		line, err := s.br.ReadSlice('\n')
-		switch err {
-		case nil:
-			s.lineStart = true
-		case bufio.ErrBufferFull:
-			s.lineStart = false
-		case io.EOF:
-			s.eof = true
-			s.lineStart = true
-		default:
-			s.err = err
-			s.eof = true
-			s.partEnd = true
-			return 0, err
-		}
-		if start {
-			if is, isClose := s.delimiter(line); is {
-				if !s.lineStart {
-					// White space padding longer than a buffer: skip it.
-					for {
-						_, err := s.br.ReadSlice('\n')
-						if err != bufio.ErrBufferFull {
-							if err != nil {
-								s.eof = true
-							}
-							break
-						}
-					}
-					s.lineStart = true
-				}
-				s.neol = 0
-				s.found = true
-				s.closed = isClose
-				s.partEnd = true
-				return 0, io.EOF
-			}
-		}
-		// Hand out the held-back line ending first, then this piece less
-		// its own line ending, which is held back in turn.
-		var eol []byte
-		if bytes.HasSuffix(line, []byte("\r\n")) {
-			eol = line[len(line)-2:]
-		} else if bytes.HasSuffix(line, []byte("\n")) {
-			eol = line[len(line)-1:]
-		}
-		held := s.eol
-		nheld := s.neol
-		s.cur = line[:len(line)-len(eol)]
-		s.neol = copy(s.eol[:], eol)
-		if nheld > 0 {
-			if len(b) < nheld {
-				// Too small a buffer to hand out the held ending whole;
-				// ask for a bigger read by handing out one byte at a time.
-				b[0] = held[0]
-				if nheld == 2 {
-					// Keep the second byte in front of the current piece.
-					s.cur = append([]byte{held[1]}, s.cur...)
-				}
-				return 1, nil
-			}
-			n := copy(b, held[:nheld])
+		if len(s.cur) > 0 {
 			m := copy(b[n:], s.cur)
 			s.cur = s.cur[m:]
-			return n + m, nil
+			n += m
+			continue
+		}
+		if n > 0 && s.br.Buffered() == 0 {
+			break // do not wait for more input with data in hand
+		}
+		if err := s.fill(); err != nil {
+			if n > 0 {
+				return n, nil
+			}
+			return 0, err
 		}
 	}
-	n := copy(b, s.cur)
-	s.cur = s.cur[n:]
 	return n, nil
+}
+
+// fill reads the next line piece into head (a held-back line ending) and
+// cur, or ends the part with io.EOF at a delimiter line or the end of input.
+func (s *splitter) fill() error {
+	if s.partEnd {
+		return io.EOF
+	}
+	if s.eof {
+		s.partEnd = true
+		if s.neol > 0 {
+			// No delimiter followed: the line ending is content.
+			s.headBuf = s.eol
+			s.head = s.headBuf[:s.neol]
+			s.neol = 0
+			return nil
+		}
+		return io.EOF
+	}
+	start := s.lineStart
+	line, err := s.br.ReadSlice('\n')
+	switch err {
+	case nil:
+		s.lineStart = true
+	case bufio.ErrBufferFull:
+		s.lineStart = false
+	case io.EOF:
+		s.eof = true
+		s.lineStart = true
+	default:
+		s.err = err
+		s.eof = true
+		s.partEnd = true
+		return err
+	}
+	if start {
+		if is, isClose := s.delimiter(line); is {
+			if !s.lineStart {
+				// White space padding longer than a buffer: skip it.
+				for {
+					_, err := s.br.ReadSlice('\n')
+					if err != bufio.ErrBufferFull {
+						if err != nil {
+							s.eof = true
+						}
+						break
+					}
+				}
+				s.lineStart = true
+			}
+			s.neol = 0
+			s.found = true
+			s.closed = isClose
+			s.partEnd = true
+			return io.EOF
+		}
+	}
+	// Hand out the held-back line ending first, then this piece less its
+	// own line ending, which is held back in turn.
+	var eol []byte
+	if bytes.HasSuffix(line, []byte("\r\n")) {
+		eol = line[len(line)-2:]
+	} else if bytes.HasSuffix(line, []byte("\n")) {
+		eol = line[len(line)-1:]
+	}
+	s.headBuf = s.eol
+	s.head = s.headBuf[:s.neol]
+	s.cur = line[:len(line)-len(eol)]
+	s.neol = copy(s.eol[:], eol)
+	return nil
 }

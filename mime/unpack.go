@@ -245,8 +245,12 @@ func (u *unpacker) write(num, typ, name string, body io.Reader) (File, error) {
 	if err != nil {
 		return file, err
 	}
-	n, err := io.Copy(f, body)
+	bw := bufio.NewWriterSize(f, 64<<10)
+	n, err := io.Copy(bw, body)
 	file.Size = n
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
 		f.Close()
 		return file, fmt.Errorf("write %s: %w", file.Path, err)

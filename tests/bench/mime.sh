@@ -1,0 +1,119 @@
+#!/bin/sh
+# tests/bench/mime.sh — tern-mime unpack against munpack (Debian mpack) and
+# ripmime on a generated corpus: a few hundred messages in the shapes mail
+# comes in, one of them with a 20 MiB attachment.
+#
+# For each tool: the median wall time of RUNS passes over the corpus, its
+# ratio to tern-mime, the peak RSS of any one run (/usr/bin/time -f %M), and
+# how many of the original files it wrote back right: the right bytes under
+# the right name, and the right bytes under any name.
+#
+#   sh tests/bench/mime.sh            N=300 messages, RUNS=5, BIG=20 (MiB)
+#   N=50 RUNS=3 BIG=5 sh tests/bench/mime.sh
+set -eu
+cd "$(dirname "$0")/../.."
+
+N=${N:-300}
+RUNS=${RUNS:-5}
+BIG=${BIG:-20}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tern-mime-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT INT TERM
+
+go build -o "$work/bin/" ./cmd/tern-mime ./tests/bench/mime/gencorpus
+"$work/bin/gencorpus" -o "$work/corpus" -n "$N" -big "$BIG"
+nfiles=$(wc -l < "$work/corpus/expect.txt")
+size=$(du -sm "$work/corpus" | cut -f1)
+
+tools=tern-mime
+for t in munpack ripmime; do
+	if command -v "$t" >/dev/null 2>&1; then
+		tools="$tools $t"
+	else
+		echo "mime.sh: $t not installed (Debian package $( [ $t = munpack ] && echo mpack || echo ripmime )); skipped" >&2
+	fi
+done
+timer=
+if [ -x /usr/bin/time ]; then
+	timer=/usr/bin/time
+else
+	echo "mime.sh: /usr/bin/time missing (Debian package time); no peak RSS" >&2
+fi
+
+# unpack TOOL MESSAGE DIR [RSSFILE]
+unpack() {
+	tool=$1 msg=$2 dir=$3 rss=${4:-}
+	set --
+	[ -n "$rss" ] && [ -n "$timer" ] && set -- "$timer" -f %M -a -o "$rss"
+	case $tool in
+	tern-mime) "$@" "$work/bin/tern-mime" unpack -C "$dir" < "$msg" ;;
+	munpack) "$@" munpack -q -f -C "$dir" < "$msg" ;;
+	ripmime) "$@" ripmime -i "$msg" -d "$dir" ;;
+	esac
+}
+
+# pass TOOL OUT [RSSFILE]: unpack every message into OUT/<message>/
+pass() {
+	for msg in "$work"/corpus/*.eml; do
+		d=$2/$(basename "$msg" .eml)
+		mkdir -p "$d"
+		unpack "$1" "$msg" "$d" "${3:-}" >/dev/null 2>&1 || true
+	done
+}
+
+now() { date +%s.%N; }
+
+printf '%s\n' "corpus: $N messages, $size MiB, $nfiles files to recover (one of $BIG MiB); $RUNS runs; $(nproc) CPUs"
+printf '%-10s %10s %8s %12s %16s %16s\n' tool "median s" ratio "peak RSS KiB" "right name+data" "right data"
+base=
+for tool in $tools; do
+	times=
+	i=0
+	while [ $i -lt "$RUNS" ]; do
+		rm -rf "$work/out"
+		mkdir -p "$work/out"
+		t0=$(now)
+		pass "$tool" "$work/out"
+		t1=$(now)
+		times="$times $(echo "$t1 - $t0" | bc)"
+		i=$((i + 1))
+	done
+	median=$(printf '%s\n' $times | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+	[ -z "$base" ] && base=$median
+	ratio=$(echo "scale=2; $median / $base" | bc)
+
+	# One more pass under /usr/bin/time, whose output is also checked.
+	rm -rf "$work/out" "$work/rss"
+	mkdir -p "$work/out"
+	: > "$work/rss"
+	pass "$tool" "$work/out" "$work/rss"
+	peak=$(sort -n "$work/rss" | tail -n 1)
+	[ -n "$peak" ] || peak=-
+
+	# What was written: "MESSAGE SHA256 NAME" for every file.
+	: > "$work/got"
+	for d in "$work"/out/*/; do
+		m=$(basename "$d")
+		(cd "$d" && find . -type f -exec sha256sum {} + 2>/dev/null) |
+			sed "s|^\([0-9a-f]*\)  \./|$m \1 |" >> "$work/got"
+	done
+	counts=$(awk '
+		NR == FNR { byname[$1 " " $2 " " substr($0, length($1) + length($2) + 3)] = 1; bydata[$1 " " $2] = 1; next }
+		{ name = substr($0, length($1) + length($2) + 3)
+		  if (($1 " " $2 " " name) in byname) n++
+		  if (($1 " " $2) in bydata) d++ }
+		END { printf "%d %d", n, d }' "$work/got" "$work/corpus/expect.txt")
+	set -- $counts
+	printf '%-10s %10.2f %8s %12s %16s %16s\n' "$tool" "$median" "$ratio" "$peak" "$1/$nfiles" "$2/$nfiles"
+	if [ "$tool" != tern-mime ]; then
+		# Which kinds of file this peer got wrong, by message number mod 8.
+		awk '
+			NR == FNR { byname[$1 " " $2 " " substr($0, length($1) + length($2) + 3)] = 1; next }
+			{ name = substr($0, length($1) + length($2) + 3)
+			  if (!(($1 " " $2 " " name) in byname)) { k = substr($1, 4) % 8; miss[k]++ } }
+			END { for (k = 0; k < 8; k++) if (miss[k]) printf "  missed kind %d: %d\n", k, miss[k] }' \
+			"$work/got" "$work/corpus/expect.txt"
+	fi
+done
+echo "kinds: 0 ASCII name base64 (and the big file), 1 RFC 2231 name, 2 RFC 2047 name, 3 quoted-printable text,"
+echo "       4 inside a forwarded message/rfc822, 5 uuencoded in the text, 6 7bit CSV, 7 two files, one RFC 2231 name in pieces"
