@@ -28,6 +28,12 @@ func main() {
 		Description:               "Exit status: 0 done; 1 no such header field; 64 usage; 65 nothing usable in the message;\n66 a file to pack is missing; 73 cannot create a file; 74 I/O error. See tern-mime(1).",
 		HideHelpCommand:           true,
 		DisableSliceFlagSeparator: true, // addresses have commas of their own
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return command.UsageError("unknown command %q: use pack, unpack, show or header", c.Args().First())
+			}
+			return command.UsageError("a command is needed: pack, unpack, show or header")
+		},
 		Commands: []*cli.Command{
 			{
 				Name:      "pack",
