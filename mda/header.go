@@ -76,6 +76,10 @@ func skipFromLine(br *bufio.Reader) error {
 	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
 		return sysexit.New(sysexit.TempFail, "read message: %w", err)
 	}
+	if len(peek) == 0 {
+		// Nothing at all: a broken pipe upstream, not a message.
+		return sysexit.New(sysexit.DataErr, "no message on standard input")
+	}
 	if string(peek) != "From " {
 		return nil
 	}

@@ -46,7 +46,7 @@ func TestPrepare(t *testing.T) {
 		{"CRLF kept for the store", "Subject: x\r\n\r\nb\r\n", Envelope{Recipient: "u@h"},
 			"Delivered-To: u@h\nSubject: x\r\n\r\nb\r\n"},
 		{"no header end", "Subject: x", Envelope{Recipient: "u@h"}, "Delivered-To: u@h\nSubject: x"},
-		{"empty", "", Envelope{Recipient: "u@h"}, "Delivered-To: u@h\n"},
+		
 		{"newline in sender", "\nb", Envelope{Sender: "a@b\nX-Evil: 1"}, "Return-Path: <a@b X-Evil: 1>\n\nb"},
 	} {
 		got, err := prepare(t, tc.msg, tc.env)
@@ -74,6 +74,12 @@ func TestLoop(t *testing.T) {
 	}
 }
 
+func TestEmpty(t *testing.T) {
+	if _, err := prepare(t, "", Envelope{}); sysexit.Code(err) != sysexit.DataErr {
+		t.Errorf("empty input: %v, want status 65", err)
+	}
+}
+
 func TestLongHeaderStreams(t *testing.T) {
 	// A header larger than MaxHeader is delivered whole, unchanged.
 	long := "X-Long: " + strings.Repeat("a", MaxHeader+100) + "\n\nbody\n"
@@ -92,7 +98,7 @@ func FuzzPrepare(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg, sender, rcpt string) {
 		r, err := Prepare(strings.NewReader(msg), Envelope{Sender: sender, Recipient: rcpt})
 		if err != nil {
-			if !errors.Is(err, ErrLoop) {
+			if !errors.Is(err, ErrLoop) && msg != "" {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return

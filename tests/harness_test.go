@@ -34,6 +34,11 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Tests run programs as other users (nobody) too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "tests:", err)
+		return 1
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tests:", err)
@@ -211,11 +216,14 @@ func (r *Root) Start(stdin io.Reader, env []string, name string, args ...string)
 	return StartCmd(r.T, cmd, stdin)
 }
 
-// StartCmd starts a prepared command in the background.
+// StartCmd starts a prepared command in the background; a nil stdin
+// keeps what the command has (a StdinPipe, say).
 func StartCmd(t testing.TB, cmd *exec.Cmd, stdin io.Reader) *Proc {
 	t.Helper()
 	p := &Proc{Cmd: cmd, done: make(chan struct{})}
-	cmd.Stdin = stdin
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	if cmd.Stdout == nil {
 		cmd.Stdout = &p.stdout
 	}
