@@ -46,7 +46,7 @@ func TestPrepare(t *testing.T) {
 		{"CRLF kept for the store", "Subject: x\r\n\r\nb\r\n", Envelope{Recipient: "u@h"},
 			"Delivered-To: u@h\nSubject: x\r\n\r\nb\r\n"},
 		{"no header end", "Subject: x", Envelope{Recipient: "u@h"}, "Delivered-To: u@h\nSubject: x"},
-		
+
 		{"newline in sender", "\nb", Envelope{Sender: "a@b\nX-Evil: 1"}, "Return-Path: <a@b X-Evil: 1>\n\nb"},
 	} {
 		got, err := prepare(t, tc.msg, tc.env)
