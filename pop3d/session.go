@@ -29,7 +29,9 @@ const (
 	// command; AUTH responses (RFC 5034 §4) may be longer, so lines are
 	// read up to this size and a longer one is refused.
 	MaxLine = 8 << 10
-	// MaxErrors is how many bad commands end a session.
+	// MaxErrors is how many bad commands (unknown, out of state, badly
+	// formed, or failed logins) end a session; a valid command naming a
+	// message that is not there does not count.
 	MaxErrors = 10
 )
 
@@ -515,7 +517,7 @@ func (s *Session) transactionCmd(verb, arg string) (handled, done bool) {
 	case "RETR":
 		i, ok := s.msgArg(arg)
 		if !ok {
-			return true, s.bad()
+			return true, false
 		}
 		if s.send(i, -1) {
 			s.seen[i] = true
@@ -529,13 +531,13 @@ func (s *Session) transactionCmd(verb, arg string) (handled, done bool) {
 		}
 		i, ok := s.msgArg(a)
 		if !ok {
-			return true, s.bad()
+			return true, false
 		}
 		s.send(i, lines)
 	case "DELE":
 		i, ok := s.msgArg(arg)
 		if !ok {
-			return true, s.bad()
+			return true, false
 		}
 		s.deleted[i] = true
 		s.reply(true, "message %d deleted", i+1)

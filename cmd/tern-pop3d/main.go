@@ -1,0 +1,93 @@
+// tern-pop3d serves POP3 over the Maildirs of the accounts in the users
+// file (or a checkpassword program), one connection at a time per process
+// under inetd, tcpserver or systemd, or from its own listener. See
+// tern-pop3d(8) and tern-serve(7).
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tern-mail/tern/internal/auth"
+	"github.com/tern-mail/tern/internal/command"
+	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/logging"
+	"github.com/tern-mail/tern/internal/serve"
+	"github.com/tern-mail/tern/internal/sysexit"
+	"github.com/tern-mail/tern/internal/tlsconf"
+	"github.com/tern-mail/tern/pop3d"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	flags := append(serve.Flags(),
+		&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR` (hostname, users, tls.crt, tls.key)"},
+		&cli.StringFlag{Name: "checkpassword", EnvVars: []string{"TERN_CHECKPASSWORD"}, Usage: "authenticate with the checkpassword `PROG` instead of the users file"},
+		&cli.BoolFlag{Name: "insecure-auth", EnvVars: []string{"TERN_INSECURE_AUTH"}, Usage: "accept passwords on unencrypted connections from anywhere, not only loopback"},
+	)
+	command.Main(&cli.App{
+		Name:            "tern-pop3d",
+		Usage:           "POP3 server over Maildir",
+		UsageText:       "tern-pop3d [--conf DIR] [--listen ADDR]... [--tls] [--checkpassword PROG] [--insecure-auth]",
+		HideHelpCommand: true,
+		Flags:           flags,
+		Action:          run,
+	})
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return command.UsageError("unexpected argument %q", c.Args().First())
+	}
+	log := logging.New("tern-pop3d", os.Stderr, nil)
+	cf, err := conf.Load(c.String("conf"))
+	if err != nil {
+		return err
+	}
+	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args})
+	opts.Busy = func(nc net.Conn) { io.WriteString(nc, "-ERR [SYS/TEMP] too many connections, try again later\r\n") }
+	cert, err := tlsconf.LoadDir(cf.Dir, log)
+	switch {
+	case err == nil:
+		opts.TLS = cert.Config()
+	case !errors.Is(err, fs.ErrNotExist):
+		return sysexit.Wrap(sysexit.Config, err)
+	}
+	var authn auth.Authenticator
+	if prog := c.String("checkpassword"); prog != "" {
+		authn = &auth.Checkpassword{Prog: prog}
+	} else {
+		authn = &auth.UsersFile{Path: cf.UsersPath(), Log: log}
+	}
+	authn = auth.Throttled{Authenticator: authn, Throttle: auth.NewThrottle()}
+	insecure := c.Bool("insecure-auth")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve.Run(ctx, opts, func(ctx context.Context, conn *serve.Conn) error {
+		cfg := pop3d.Config{
+			Auth:      &pop3d.Backend{Authenticator: authn, Remote: conn.Remote.Addr()},
+			Greeting:  cf.Hostname + " tern POP3 ready cid=" + conn.ID,
+			Log:       conn.Log,
+			TLSActive: conn.IsTLS,
+			Secure: func() bool {
+				return conn.IsTLS() || insecure || conn.Remote.Addr().Unmap().IsLoopback()
+			},
+		}
+		if opts.TLS != nil {
+			cfg.StartTLS = func() (io.Reader, io.Writer, error) {
+				if err := conn.StartTLS(opts.TLS); err != nil {
+					return nil, nil, err
+				}
+				return conn, conn, nil
+			}
+		}
+		return pop3d.Serve(ctx, conn, cfg)
+	})
+}

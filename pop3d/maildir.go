@@ -1,0 +1,145 @@
+package pop3d
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tern-mail/tern/maildir"
+	"golang.org/x/sys/unix"
+)
+
+// LockName is the file in a Maildir's root whose lock marks a POP3 session.
+const LockName = "tern-pop3.lock"
+
+// MaildirBox is a Maildir's INBOX as a POP3 maildrop.
+type MaildirBox struct {
+	inbox *maildir.Folder
+	lock  *os.File
+	msgs  []maildir.Message
+}
+
+// OpenMaildir takes the POP3 session lock of the Maildir at path (making
+// the Maildir when it is missing, as a new account's first login may find
+// it), moves new messages to cur/ keeping their unique names, and lists
+// the maildrop in arrival (UID) order.
+//
+// The lock is an open file description lock (F_OFD_SETLK) on LockName:
+// the kernel drops it when the process dies, so a crashed session never
+// locks a user out, and the NFS client turns it into a server-side lock,
+// so two hosts over one Maildir exclude each other too. A held lock gives
+// ErrInUse (RFC 2449 §8.1.2, [IN-USE]).
+func OpenMaildir(path string) (*MaildirBox, error) {
+	store, err := maildir.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		store, err = maildir.Create(path, 0o700)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(path, LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open POP3 lock: %w", err)
+	}
+	flock := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &flock); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, ErrInUse
+		}
+		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	b := &MaildirBox{lock: lock}
+	if err := b.load(store); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *MaildirBox) load(store *maildir.Store) error {
+	inbox, err := store.Folder("INBOX")
+	if err != nil {
+		return err
+	}
+	b.inbox = inbox
+	msgs, err := inbox.Messages()
+	if err != nil {
+		return err
+	}
+	// qmail-pop3d and Dovecot move new mail to cur/ when a POP3 session
+	// sees it: it is no longer "recent" for an IMAP client afterwards.
+	for i, m := range msgs {
+		if m.Dir != "new" {
+			continue
+		}
+		moved, err := inbox.MoveToCur(m.Unique)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile; RETR will say so
+		}
+		if err != nil {
+			return err
+		}
+		moved.UID = m.UID
+		msgs[i] = moved
+	}
+	b.msgs = msgs
+	return nil
+}
+
+// Messages implements Mailbox.
+func (b *MaildirBox) Messages() []Message {
+	out := make([]Message, len(b.msgs))
+	for i, m := range b.msgs {
+		out[i] = Message{UID: m.Unique, Size: m.RFC822Size}
+	}
+	return out
+}
+
+// Open implements Mailbox.
+func (b *MaildirBox) Open(uid string) (io.ReadCloser, error) {
+	f, _, err := b.inbox.Open(uid)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Commit implements Mailbox: expunges the deleted messages and adds the
+// Seen flag to the retrieved ones. A message already gone counts as
+// deleted.
+func (b *MaildirBox) Commit(deleted, retrieved []string) error {
+	var errs []error
+	for _, u := range deleted {
+		if err := b.inbox.Remove(u); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	flags := map[string]string{}
+	for _, m := range b.msgs {
+		flags[m.Unique] = m.Flags
+	}
+	for _, u := range retrieved {
+		if strings.Contains(flags[u], "S") {
+			continue
+		}
+		if _, err := b.inbox.SetFlags(u, flags[u]+"S"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements Mailbox: it releases the session lock.
+func (b *MaildirBox) Close() error {
+	if b.lock == nil {
+		return nil
+	}
+	err := b.lock.Close()
+	b.lock = nil
+	return err
+}
