@@ -88,6 +88,17 @@ func NewRoot(t testing.TB) *Root {
 	return r
 }
 
+// OpenUp makes the root reachable by other users (the test's temporary
+// directories are 0700), for programs that drop to an account's uid.
+func (r *Root) OpenUp() {
+	r.T.Helper()
+	for _, d := range []string{filepath.Dir(r.Dir), r.Dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			r.T.Fatal(err)
+		}
+	}
+}
+
 // Path joins rel to the root.
 func (r *Root) Path(rel ...string) string { return filepath.Join(append([]string{r.Dir}, rel...)...) }
 

@@ -41,12 +41,7 @@ func newPOPAccount(t *testing.T, r *Root) *popAccount {
 	ids := "::"
 	if os.Geteuid() == 0 {
 		ids = ":65534:65534:"
-		// The account must reach its home through the test's directories.
-		for _, d := range []string{filepath.Dir(r.Dir), r.Dir} {
-			if err := os.Chmod(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
+		r.OpenUp()
 	}
 	r.WriteFile("etc/tern/users", "# test account\n"+a.user+":"+strings.TrimSpace(res.Stdout)+ids+":"+a.home+"::\n")
 	if err := os.MkdirAll(a.home, 0o755); err != nil {

@@ -1,0 +1,28 @@
+package tests
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMakeRunDemo runs the demo behind `make run` once, on a free port, and
+// checks that a POP3 client saw the sample mail.
+func TestMakeRunDemo(t *testing.T) {
+	Need(t, "python3")
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRoot(t)
+	r.OpenUp()
+	cmd := exec.Command("sh", filepath.Join(root, "contrib", "run-demo.sh"))
+	cmd.Env = r.Env("TERN_BIN="+binDir, "TERN_DEMO_DIR="+r.Path("run"), "TERN_DEMO_ONCE=1",
+		fmt.Sprintf("TERN_DEMO_POP3=127.0.0.1:%d", freePort(t)))
+	res := RunCmd(t, cmd, "")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "a POP3 client sees 3 messages") || !strings.Contains(res.Stdout, "Lists.Go:") {
+		t.Fatalf("demo:\n%v", res)
+	}
+}

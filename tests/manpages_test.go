@@ -1,0 +1,48 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestManPagesCoverFlags checks that every program has a man page and that
+// every long flag its --help shows is documented there.
+func TestManPagesCoverFlags(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	progs, err := os.ReadDir(filepath.Join(root, "cmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagRE := regexp.MustCompile(`(?m)^\s+--([a-z][a-z0-9-]*)`)
+	for _, p := range progs {
+		pages, _ := filepath.Glob(filepath.Join(root, "man", p.Name()+".[18]"))
+		if len(pages) != 1 {
+			t.Errorf("%s: want one man page in man/ (section 1 or 8), found %v", p.Name(), pages)
+			continue
+		}
+		page, err := os.ReadFile(pages[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := exec.Command(Bin(p.Name()), "--help").CombinedOutput()
+		flags := flagRE.FindAllStringSubmatch(string(out), -1)
+		if len(flags) == 0 {
+			t.Errorf("%s --help shows no flags:\n%s", p.Name(), out)
+		}
+		for _, f := range flags {
+			if f[1] == "help" {
+				continue
+			}
+			if !strings.Contains(string(page), "Fl -"+f[1]) {
+				t.Errorf("%s: flag --%s is not in %s", p.Name(), f[1], filepath.Base(pages[0]))
+			}
+		}
+	}
+}
