@@ -10,9 +10,12 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tern-mail/tern/internal/auth"
+	"golang.org/x/sys/unix"
 )
 
 // login checks a password against the users file the way the servers do.
@@ -270,6 +273,117 @@ func TestPasswdManPage(t *testing.T) {
 		for _, m := range env.FindAllStringSubmatch(res.Stdout, -1) {
 			if !strings.Contains(string(page), "Ev "+m[1]) {
 				t.Errorf("man/tern-passwd.1 lacks %s", m[1])
+			}
+		}
+	}
+}
+
+// --create as root hands the home and Maildir to the account's ids.
+func TestPasswdCreateOwner(t *testing.T) {
+	NeedRoot(t)
+	r := NewRoot(t)
+	home := filepath.Join(r.Home, "vmail", "carol")
+	if res := r.Run("pw\n", nil, "tern-passwd", "add", "--uid", "4321", "--gid", "4322", "--create", "--home", home, "carol"); res.Code != 0 {
+		t.Fatalf("add: %v", res)
+	}
+	for _, d := range []string{home, filepath.Join(home, "Maildir", "new")} {
+		st, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != 4321 || s.Gid != 4322 {
+			t.Errorf("%s owned by %d:%d, want 4321:4322", d, s.Uid, s.Gid)
+		}
+	}
+}
+
+// openPty returns a pseudo-terminal pair, for driving the password prompt.
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("SKIP: no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// On a terminal the password is asked twice, without echo.
+func TestPasswdTerminal(t *testing.T) {
+	r := NewRoot(t)
+	for _, tc := range []struct {
+		typed string
+		code  int
+	}{{"sesame\nsesame\n", 0}, {"sesame\nsesamf\n", 65}} {
+		m, s := openPty(t)
+		cmd := r.Cmd("tern-passwd", "hash", "--scheme", "BLF-CRYPT")
+		var stdout strings.Builder
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = s, &stdout, s
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Answer each prompt with the next typed line; the reads end
+		// with an error once the program has exited and closed its side.
+		var screen strings.Builder
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			typed := tc.typed
+			buf := make([]byte, 256)
+			for {
+				n, err := m.Read(buf)
+				screen.Write(buf[:n])
+				if err != nil {
+					return
+				}
+				if typed != "" && (strings.HasSuffix(screen.String(), "Password: ") || strings.HasSuffix(screen.String(), "Again: ")) {
+					line, rest, _ := strings.Cut(typed, "\n")
+					typed = rest
+					m.Write([]byte(line + "\n"))
+				}
+			}
+		}()
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-waited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("tern-passwd still running; the terminal showed %q", screen.String())
+		}
+		st, _ := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+		if st.Lflag&unix.ECHO == 0 {
+			t.Error("echo left off after tern-passwd exited")
+		}
+		s.Close()
+		<-done
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code {
+			t.Errorf("exit %d, want %d; terminal %q", code, tc.code, screen.String())
+		}
+		if strings.Contains(screen.String(), "sesame") {
+			t.Errorf("the password was echoed: %q", screen.String())
+		}
+		if tc.code == 0 {
+			h, err := auth.ParseHash(strings.TrimSpace(stdout.String()))
+			if err != nil || !h.Verify("sesame") {
+				t.Errorf("hash %q: %v", stdout.String(), err)
 			}
 		}
 	}
