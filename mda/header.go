@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"strings"
 
 	"github.com/tern-mail/tern/internal/sysexit"
@@ -173,13 +172,18 @@ func findDeliveredTo(h []byte, rcpt string) bool {
 
 // canonical compares addresses as mail does in practice: the domain is
 // case-insensitive (RFC 5321 §2.4) and, like qmail and Postfix, so is the
-// local part for this check, so "Bob@X" and "bob@x" are one loop.
+// local part for this check, so "Bob@X" and "bob@x" are one loop. A
+// display name or comment around an address in angle brackets is dropped.
+// (net/mail would do this too, but it links the whole net package into a
+// program whose start-up time is most of its cost.)
 func canonical(addr string) string {
 	addr = strings.TrimSpace(addr)
-	if a, err := mail.ParseAddress(addr); err == nil {
-		addr = a.Address
+	if i := strings.LastIndexByte(addr, '<'); i >= 0 {
+		if j := strings.IndexByte(addr[i:], '>'); j > 0 {
+			addr = addr[i+1 : i+j]
+		}
 	}
-	return strings.ToLower(strings.Trim(addr, "<>"))
+	return strings.ToLower(strings.TrimSpace(addr))
 }
 
 func dropField(h []byte, drop string) []byte {

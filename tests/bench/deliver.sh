@@ -13,7 +13,7 @@ n=${1:-2000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-go build -o "$work/bin/" ./cmd/tern-deliver ./tests/bench/deliver
+CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o "$work/bin/" ./cmd/tern-deliver ./tests/bench/deliver
 for p in procmail maildrop strace; do
 	command -v $p >/dev/null || echo "note: $p is not installed; its row is left out (Debian package $p)"
 done
