@@ -486,3 +486,38 @@ func readAll(t *testing.T, md string) string {
 	}
 	return b.String()
 }
+
+// TestPOP3Checkpassword logs in through a checkpassword program (the fd 3
+// interface of qmail-pop3d) instead of the users file. Run as root, the
+// program changes to the account's uid as checkpassword does.
+func TestPOP3Checkpassword(t *testing.T) {
+	r := NewRoot(t)
+	a := newPOPAccount(t, r)
+	os.Remove(r.Path("etc", "tern", "users"))
+	drop := ""
+	if os.Geteuid() == 0 {
+		Need(t, "setpriv")
+		drop = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+	}
+	prog := r.WriteFile("checkpw", fmt.Sprintf(`#!/bin/sh
+data=$(tr '\0' '\n' <&3)
+user=$(printf '%%s\n' "$data" | sed -n 1p)
+pass=$(printf '%%s\n' "$data" | sed -n 2p)
+[ "$user" = %q ] && [ "$pass" = %q ] || exit 1
+USER=$user HOME=%q
+export USER HOME
+exec %s "$@"
+`, a.user, a.pass, a.home, drop))
+	os.Chmod(prog, 0o755)
+	_, addr := startPOP3(t, r, "--checkpassword", prog)
+	c := pop3Dial(t, addr)
+	c.cmd("USER " + a.user)
+	if got := c.cmd("PASS wrong"); !strings.HasPrefix(got, "-ERR [AUTH]") {
+		t.Errorf("wrong password through checkpassword: %q", got)
+	}
+	c.cmd("USER " + a.user)
+	if got := c.cmd("PASS " + a.pass); !strings.HasPrefix(got, "+OK logged in, 3 messages") {
+		t.Errorf("checkpassword login: %q", got)
+	}
+	c.cmd("QUIT")
+}
