@@ -252,6 +252,10 @@ func fsyncs(t *tool, msg string, uid int) string {
 	}
 	out.Close()
 	defer os.Remove(out.Name())
+	// strace writes the file as the delivering user.
+	if err := os.Chmod(out.Name(), 0o666); err != nil {
+		return err.Error()
+	}
 	inner := command(t, uid)
 	cmd := exec.Command("strace", append([]string{"-f", "-qq", "-o", out.Name(), "-e", "trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync"}, inner.Args...)...)
 	cmd.Env = inner.Env
