@@ -1,0 +1,554 @@
+// Package queue is tern's queue directory: the on-disk format of
+// tern-queue(5) and every step that changes it, each one crash-safe
+// (temporary file, fsync, rename, fsync of the directory).
+//
+// The permission model is Postfix's maildrop rather than qmail's setuid
+// qmail-queue: incoming/ is world-writable and sticky (mode 1733, no read),
+// so any local user can drop a submission there without a setuid program,
+// cannot list or read anyone else's, and cannot remove them. tern-queue,
+// the only reader, checks each file (a plain file with one link, opened
+// without following symbolic links), records its owner as the submitter,
+// and moves it into mess/ and env/, which only the queue's owner can enter.
+// A setuid injector would be one more program running with privileges on
+// user input; a dropbox needs none.
+package queue
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tern-mail/tern/internal/sysexit"
+)
+
+// DefaultDir is the queue when neither --queue nor TERN_QUEUE names one.
+const DefaultDir = "/var/spool/tern"
+
+// Subdirectories of the queue and their modes.
+const (
+	Incoming = "incoming" // submissions: world-writable dropbox
+	Mess     = "mess"     // message files, as submitted (envelope, empty line, message)
+	Env      = "env"      // live envelopes
+	Bad      = "bad"      // damaged entries, moved aside
+)
+
+// FlushName, created in incoming/, asks a running tern-queue to retry
+// every deferred recipient now (tern-queue --flush, sendmail -q). It starts
+// with a dot, so it is never taken for a submission.
+const FlushName = ".flush"
+
+// StaleTemp is how old an unfinished temporary file must be before
+// tern-queue removes it: a submission cannot take that long.
+const StaleTemp = 36 * time.Hour
+
+// Queue is an open queue directory.
+type Queue struct {
+	Dir string
+}
+
+// Open opens the queue at dir, making its subdirectories when they are
+// missing and the caller may (tern-queue always can; a user's tern-enqueue
+// finds them made).
+func Open(dir string) (*Queue, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	q := &Queue{Dir: dir}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, sysexit.Wrap(sysexit.TempFail, fmt.Errorf("open queue %s: %w", dir, err))
+	}
+	for _, d := range []struct {
+		name string
+		mode fs.FileMode
+	}{{Incoming, 0o1733}, {Mess, 0o700}, {Env, 0o700}, {Bad, 0o700}} {
+		p := filepath.Join(dir, d.name)
+		if _, err := os.Lstat(p); err == nil {
+			continue
+		}
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			if d.name == Incoming {
+				return nil, sysexit.Wrap(sysexit.TempFail, fmt.Errorf("make queue directory %s: %w", p, err))
+			}
+			continue // a submitter may not make these; tern-queue will
+		}
+		// Mkdir's mode goes through the umask, and the sticky bit must be set
+		// explicitly anyway.
+		if err := os.Chmod(p, d.mode); err != nil {
+			return nil, sysexit.Wrap(sysexit.TempFail, fmt.Errorf("set mode of %s: %w", p, err))
+		}
+	}
+	return q, nil
+}
+
+func (q *Queue) path(sub, name string) string { return filepath.Join(q.Dir, sub, name) }
+
+// MessagePath is the file holding the message of entry id.
+func (q *Queue) MessagePath(id string) string { return q.path(Mess, id) }
+
+// EnvelopePath is the file holding the live envelope of entry id.
+func (q *Queue) EnvelopePath(id string) string { return q.path(Env, id) }
+
+// NewID returns a queue ID for a message arriving at t: sixteen hex digits
+// of nanoseconds since 1970 and five of the process ID, so that IDs sort by
+// arrival and two processes never collide on the same nanosecond.
+func NewID(t time.Time, pid int) string {
+	return fmt.Sprintf("%016x%05x", t.UnixNano(), pid&0xfffff)
+}
+
+// ValidID reports whether s has the shape of a queue ID; names in the queue
+// directories that do not are never taken for entries.
+func ValidID(s string) bool {
+	if len(s) != 21 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// IDTime is the arrival time written in an ID.
+func IDTime(id string) time.Time {
+	var n int64
+	if _, err := fmt.Sscanf(id[:16], "%016x", &n); err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Inject writes one submission into incoming/: the envelope, an empty line,
+// and the message copied from msg. It returns the queue ID only once the
+// file and the directory entry are on disk (fsync of both): from then on
+// the message is the queue's. e.ID and e.Arrived are set here.
+//
+// Every failure is temporary (75): a full disk, a missing queue or a
+// permission problem is for the administrator to fix, and the sender should
+// keep the message until then.
+func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error) {
+	tmp, err := q.create(Incoming)
+	if err != nil {
+		return "", err
+	}
+	tmpName := tmp.Name()
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	e.Arrived = now
+	e.ID = NewID(now, os.Getpid())
+	var head bytes.Buffer
+	if err := e.Marshal(&head); err != nil {
+		return "", err
+	}
+	head.WriteByte('\n')
+	if _, err := tmp.Write(head.Bytes()); err != nil {
+		return "", tempErr("write %s", tmpName, err)
+	}
+	if _, err := io.Copy(tmp, msg); err != nil {
+		var se *sysexit.Error
+		if errors.As(err, &se) {
+			return "", err // the reader's own verdict (too large, bad data)
+		}
+		return "", tempErr("write %s", tmpName, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", tempErr("fsync %s", tmpName, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", tempErr("close %s", tmpName, err)
+	}
+	// The ID was chosen before the content was written, so the name of the
+	// envelope inside matches the file's; link(2) refuses to replace an
+	// existing name, and a collision (same nanosecond, same pid: a reused
+	// pid after a clock step) would need a new ID written into the file, so
+	// it is reported as temporary instead: the caller tries again.
+	final := q.path(Incoming, e.ID)
+	if err := os.Link(tmpName, final); err != nil {
+		return "", tempErr("link %s", final, err)
+	}
+	committed = true
+	os.Remove(tmpName)
+	if err := syncDir(filepath.Join(q.Dir, Incoming)); err != nil {
+		return "", err
+	}
+	return e.ID, nil
+}
+
+// create makes a temporary file in sub, readable only by its owner.
+func (q *Queue) create(sub string) (*os.File, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, tempErr("random name in %s", sub, err)
+	}
+	p := q.path(sub, ".tmp-"+hex.EncodeToString(b[:]))
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, tempErr("create %s", p, err)
+	}
+	return f, nil
+}
+
+func tempErr(what, path string, err error) error {
+	return sysexit.Wrap(sysexit.TempFail, fmt.Errorf(what+": %w", path, unwrapPath(err)))
+}
+
+// unwrapPath drops the *PathError wrapping whose path the message already
+// names.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return tempErr("open directory %s", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return tempErr("fsync directory %s", dir, err)
+	}
+	return nil
+}
+
+// list returns the entry IDs in sub, sorted (so, by arrival).
+func (q *Queue) list(sub string) ([]string, error) {
+	d := filepath.Join(q.Dir, sub)
+	f, err := os.Open(d)
+	if err != nil {
+		return nil, tempErr("open %s", d, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, tempErr("list %s", d, err)
+	}
+	ids := names[:0]
+	for _, n := range names {
+		if ValidID(n) {
+			ids = append(ids, n)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Incoming returns the IDs of submissions not yet taken in.
+func (q *Queue) Incoming() ([]string, error) { return q.list(Incoming) }
+
+// IDs returns the IDs of the entries in the queue proper.
+func (q *Queue) IDs() ([]string, error) { return q.list(Env) }
+
+// Ingest takes a submission from incoming/ into the queue: it checks the
+// file, writes env/ID, then renames the file to mess/ID. A crash between
+// the two steps leaves env/ID and incoming/ID, which Recover (or the next
+// Ingest) completes. A damaged submission is moved to bad/ and the error
+// says why; ErrNotExist means another pass took it.
+func (q *Queue) Ingest(id string) (*Envelope, error) {
+	in := q.path(Incoming, id)
+	if e, err := q.Load(id); err == nil {
+		// A crash between the two steps: finish the move.
+		return e, q.finishIngest(id)
+	}
+	f, err := os.OpenFile(in, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, q.moveAside(Incoming, id, errors.New("a symbolic link, not a file"))
+		}
+		return nil, tempErr("open %s", in, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, tempErr("stat %s", in, err)
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	if !st.Mode().IsRegular() || sys == nil || sys.Nlink != 1 {
+		// A hard link to someone else's file would hand its contents to the
+		// queue under the linker's name.
+		return nil, q.moveAside(Incoming, id, errors.New("not a plain file with one link"))
+	}
+	e, used, err := ParseEnvelope(f)
+	if err != nil {
+		return nil, q.moveAside(Incoming, id, err)
+	}
+	if e.ID != id {
+		return nil, q.moveAside(Incoming, id, fmt.Errorf("envelope names id %s", e.ID))
+	}
+	for _, r := range e.Recipients {
+		if r.State != Queued || strings.HasPrefix(r.Addr, "|") || strings.HasPrefix(r.Addr, "/") {
+			return nil, q.moveAside(Incoming, id, fmt.Errorf("recipient %s is not a new address", r.Addr))
+		}
+	}
+	// The submitter is whoever owns the file, whatever the envelope claims.
+	e.UID = int(sys.Uid)
+	e.Offset = used
+	e.Size = st.Size() - used
+	e.Hold, e.Warned = false, time.Time{}
+	if err := q.Save(e); err != nil {
+		return nil, err
+	}
+	return e, q.finishIngest(id)
+}
+
+func (q *Queue) finishIngest(id string) error {
+	in, mess := q.path(Incoming, id), q.path(Mess, id)
+	if err := os.Rename(in, mess); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(mess); serr == nil {
+				return nil
+			}
+		}
+		return tempErr("move %s", in, err)
+	}
+	if err := syncDir(filepath.Join(q.Dir, Mess)); err != nil {
+		return err
+	}
+	return syncDir(filepath.Join(q.Dir, Incoming))
+}
+
+// Load reads the live envelope of entry id.
+func (q *Queue) Load(id string) (*Envelope, error) {
+	p := q.path(Env, id)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	e, _, err := ParseEnvelope(f)
+	if err != nil {
+		return nil, &DamagedError{ID: id, Err: fmt.Errorf("%s: %w", p, err)}
+	}
+	if e.ID != id {
+		return nil, &DamagedError{ID: id, Err: fmt.Errorf("%s: names id %s", p, e.ID)}
+	}
+	return e, nil
+}
+
+// DamagedError is an envelope that cannot be read; the entry should be
+// moved aside with MoveAside.
+type DamagedError struct {
+	ID  string
+	Err error
+}
+
+func (e *DamagedError) Error() string { return "damaged queue entry " + e.ID + ": " + e.Err.Error() }
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+// Save replaces the live envelope of e.ID: temporary file, fsync, rename,
+// fsync of env/.
+func (q *Queue) Save(e *Envelope) error {
+	tmp, err := q.create(Env)
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	err = e.Marshal(tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, q.path(Env, e.ID))
+	}
+	if err != nil {
+		os.Remove(name)
+		return tempErr("write envelope %s", q.path(Env, e.ID), err)
+	}
+	return syncDir(filepath.Join(q.Dir, Env))
+}
+
+// Message opens the message of entry id, positioned at its first byte.
+func (q *Queue) Message(e *Envelope) (*os.File, error) {
+	f, err := os.Open(q.path(Mess, e.ID))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(e.Offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Lock takes the lock of entry id (flock on mess/ID, whose inode never
+// changes while the entry lives), waiting for it; the lock goes with the
+// process, so a killed tern-queue leaves none behind. Every change of a
+// live envelope happens under it: tern-queue's delivery attempts and the
+// --delete, --hold and --release commands.
+func (q *Queue) Lock(id string) (unlock func(), err error) {
+	f, err := os.Open(q.path(Mess, id))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, tempErr("lock %s", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Remove deletes a finished entry: the envelope first, so that a crash
+// between the two leaves a message without envelope, which Recover knows to
+// be finished.
+func (q *Queue) Remove(id string) error {
+	if err := os.Remove(q.path(Env, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return tempErr("remove %s", q.path(Env, id), err)
+	}
+	if err := syncDir(filepath.Join(q.Dir, Env)); err != nil {
+		return err
+	}
+	if err := os.Remove(q.path(Mess, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return tempErr("remove %s", q.path(Mess, id), err)
+	}
+	return nil
+}
+
+// MoveAside moves a damaged entry to bad/ (never deletes it) and returns an
+// error saying why, for the log.
+func (q *Queue) MoveAside(id string, why error) error {
+	err := q.moveAside(Env, id, why)
+	if merr := os.Rename(q.path(Mess, id), q.path(Bad, id+".mess")); merr != nil && !errors.Is(merr, fs.ErrNotExist) {
+		return fmt.Errorf("%w; and moving its message aside: %v", err, merr)
+	}
+	return err
+}
+
+func (q *Queue) moveAside(sub, id string, why error) error {
+	dst := q.path(Bad, id+"."+sub)
+	if err := os.Rename(q.path(sub, id), dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("damaged entry %s (%v), and moving it to %s failed: %w", id, why, dst, err)
+	}
+	_ = syncDir(filepath.Join(q.Dir, Bad))
+	return &DamagedError{ID: id, Err: fmt.Errorf("%v; moved to %s", why, dst)}
+}
+
+// Recover puts the queue in order after a crash and returns what it did,
+// one line each, for the log: a message without envelope or submission is
+// a finished entry whose removal was interrupted; an envelope without
+// message or submission is damaged; old temporary files are removed.
+func (q *Queue) Recover(now time.Time) ([]string, error) {
+	var notes []string
+	mess, err := q.list(Mess)
+	if err != nil {
+		return nil, err
+	}
+	envs, err := q.list(Env)
+	if err != nil {
+		return nil, err
+	}
+	isEnv := map[string]bool{}
+	for _, id := range envs {
+		isEnv[id] = true
+	}
+	isMess := map[string]bool{}
+	for _, id := range mess {
+		isMess[id] = true
+		if !isEnv[id] {
+			if err := os.Remove(q.path(Mess, id)); err == nil {
+				notes = append(notes, "removed the message of finished entry "+id)
+			}
+		}
+	}
+	for _, id := range envs {
+		if isMess[id] {
+			continue
+		}
+		if _, err := os.Lstat(q.path(Incoming, id)); err == nil {
+			continue // Ingest finishes it
+		}
+		notes = append(notes, q.MoveAside(id, errors.New("envelope without message")).Error())
+	}
+	for _, sub := range []string{Incoming, Env} {
+		d := filepath.Join(q.Dir, sub)
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, de := range ents {
+			if !strings.HasPrefix(de.Name(), ".tmp-") {
+				continue
+			}
+			info, err := de.Info()
+			// In env/ only tern-queue writes, and only one runs: any temporary
+			// file there is from a crash.
+			if err == nil && (sub == Env || now.Sub(info.ModTime()) > StaleTemp) {
+				if os.Remove(filepath.Join(d, de.Name())) == nil {
+					notes = append(notes, "removed stale temporary file "+filepath.Join(sub, de.Name()))
+				}
+			}
+		}
+	}
+	return notes, nil
+}
+
+// RequestFlush asks the running tern-queue to retry everything now.
+func (q *Queue) RequestFlush() error {
+	p := q.path(Incoming, FlushName)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			// Someone else's request is already there: it does the same.
+			if _, serr := os.Lstat(p); serr == nil {
+				return nil
+			}
+		}
+		return tempErr("create %s", p, err)
+	}
+	return f.Close()
+}
+
+// TakeFlush reports whether a flush was requested, and clears the request.
+func (q *Queue) TakeFlush() bool {
+	return os.Remove(q.path(Incoming, FlushName)) == nil
+}
+
+// LockRunner takes the queue's runner lock (flock on the file "lock"):
+// one tern-queue at a time. wait says whether to wait for it.
+func (q *Queue) LockRunner(wait bool) (*os.File, error) {
+	p := filepath.Join(q.Dir, "lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, tempErr("open %s", p, err)
+	}
+	how := syscall.LOCK_EX
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, sysexit.New(sysexit.TempFail, "another tern-queue is running on %s (it holds %s)", q.Dir, p)
+		}
+		return nil, tempErr("lock %s", p, err)
+	}
+	return f, nil
+}
