@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tern-mail/tern/maildir"
 	"golang.org/x/sys/unix"
@@ -54,6 +55,10 @@ func OpenMaildir(path string) (*MaildirBox, error) {
 		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	b := &MaildirBox{lock: lock}
+	// Files a killed delivery left in tmp/ are removed after 36 hours
+	// (the maildir convention); a login is when someone looks. A failure
+	// here costs nothing but disk, so it does not stop the login.
+	_, _ = store.CleanTmp(time.Now())
 	if err := b.load(store); err != nil {
 		b.Close()
 		return nil, err
