@@ -7,20 +7,13 @@ package tests
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
+	"github.com/tern-mail/tern/internal/testcert"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -379,32 +372,7 @@ func TestServeListenFDsAccepted(t *testing.T) {
 
 // writeTestCert writes a self-signed certificate with serial as the
 // control directory's tls.crt and tls.key.
-func writeTestCert(t *testing.T, dir string, serial int64) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "mx.test"},
-		DNSNames: []string{"mx.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string]*pem.Block{"tls.key": {Type: "PRIVATE KEY", Bytes: kder}, "tls.crt": {Type: "CERTIFICATE", Bytes: der}} {
-		tmp := filepath.Join(dir, name+".tmp")
-		if err := os.WriteFile(tmp, pem.EncodeToMemory(b), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+func writeTestCert(t *testing.T, dir string, serial int64) { testcert.Write(t, dir, serial) }
 
 // startTLS runs STARTTLS on a fresh connection and returns the TLS
 // client, or the handshake error.
