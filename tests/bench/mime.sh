@@ -20,7 +20,7 @@ BIG=${BIG:-20}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tern-mime-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
-go build -o "$work/bin/" ./cmd/tern-mime ./tests/bench/mime/gencorpus
+CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o "$work/bin/" ./cmd/tern-mime ./tests/bench/mime/gencorpus
 "$work/bin/gencorpus" -o "$work/corpus" -n "$N" -big "$BIG"
 nfiles=$(wc -l < "$work/corpus/expect.txt")
 size=$(du -sm "$work/corpus" | cut -f1)
