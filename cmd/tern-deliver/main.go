@@ -5,6 +5,8 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/tern-mail/tern/internal/command"
 	"github.com/tern-mail/tern/internal/logging"
@@ -27,20 +29,25 @@ func main() {
 			&cli.StringFlag{Name: "recipient", Aliases: []string{"r"}, EnvVars: []string{"RECIPIENT", "TERN_RECIPIENT"}, Usage: "envelope `RECIPIENT`, written as Delivered-To and checked for loops"},
 			&cli.BoolFlag{Name: "quota-hard", EnvVars: []string{"TERN_QUOTA_HARD"}, Usage: "refuse an over-quota message for good (exit 73) instead of for now (exit 75)"},
 			&cli.Int64Flag{Name: "max-size", EnvVars: []string{"TERN_MAX_SIZE"}, Value: 100 << 20, Usage: "refuse a message over `BYTES` (exit 65); 0 for no limit"},
+			&cli.BoolFlag{Name: "forward", EnvVars: []string{"TERN_FORWARD"}, Usage: "obey $HOME/.forward (tern-queue sets this when delivering for an account)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"TERN_VERBOSE"}, Usage: "log the delivered file's name on standard error"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return command.UsageError("one MAILDIR at most, got %d arguments", c.NArg())
 			}
-			m, err := mda.Deliver(os.Stdin, mda.Delivery{
+			d := mda.Delivery{
 				Envelope:  mda.Envelope{Sender: c.String("from"), Recipient: c.String("recipient")},
 				Maildir:   c.Args().First(),
 				Home:      os.Getenv("HOME"),
 				Folder:    c.String("folder"),
 				QuotaHard: c.Bool("quota-hard"),
 				MaxSize:   c.Int64("max-size"),
-			})
+			}
+			if c.Bool("forward") {
+				return mda.DeliverForward(os.Stdin, d, forwarding())
+			}
+			m, err := mda.Deliver(os.Stdin, d)
 			if err != nil {
 				return err
 			}
@@ -51,6 +58,25 @@ func main() {
 			return nil
 		},
 	})
+}
+
+// forwarding is what ~/.forward's commands and re-injections run with:
+// this environment without TERN_FORWARD (a command that runs tern-deliver
+// itself means the plain Maildir), and tern-enqueue from TERN_ENQUEUE or
+// beside this program.
+func forwarding() mda.Forward {
+	enq := os.Getenv("TERN_ENQUEUE")
+	if enq == "" {
+		self, _ := os.Executable()
+		enq = filepath.Join(filepath.Dir(self), "tern-enqueue")
+	}
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "TERN_FORWARD=") {
+			env = append(env, e)
+		}
+	}
+	return mda.Forward{Enqueue: enq, Env: env, Stderr: os.Stderr}
 }
 
 func folderName(f string) string {

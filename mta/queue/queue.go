@@ -308,6 +308,11 @@ func (q *Queue) Ingest(id string) (*Envelope, error) {
 	}
 	// The submitter is whoever owns the file, whatever the envelope claims.
 	e.UID = int(sys.Uid)
+	if e.UID != os.Geteuid() {
+		// Only tern-queue's own reports may say they are bounces: a user
+		// who could would get a failure dropped instead of returned.
+		e.Kind = Normal
+	}
 	e.Offset = used
 	e.Size = st.Size() - used
 	e.Hold, e.Warned = false, time.Time{}

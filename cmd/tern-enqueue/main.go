@@ -1,0 +1,88 @@
+// tern-enqueue puts one message into the queue: the message on stdin, the
+// envelope in the arguments, the verdict in the exit status. Installed as
+// sendmail and mailq it speaks their command lines (argv[0] decides).
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/tern-mail/tern/internal/command"
+	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/mta/enqueue"
+	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/runner"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	mode := enqueue.ModeOf(os.Args[0])
+	name := "tern-enqueue"
+	if mode == enqueue.ModeSendmail {
+		name = "sendmail"
+	} else if mode == enqueue.ModeMailq {
+		name = "mailq"
+	}
+	args := os.Args
+	if mode != enqueue.ModeEnqueue {
+		out, notes, err := enqueue.SendmailArgs(mode, os.Args[1:])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: fatal: %v\n", name, err)
+			os.Exit(64)
+		}
+		for _, n := range notes {
+			fmt.Fprintf(os.Stderr, "%s: note: %s\n", name, n)
+		}
+		args = append([]string{name}, out...)
+	}
+	app := &cli.App{
+		Name:            name,
+		Usage:           "put one message from standard input into the queue",
+		UsageText:       "tern-enqueue [-f SENDER] [-t] [-i] [-F NAME] [-v] [--] [RECIPIENT...] < message",
+		Description:     "Exit 0: queued and on disk; 75: try again later; 64/65: refused. See tern-enqueue(8).",
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, EnvVars: []string{"TERN_FROM"}, Usage: "envelope `SENDER`; '' or '<>' for the null sender"},
+			&cli.BoolFlag{Name: "read-recipients", Aliases: []string{"t"}, EnvVars: []string{"TERN_READ_RECIPIENTS"}, Usage: "take recipients from To, Cc and Bcc, and remove Bcc"},
+			&cli.BoolFlag{Name: "ignore-dots", Aliases: []string{"i"}, EnvVars: []string{"TERN_IGNORE_DOTS"}, Usage: "a line with a single dot does not end the message (the default, but for --dot)"},
+			&cli.BoolFlag{Name: "dot", EnvVars: []string{"TERN_DOT"}, Usage: "a line with a single dot ends the message (sendmail without -i)"},
+			&cli.StringFlag{Name: "full-name", Aliases: []string{"F"}, EnvVars: []string{"TERN_FULL_NAME"}, Usage: "the sender's `NAME` in an added From field"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"TERN_VERBOSE"}, Usage: "print qid=ID on standard output once queued"},
+			&cli.StringFlag{Name: "queue", EnvVars: []string{"TERN_QUEUE"}, Value: queue.DefaultDir, Usage: "queue `DIR`"},
+			&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR` (only its hostname file is read)"},
+			&cli.Int64Flag{Name: "max-size", EnvVars: []string{"TERN_MAX_SIZE"}, Value: 100 << 20, Usage: "refuse a message over `BYTES` (exit 65); 0 for no limit"},
+			&cli.BoolFlag{Name: "list", EnvVars: []string{"TERN_LIST"}, Usage: "list the queue (as mailq and sendmail -bp)"},
+			&cli.BoolFlag{Name: "flush", EnvVars: []string{"TERN_FLUSH"}, Usage: "ask tern-queue to retry everything now (as sendmail -q)"},
+			&cli.BoolFlag{Name: "noop", Hidden: true},
+		},
+		Action: func(c *cli.Context) error {
+			dir := c.String("queue")
+			switch {
+			case c.Bool("noop"):
+				return nil
+			case c.Bool("list"):
+				return runner.List(dir, os.Stdout, false, time.Now())
+			case c.Bool("flush"):
+				return runner.Flush(dir)
+			}
+			login := ""
+			if u, err := user.Current(); err == nil {
+				login = u.Username
+			}
+			_, err := enqueue.Run(enqueue.Options{
+				Queue: dir, Conf: c.String("conf"),
+				Sender: c.String("from"), SenderSet: c.IsSet("from"),
+				Recipients:     c.Args().Slice(),
+				ReadRecipients: c.Bool("read-recipients"),
+				DotEnds:        c.Bool("dot") && !c.Bool("ignore-dots"),
+				FullName:       c.String("full-name"),
+				Verbose:        c.Bool("verbose"),
+				MaxSize:        c.Int64("max-size"),
+			}, enqueue.Env{Stdin: os.Stdin, Stdout: os.Stdout, Now: time.Now, User: login, Hostname: os.Hostname, PID: os.Getpid()})
+			return err
+		},
+	}
+	os.Exit(command.Run(app, args, os.Stderr))
+}

@@ -1,0 +1,93 @@
+// tern-queue is the queue runner: it takes submissions in, delivers local
+// recipients through tern-deliver as their account, retries, and bounces;
+// and it lists and edits the queue for the administrator.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tern-mail/tern/internal/command"
+	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/logging"
+	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/runner"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	command.Main(&cli.App{
+		Name:            "tern-queue",
+		Usage:           "deliver the queue: local mail through tern-deliver, retries, bounces",
+		UsageText:       "tern-queue [--once] [--flush] [options]\ntern-queue --list [--json] | --flush | --delete ID | --hold ID | --release ID",
+		Description:     "Without --once it runs as a daemon. See tern-queue(8) and tern-queue(5).",
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "queue", EnvVars: []string{"TERN_QUEUE"}, Value: queue.DefaultDir, Usage: "queue `DIR`"},
+			&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR`"},
+			&cli.StringFlag{Name: "deliver", EnvVars: []string{"TERN_DELIVER"}, Usage: "tern-deliver's `PATH` (default: beside tern-queue)"},
+			&cli.StringFlag{Name: "enqueue", EnvVars: []string{"TERN_ENQUEUE"}, Usage: "tern-enqueue's `PATH`, for .forward (default: beside tern-queue)"},
+			&cli.BoolFlag{Name: "once", EnvVars: []string{"TERN_ONCE"}, Usage: "deliver what is due, then exit (for cron)"},
+			&cli.IntFlag{Name: "concurrency", EnvVars: []string{"TERN_CONCURRENCY"}, Value: 8, Usage: "at most `N` messages in delivery at once"},
+			&cli.DurationFlag{Name: "max-age", EnvVars: []string{"TERN_MAX_AGE"}, Value: 5 * 24 * time.Hour, Usage: "bounce what is still deferred after `DURATION`"},
+			&cli.DurationFlag{Name: "warn-after", EnvVars: []string{"TERN_WARN_AFTER"}, Value: 4 * time.Hour, Usage: "send one delay warning after `DURATION`"},
+			&cli.DurationFlag{Name: "scan-interval", EnvVars: []string{"TERN_SCAN_INTERVAL"}, Value: time.Minute, Usage: "scan the queue every `DURATION` besides inotify"},
+			&cli.DurationFlag{Name: "timeout", EnvVars: []string{"TERN_TIMEOUT"}, Value: time.Hour, Usage: "kill a delivery after `DURATION` and try again later"},
+			&cli.BoolFlag{Name: "list", EnvVars: []string{"TERN_LIST"}, Usage: "list the queue"},
+			&cli.BoolFlag{Name: "json", EnvVars: []string{"TERN_JSON"}, Usage: "with --list: JSON"},
+			&cli.BoolFlag{Name: "flush", EnvVars: []string{"TERN_FLUSH"}, Usage: "retry every deferred recipient now (alone: tell the running tern-queue)"},
+			&cli.StringFlag{Name: "delete", EnvVars: []string{"TERN_DELETE"}, Usage: "remove entry `ID` without a bounce"},
+			&cli.StringFlag{Name: "hold", EnvVars: []string{"TERN_HOLD"}, Usage: "keep entry `ID` from delivery"},
+			&cli.StringFlag{Name: "release", EnvVars: []string{"TERN_RELEASE"}, Usage: "release held entry `ID` and try it now"},
+			// For tests: the time tern-queue believes it is (tern-queue(8), ENVIRONMENT).
+			&cli.StringFlag{Name: "now", EnvVars: []string{"TERN_NOW"}, Hidden: true},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return command.UsageError("unexpected argument %q", c.Args().First())
+			}
+			dir := c.String("queue")
+			off, err := runner.ParseNow(c.String("now"), time.Now())
+			if err != nil {
+				return err
+			}
+			now := func() time.Time { return time.Now().Add(off) }
+			switch {
+			case c.Bool("list"):
+				return runner.List(dir, os.Stdout, c.Bool("json"), now())
+			case c.IsSet("delete"):
+				return runner.Admin(dir, "delete", c.String("delete"))
+			case c.IsSet("hold"):
+				return runner.Admin(dir, "hold", c.String("hold"))
+			case c.IsSet("release"):
+				return runner.Admin(dir, "release", c.String("release"))
+			case c.Bool("flush") && !c.Bool("once"):
+				return runner.Flush(dir)
+			}
+			self, _ := os.Executable()
+			beside := func(flag, prog string) string {
+				if p := c.String(flag); p != "" {
+					return p
+				}
+				return filepath.Join(filepath.Dir(self), prog)
+			}
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+			r, err := runner.New(runner.Options{
+				Queue: dir, Conf: c.String("conf"),
+				Deliver: beside("deliver", "tern-deliver"), Enqueue: beside("enqueue", "tern-enqueue"),
+				Concurrency: c.Int("concurrency"), MaxAge: c.Duration("max-age"), WarnAfter: c.Duration("warn-after"),
+				ScanInterval: c.Duration("scan-interval"), Timeout: c.Duration("timeout"),
+				Once: c.Bool("once"), Flush: c.Bool("flush"),
+			}, runner.Env{Log: logging.New("tern-queue", os.Stderr, nil), Now: now, Signals: sigs, Euid: os.Geteuid()})
+			if err != nil {
+				return err
+			}
+			return r.Run(context.Background())
+		},
+	})
+}

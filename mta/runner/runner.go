@@ -1,0 +1,429 @@
+// Package runner is tern-queue: it takes submissions into the queue,
+// delivers local recipients by running tern-deliver as the account, retries
+// on a growing schedule, and sends RFC 3464 bounces and delay warnings.
+//
+// Why it is built this way: one process owns the queue (a lock file says
+// so), and every change to an entry happens under the entry's lock, with the
+// envelope re-read from disk first, so the administrative commands
+// (--hold, --delete) can run beside the daemon. New mail is noticed with
+// inotify on incoming/ and a periodic scan catches anything missed.
+// Deliveries are at least once: a crash after tern-deliver succeeded but
+// before the envelope was saved delivers that recipient again.
+package runner
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/sysexit"
+	"github.com/tern-mail/tern/mta/queue"
+)
+
+// Options are tern-queue's command line.
+type Options struct {
+	Queue        string
+	Conf         string
+	Deliver      string        // tern-deliver's path
+	Enqueue      string        // tern-enqueue's path, passed on for .forward
+	Concurrency  int           // entries delivered at once
+	MaxAge       time.Duration // after this, a deferred recipient bounces
+	WarnAfter    time.Duration // after this, one delay warning
+	ScanInterval time.Duration // the fallback scan of the queue
+	Timeout      time.Duration // one delivery's limit
+	Once         bool          // one pass over what is due, then exit
+	Flush        bool          // treat every deferred recipient as due
+}
+
+// Env is what the runner takes from its surroundings.
+type Env struct {
+	Log     *slog.Logger
+	Now     func() time.Time
+	Signals <-chan os.Signal // SIGHUP re-reads the control directory; SIGTERM and SIGINT stop
+	Euid    int
+}
+
+// Retry schedule (tern-queue(8)): the delay after the nth failed attempt
+// is 2^(n-1) minutes, at most an hour, so tries come at 1, 3, 7, 15, 31,
+// 63 minutes and then hourly until --max-age.
+func retryDelay(attempts int) time.Duration {
+	if attempts < 1 {
+		attempts = 1
+	}
+	if attempts > 7 {
+		return time.Hour
+	}
+	d := time.Minute << (attempts - 1)
+	if d > time.Hour {
+		d = time.Hour
+	}
+	return d
+}
+
+// Runner is a running tern-queue.
+type Runner struct {
+	o   Options
+	env Env
+	q   *queue.Queue
+	log *slog.Logger
+
+	confMu sync.Mutex
+	conf   *conf.Conf
+
+	mu       sync.Mutex
+	fresh    []string // new entries, in arrival order: tried first
+	retries  retryHeap
+	known    map[string]bool // in fresh, in retries or running
+	running  int
+	retrying int // of running, how many are retries
+	flush    bool
+	wake     chan struct{}
+}
+
+// New opens the queue and the control directory.
+func New(o Options, env Env) (*Runner, error) {
+	if o.Concurrency < 1 {
+		o.Concurrency = 1
+	}
+	q, err := queue.Open(o.Queue)
+	if err != nil {
+		return nil, err
+	}
+	c, err := conf.Load(o.Conf)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, wake: make(chan struct{}, 1), flush: o.Flush}, nil
+}
+
+func (r *Runner) currentConf() *conf.Conf {
+	r.confMu.Lock()
+	defer r.confMu.Unlock()
+	return r.conf
+}
+
+func (r *Runner) reload() {
+	c, err := conf.Load(r.o.Conf)
+	if err != nil {
+		r.log.Error("keeping the old control directory", "err", err)
+		return
+	}
+	r.confMu.Lock()
+	r.conf = c
+	r.confMu.Unlock()
+	r.log.Info("re-read the control directory", "dir", r.o.Conf)
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run takes the runner lock and delivers until ctx ends or a signal stops
+// it (or, with Once, until nothing is due).
+func (r *Runner) Run(ctx context.Context) error {
+	lock, err := r.q.LockRunner(!r.o.Once)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	notes, err := r.q.Recover(r.env.Now())
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		r.log.Warn("recovery", "did", n)
+	}
+	var events chan fsnotify.Event
+	var watchErrs chan error
+	if !r.o.Once {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			return sysexit.Wrap(sysexit.TempFail, fmt.Errorf("watch %s: %w", r.q.Dir, err))
+		}
+		defer w.Close()
+		if err := w.Add(filepath.Join(r.q.Dir, queue.Incoming)); err != nil {
+			return sysexit.Wrap(sysexit.TempFail, fmt.Errorf("watch %s: %w", filepath.Join(r.q.Dir, queue.Incoming), err))
+		}
+		events, watchErrs = w.Events, w.Errors
+	}
+	r.q.TakeFlush()
+	r.scan()
+	scan := time.NewTicker(r.o.ScanInterval)
+	defer scan.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	done := make(chan attemptDone, r.o.Concurrency)
+	stopping := false
+	for {
+		if !stopping {
+			r.dispatch(ctx, done)
+		}
+		r.mu.Lock()
+		idle := r.running == 0
+		nextDue, haveDue := r.retries.next()
+		noFresh := len(r.fresh) == 0
+		r.mu.Unlock()
+		if stopping && idle {
+			r.log.Info("stopped")
+			return nil
+		}
+		if r.o.Once && idle && noFresh && (!haveDue || nextDue.After(r.env.Now())) {
+			return nil
+		}
+		wait := time.Hour
+		if haveDue {
+			wait = nextDue.Sub(r.env.Now())
+			if wait < 0 {
+				wait = 0
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait + 10*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			stopping = true
+		case sig := <-r.env.Signals:
+			if sig == syscall.SIGHUP {
+				r.reload()
+			} else if !stopping {
+				r.log.Info("stopping: waiting for running deliveries", "signal", sig.String())
+				stopping = true
+			}
+		case d := <-done:
+			r.finished(d)
+		case ev := <-events:
+			name := filepath.Base(ev.Name)
+			if name == queue.FlushName && ev.Op&(fsnotify.Create|fsnotify.Write) != 0 {
+				if r.q.TakeFlush() {
+					r.log.Info("flush requested")
+					r.flush = true
+					r.scan()
+				}
+			} else if queue.ValidID(name) && ev.Op&(fsnotify.Create|fsnotify.Rename) != 0 {
+				r.ingest(name)
+			}
+		case err := <-watchErrs:
+			// An overflow loses events: the scan finds what they were about.
+			r.log.Warn("watching incoming", "err", err)
+			r.scan()
+		case <-scan.C:
+			r.scan()
+		case <-timer.C:
+		case <-r.wake:
+		}
+	}
+}
+
+// scan takes in every submission and schedules every entry not already
+// known. After a flush request, every entry is due at once and its deferred
+// recipients are tried whatever their next-try time.
+func (r *Runner) scan() {
+	ids, err := r.q.Incoming()
+	if err != nil {
+		r.log.Error("scan", "err", err)
+	}
+	for _, id := range ids {
+		r.ingest(id)
+	}
+	if r.q.TakeFlush() {
+		r.flush = true
+	}
+	ids, err = r.q.IDs()
+	defer func() { r.flush = false }()
+	if err != nil {
+		r.log.Error("scan", "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.flush {
+		// Everything deferred is due: rebuild the heap with now.
+		for i := range r.retries {
+			r.retries[i].due, r.retries[i].force = time.Time{}, true
+		}
+		heap.Init(&r.retries)
+	}
+	for _, id := range ids {
+		if r.known[id] {
+			continue
+		}
+		e, err := r.q.Load(id)
+		if err != nil {
+			r.damaged(id, err)
+			continue
+		}
+		if e.Hold {
+			continue
+		}
+		due, ok := e.NextTry()
+		if !ok {
+			if e.Done() || len(e.Pending()) == 0 && hasFailed(e) {
+				due = time.Time{} // finish it
+			} else {
+				continue // only remote recipients: nothing to do here
+			}
+		}
+		if r.flush {
+			due = time.Time{}
+		}
+		r.known[id] = true
+		heap.Push(&r.retries, retryItem{id: id, due: due, force: r.flush})
+	}
+}
+
+func hasFailed(e *queue.Envelope) bool {
+	for _, rc := range e.Recipients {
+		if rc.State == queue.Failed {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Runner) damaged(id string, err error) {
+	if os.IsNotExist(err) {
+		return
+	}
+	if _, ok := err.(*queue.DamagedError); ok {
+		r.log.Error("damaged entry moved aside", "qid", id, "err", r.q.MoveAside(id, err))
+		return
+	}
+	r.log.Error("read entry", "qid", id, "err", err)
+}
+
+// ingest takes one submission in and puts it at the end of the fresh list.
+func (r *Runner) ingest(id string) {
+	e, err := r.q.Ingest(id)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return
+		}
+		r.log.Error("submission refused", "qid", id, "err", err)
+		return
+	}
+	rcpts := make([]string, len(e.Recipients))
+	for i, rc := range e.Recipients {
+		rcpts[i] = rc.Addr
+	}
+	r.log.Info("new", "qid", id, "from", "<"+strings.Trim(e.Sender, "<>")+">", "to", strings.Join(rcpts, ","), "size", e.Size, "uid", e.UID)
+	r.mu.Lock()
+	if !r.known[id] {
+		r.known[id] = true
+		r.fresh = append(r.fresh, id)
+	}
+	r.mu.Unlock()
+}
+
+// dispatch starts attempts while there are free slots: fresh entries
+// first, and retries only up to all slots but one, so that a backlog of
+// retries never keeps new mail waiting.
+func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.env.Now()
+	retrySlots := r.o.Concurrency - 1
+	if retrySlots < 1 {
+		retrySlots = 1
+	}
+	for r.running < r.o.Concurrency {
+		var id string
+		force, retry := false, false
+		switch {
+		case len(r.fresh) > 0:
+			id = r.fresh[0]
+			r.fresh = r.fresh[1:]
+		case len(r.retries) > 0 && !r.retries[0].due.After(now) && r.retrying < retrySlots:
+			it := heap.Pop(&r.retries).(retryItem)
+			id, force = it.id, it.force
+			retry = true
+			r.retrying++
+		default:
+			return
+		}
+		r.running++
+		go func() {
+			r.attempt(ctx, id, force)
+			done <- attemptDone{id, retry}
+		}()
+	}
+}
+
+// finished reschedules an entry after an attempt.
+func (r *Runner) finished(d attemptDone) {
+	id := d.id
+	r.mu.Lock()
+	r.running--
+	if d.retry {
+		r.retrying--
+	}
+	delete(r.known, id)
+	r.mu.Unlock()
+	e, err := r.q.Load(id)
+	if err != nil {
+		return // removed, or damaged and moved aside
+	}
+	if e.Hold {
+		return
+	}
+	due, ok := e.NextTry()
+	if !ok {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known[id] = true
+	heap.Push(&r.retries, retryItem{id: id, due: due})
+}
+
+type attemptDone struct {
+	id    string
+	retry bool
+}
+
+type retryItem struct {
+	id    string
+	due   time.Time
+	force bool // flushed: try deferred recipients before their time
+}
+
+type retryHeap []retryItem
+
+func (h retryHeap) Len() int { return len(h) }
+func (h retryHeap) Less(i, j int) bool {
+	if h[i].due.Equal(h[j].due) {
+		return h[i].id < h[j].id
+	}
+	return h[i].due.Before(h[j].due)
+}
+func (h retryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *retryHeap) Push(x any)   { *h = append(*h, x.(retryItem)) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
+
+func (h retryHeap) next() (time.Time, bool) {
+	if len(h) == 0 {
+		return time.Time{}, false
+	}
+	return h[0].due, true
+}
