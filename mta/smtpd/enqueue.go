@@ -1,0 +1,141 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tern-mail/tern/internal/sysexit"
+)
+
+// Envelope is what the queue is told besides the message.
+type Envelope struct {
+	Sender     string   // "" is the null sender
+	Recipients []string //
+	Env        []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
+}
+
+// Enqueuer puts a message into the queue. It returns the queue id, or an
+// error; an *EnqueueError that is not Temporary refuses the message for
+// good, anything else asks the client to try again.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, env Envelope, msg io.Reader) (qid string, err error)
+}
+
+// EnqueueError is the verdict of the enqueue command.
+type EnqueueError struct {
+	Status    int  // exit status; -1 if it did not exit (killed, or not started)
+	Temporary bool // 75, a signal, or no start at all
+	Err       error
+}
+
+func (e *EnqueueError) Error() string { return e.Err.Error() }
+func (e *EnqueueError) Unwrap() error { return e.Err }
+
+// Pipe runs the enqueue command for each message, qmail-queue style:
+// message on stdin, "-v -f SENDER -- RCPT..." as arguments, the verdict in
+// the exit status (0 queued, 75 try again, anything else refused), the
+// queue id printed as "qid=ID" on stdout. Any program keeping that
+// contract can stand in front of tern-enqueue: a spam or virus filter that
+// adds a header and runs tern-enqueue "$@".
+type Pipe struct {
+	Command string   // program path
+	Env     []string // its environment, before the envelope's additions
+	// Timeout bounds one run; zero means 10 minutes, the time RFC 5321
+	// §4.5.3.2.6 gives the client to wait for the reply to the final
+	// dot.
+	Timeout time.Duration
+}
+
+// Enqueue implements Enqueuer.
+func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string, error) {
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	args := append([]string{"-v", "-f", env.Sender, "--"}, env.Recipients...)
+	cmd := exec.CommandContext(ctx, p.Command, args...)
+	cmd.Env = append(append([]string(nil), p.Env...), env.Env...)
+	cmd.Stdin = msg
+	var stdout, stderr capped
+	stdout.max, stderr.max = 4096, 4096
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A filter may start helpers of its own: on timeout the whole group
+	// goes, so nothing is left holding the message.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	why := strings.TrimSpace(stderr.String())
+	if why != "" {
+		why = ": " + lastLine(why)
+	}
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			status := exit.ExitCode()
+			if status < 0 {
+				// Killed (a timeout, the OOM killer): nothing says
+				// the message is bad.
+				return "", &EnqueueError{Status: -1, Temporary: true, Err: fmt.Errorf("%s: %v%s", p.Command, err, why)}
+			}
+			return "", &EnqueueError{Status: status, Temporary: status == sysexit.TempFail, Err: fmt.Errorf("%s exited %d%s", p.Command, status, why)}
+		}
+		// Not started: our configuration, not the message.
+		return "", &EnqueueError{Status: -1, Temporary: true, Err: fmt.Errorf("run %s: %w", p.Command, err)}
+	}
+	m := qidLine.FindSubmatch(stdout.Bytes())
+	if m == nil {
+		// Queued, as the status says, but nameless: a filter that
+		// swallowed the output. The message is safe; say so.
+		return "unknown", nil
+	}
+	return string(m[1]), nil
+}
+
+var qidLine = regexp.MustCompile(`(?m)^qid=([!-~]{1,64})\r?$`)
+
+func lastLine(s string) string {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// capped keeps the first max bytes written to it.
+type capped struct {
+	bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - c.Len(); room > 0 {
+		c.Buffer.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// DefaultEnqueue finds tern-enqueue: beside the running program, else in
+// PATH.
+func DefaultEnqueue(self string) string {
+	if self != "" {
+		dir := self[:strings.LastIndexByte(self, '/')+1]
+		if fi, err := os.Stat(dir + "tern-enqueue"); err == nil && !fi.IsDir() {
+			return dir + "tern-enqueue"
+		}
+	}
+	if p, err := exec.LookPath("tern-enqueue"); err == nil {
+		return p
+	}
+	return "tern-enqueue"
+}
