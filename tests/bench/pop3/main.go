@@ -47,7 +47,6 @@ type options struct {
 	warm       int
 	coldSmall  int // fresh copies for the cold rows of sizes up to 10,000
 	noDovecot  bool
-	keepServer bool
 }
 
 func main() {
