@@ -40,13 +40,13 @@ import (
 var steps = []string{"LOGIN+STAT", "UIDL", "LIST", "RETR all", "QUIT"}
 
 type options struct {
-	sizes      []int
-	work       string
-	tern       string
-	uid        int
-	warm       int
-	coldSmall  int // fresh copies for the cold rows of sizes up to 10,000
-	noDovecot  bool
+	sizes     []int
+	work      string
+	tern      string
+	uid       int
+	warm      int
+	coldSmall int // fresh copies for the cold rows of sizes up to 10,000
+	noDovecot bool
 }
 
 func main() {
