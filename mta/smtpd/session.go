@@ -55,7 +55,7 @@ func newSession(ctx context.Context, cfg *Config, c Conn, p Peer) *session {
 	return s
 }
 
-func (s *session) host() string     { return s.cfg.Conf.Hostname }
+func (s *session) host() string      { return s.cfg.Conf.Hostname }
 func (s *session) log() *slog.Logger { return s.peer.Log }
 func (s *session) remote() netip.Addr {
 	return s.peer.Remote.Addr().Unmap()

@@ -28,7 +28,7 @@ import (
 //     MaxErrors the client gets 421 and is cut off;
 //   - 502 for a command out of sequence becomes 503 (RFC 5321 §4.2.4:
 //     502 is for commands not implemented), and a bad base64 SASL line is
-//     501, not the engine's temporary 454.
+//     501, not the engine's temporary 454; AUTH success is 235 2.7.0.
 type wire struct {
 	ctx context.Context
 	c   Conn
@@ -200,6 +200,9 @@ func (w *wire) reply(line string) {
 		code = 501
 	case code == 502 && !strings.HasSuffix(text, "command not implemented"):
 		code = 503
+	case code == 235:
+		// RFC 4954 §6.
+		text = "2.7.0 authentication succeeded"
 	case code == 454 && text == "4.7.0 Invalid base64 data":
 		code, text = 501, "5.5.2 invalid base64 data"
 	}
