@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/tern-mail/tern/internal/sysexit"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDir is the queue when neither --queue nor TERN_QUEUE names one.
@@ -174,16 +175,15 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 		return "", tempErr("close %s", tmpName, err)
 	}
 	// The ID was chosen before the content was written, so the name of the
-	// envelope inside matches the file's; link(2) refuses to replace an
+	// envelope inside matches the file's; the rename refuses to replace an
 	// existing name, and a collision (same nanosecond, same pid: a reused
 	// pid after a clock step) would need a new ID written into the file, so
 	// it is reported as temporary instead: the caller tries again.
 	final := q.path(Incoming, e.ID)
-	if err := os.Link(tmpName, final); err != nil {
-		return "", tempErr("link %s", final, err)
+	if err := renameNoReplace(tmpName, final); err != nil {
+		return "", tempErr("rename to %s", final, err)
 	}
 	committed = true
-	os.Remove(tmpName)
 	if err := syncDir(filepath.Join(q.Dir, Incoming)); err != nil {
 		return "", err
 	}
@@ -262,6 +262,22 @@ func (q *Queue) Incoming() ([]string, error) { return q.list(Incoming) }
 // IDs returns the IDs of the entries in the queue proper.
 func (q *Queue) IDs() ([]string, error) { return q.list(Env) }
 
+// ErrBusy is a submission still being written: the next scan takes it.
+var ErrBusy = errors.New("submission not complete yet")
+
+// renameNoReplace renames without replacing an existing name: renameat2
+// with RENAME_NOREPLACE, or, on a file system without it, link and unlink
+// (which leaves two links for a moment).
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		if err = os.Link(from, to); err == nil {
+			os.Remove(from)
+		}
+	}
+	return err
+}
+
 // Ingest takes a submission from incoming/ into the queue: it checks the
 // file, writes env/ID, then renames the file to mess/ID. A crash between
 // the two steps leaves env/ID and incoming/ID, which Recover (or the next
@@ -291,7 +307,12 @@ func (q *Queue) Ingest(id string) (*Envelope, error) {
 	sys, _ := st.Sys().(*syscall.Stat_t)
 	if !st.Mode().IsRegular() || sys == nil || sys.Nlink != 1 {
 		// A hard link to someone else's file would hand its contents to the
-		// queue under the linker's name.
+		// queue under the linker's name. A second link for a moment is a
+		// submission being committed where rename cannot refuse to replace
+		// (renameNoReplace's fallback): wait for it.
+		if st.Mode().IsRegular() && time.Since(st.ModTime()) < time.Minute {
+			return nil, ErrBusy
+		}
 		return nil, q.moveAside(Incoming, id, errors.New("not a plain file with one link"))
 	}
 	e, used, err := ParseEnvelope(f)

@@ -183,8 +183,8 @@ func ParseNow(s string, real time.Time) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	if d, ok := strings.CutPrefix(s, "+"); ok {
-		off, err := time.ParseDuration(d)
+	if strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-") {
+		off, err := time.ParseDuration(s)
 		if err != nil {
 			return 0, sysexit.New(sysexit.Usage, "--now %q: %v", s, err)
 		}

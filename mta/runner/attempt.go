@@ -167,7 +167,16 @@ func (r *Runner) expand(c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rc
 			case conf.TargetMaildir:
 				leaves = append(leaves, t.Value)
 			default:
-				sub, err := c.LookupUser(t.Value)
+				target := t.Value
+				if !strings.Contains(target, "@") && rcpt.Domain != "" {
+					// A bare name in an alias of a domain means that domain's
+					// user first (bob for alice@example.org is
+					// bob@example.org), the host's user otherwise.
+					if _, err := c.LookupUser(target + "@" + rcpt.Domain); err == nil {
+						target += "@" + rcpt.Domain
+					}
+				}
+				sub, err := c.LookupUser(target)
 				if err == nil && sub.Alias != nil {
 					if err := walk(sub.Alias, path); err != nil {
 						return err
@@ -176,7 +185,7 @@ func (r *Runner) expand(c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rc
 				}
 				// An account, a remote address, or an unknown user, which
 				// fails on its own try and is named in the bounce.
-				a, err := mta.CheckAddress(t.Value)
+				a, err := mta.CheckAddress(target)
 				if err != nil {
 					return fmt.Errorf("alias %s: target %q: %v", al.Name, t.Value, err)
 				}

@@ -14,6 +14,7 @@ package runner
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -180,7 +181,16 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 		if r.o.Once && idle && noFresh && (!haveDue || nextDue.After(r.env.Now())) {
-			return nil
+			// What this run's deliveries injected (forwards, bounces) is
+			// part of the run.
+			r.scan()
+			r.mu.Lock()
+			more := len(r.fresh) > 0
+			r.mu.Unlock()
+			if !more {
+				return nil
+			}
+			continue
 		}
 		wait := time.Hour
 		if haveDue {
@@ -216,7 +226,9 @@ func (r *Runner) Run(ctx context.Context) error {
 					r.flush = true
 					r.scan()
 				}
-			} else if queue.ValidID(name) && ev.Op&(fsnotify.Create|fsnotify.Rename) != 0 {
+			} else if queue.ValidID(name) && ev.Op&fsnotify.Create != 0 {
+				// Create covers a rename into incoming/ (IN_MOVED_TO); fsnotify's
+				// Rename is the name leaving, when tern-queue takes it in.
 				r.ingest(name)
 			}
 		case err := <-watchErrs:
@@ -310,9 +322,15 @@ func (r *Runner) damaged(id string, err error) {
 
 // ingest takes one submission in and puts it at the end of the fresh list.
 func (r *Runner) ingest(id string) {
+	r.mu.Lock()
+	known := r.known[id]
+	r.mu.Unlock()
+	if known {
+		return
+	}
 	e, err := r.q.Ingest(id)
 	if err != nil {
-		if os.IsNotExist(err) {
+		if os.IsNotExist(err) || errors.Is(err, queue.ErrBusy) {
 			return
 		}
 		r.log.Error("submission refused", "qid", id, "err", err)
