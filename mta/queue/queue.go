@@ -224,12 +224,31 @@ func unwrapPath(err error) error {
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrPermission) {
+		// A user submitting may write incoming/ but not read it, and
+		// fsync(2) needs a descriptor opened for reading. syncfs(2) on the
+		// queue directory flushes the whole file system, that entry
+		// included.
+		return syncFS(filepath.Dir(dir))
+	}
 	if err != nil {
 		return tempErr("open directory %s", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return tempErr("fsync directory %s", dir, err)
+	}
+	return nil
+}
+
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return tempErr("open directory %s", dir, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return tempErr("syncfs %s", dir, err)
 	}
 	return nil
 }
