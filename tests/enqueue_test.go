@@ -3,9 +3,9 @@ package tests
 import (
 	"os"
 	"os/exec"
-	"syscall"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
