@@ -133,14 +133,14 @@ func undash(s string) string {
 // oneLine makes an answer fit one field: controls and tabs become blanks,
 // and it is cut to a length a listing can show.
 func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
+	s = strings.TrimSpace(strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return ' '
 		}
 		return r
-	}, strings.TrimSpace(s))
+	}, s))
 	if len(s) > maxAnswer {
-		s = s[:maxAnswer]
+		s = strings.TrimSpace(strings.ToValidUTF8(s[:maxAnswer], ""))
 	}
 	if s == "" {
 		return "-"

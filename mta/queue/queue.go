@@ -71,7 +71,7 @@ func Open(dir string) (*Queue, error) {
 	for _, d := range []struct {
 		name string
 		mode fs.FileMode
-	}{{Incoming, 0o1733}, {Mess, 0o700}, {Env, 0o700}, {Bad, 0o700}} {
+	}{{Incoming, 0o733 | os.ModeSticky}, {Mess, 0o700}, {Env, 0o700}, {Bad, 0o700}} {
 		p := filepath.Join(dir, d.name)
 		if _, err := os.Lstat(p); err == nil {
 			continue
