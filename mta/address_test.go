@@ -49,11 +49,11 @@ func TestCheckAddress(t *testing.T) {
 // lower-cased, and IDNA examples.
 func TestPunycode(t *testing.T) {
 	for in, want := range map[string]string{
-		"bücher":   "xn--bcher-kva",
-		"münchen":  "xn--mnchen-3ya",
-		"例え":       "xn--r8jz45g",
-		"ليهمابتكلموشعربي؟": "xn--egbpdaj6bu4bxfgehfvwxn",
-		"他们为什么不说中文":         "xn--ihqwcrb4cv8a8dqg056pqjye",
+		"bücher":                 "xn--bcher-kva",
+		"münchen":                "xn--mnchen-3ya",
+		"例え":                     "xn--r8jz45g",
+		"ليهمابتكلموشعربي؟":      "xn--egbpdaj6bu4bxfgehfvwxn",
+		"他们为什么不说中文":              "xn--ihqwcrb4cv8a8dqg056pqjye",
 		"pročprostěnemluvíčesky": "xn--proprostnemluvesky-uyb24dma41a",
 		"ascii":                  "ascii",
 	} {

@@ -87,7 +87,6 @@ type Runner struct {
 	running  int
 	retrying int // of running, how many are retries
 	flush    bool
-	wake     chan struct{}
 }
 
 // New opens the queue and the control directory.
@@ -103,7 +102,7 @@ func New(o Options, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, wake: make(chan struct{}, 1), flush: o.Flush}, nil
+	return &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, flush: o.Flush}, nil
 }
 
 func (r *Runner) currentConf() *conf.Conf {
@@ -122,13 +121,6 @@ func (r *Runner) reload() {
 	r.conf = c
 	r.confMu.Unlock()
 	r.log.Info("re-read the control directory", "dir", r.o.Conf)
-}
-
-func (r *Runner) poke() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
 }
 
 // Run takes the runner lock and delivers until ctx ends or a signal stops
@@ -238,7 +230,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-scan.C:
 			r.scan()
 		case <-timer.C:
-		case <-r.wake:
 		}
 	}
 }
