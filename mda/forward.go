@@ -205,10 +205,21 @@ func expandHome(p, home string) string {
 }
 
 // pipe runs a command of .forward through /bin/sh in the home directory,
-// with Return-Path and Delivered-To before the message on its stdin.
-// Its status 0 is done, 75 is try again later, anything else a bounce.
+// with the message as queued on its stdin and the envelope in SENDER and
+// RECIPIENT. Its status 0 is done, 75 is try again later, anything else a
+// bounce.
+//
+// Neither Return-Path nor Delivered-To is added, unlike qmail-local: the
+// usual command is a filter that ends by running tern-deliver, which adds
+// both, and would take a Delivered-To for the same recipient for a loop.
+// The loop check against the Delivered-To lines already in the message is
+// made here.
 func (f Forward) pipe(raw []byte, d Delivery, rule Rule) error {
-	body, err := Prepare(bytes.NewReader(raw), d.Envelope)
+	body, err := Prepare(bytes.NewReader(raw), Envelope{Recipient: d.Recipient})
+	if err != nil {
+		return classify(err, rule.Value, d)
+	}
+	body, err = Prepare(bytes.NewReader(raw), Envelope{})
 	if err != nil {
 		return classify(err, rule.Value, d)
 	}

@@ -342,7 +342,8 @@ func TestQueueForwardPipe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(string(got), "Return-Path: <joe@example.net>\nDelivered-To: bob+lists@example.org\n") {
+		// The message as queued: the envelope is in SENDER and RECIPIENT.
+		if !strings.HasPrefix(string(got), "From: joe@example.net\nTo: bob@example.org\nSubject: test\n") || strings.Contains(string(got), "Delivered-To") {
 			t.Errorf("the command got:\n%s", got)
 		}
 		env, _ := os.ReadFile(filepath.Join(r.home("bob"), "env"))
@@ -393,6 +394,42 @@ func TestQueueForwardPipe(t *testing.T) {
 			t.Errorf("DSN for exit 1: %v", rc.Map())
 		}
 	})
+}
+
+// TestQueueForwardFilter: the header-sorting filter of the README, run
+// from ~/.forward, files into folders with tern-deliver -m.
+func TestQueueForwardFilter(t *testing.T) {
+	r := newQueueRoot(t)
+	readme, err := os.ReadFile(filepath.Join(mustRoot(t), "mta", "README-section.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The script is the indented block that starts with #!/bin/sh.
+	text := string(readme)
+	start := strings.Index(text, "    #!/bin/sh\n")
+	end := strings.Index(text[start:], "\n\n")
+	var script strings.Builder
+	for _, line := range strings.Split(text[start:start+end], "\n") {
+		script.WriteString(strings.TrimPrefix(line, "    ") + "\n")
+	}
+	filter := filepath.Join(r.home("bob"), "bin", "sort-mail")
+	os.MkdirAll(filepath.Dir(filter), 0o755)
+	if err := os.WriteFile(filter, []byte(script.String()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.forwardFile("bob", "\"|$HOME/bin/sort-mail\"\n")
+	r.enqueue("Subject: buy now\nX-Spam-Flag: YES\n\nspam\n", "-f", "spam@example.net", "--", "bob@example.org")
+	r.enqueue("Subject: go 1.27\nList-Id: <golang-nuts.googlegroups.com>\n\nlist\n", "-f", "list@example.net", "--", "bob@example.org")
+	r.enqueue("Subject: hello\n\npersonal\n", "-f", "carol@example.org", "--", "bob@example.org")
+	// tern-queue puts tern-deliver's directory first on the filter's PATH.
+	q := r.runQueue()
+	md := filepath.Join(r.home("bob"), "Maildir")
+	for folder, want := range map[string]string{"": "personal", ".Junk": "spam", ".Lists.Go": "list"} {
+		got := onlyMessage(t, filepath.Join(md, folder))
+		if !strings.Contains(got, want) || strings.Count(got, "Delivered-To:") != 1 || strings.Count(got, "Return-Path:") != 1 {
+			t.Errorf("folder %q:\n%s\n%s", folder, got, q.Stderr)
+		}
+	}
 }
 
 func TestQueueForwardFolderAndSelf(t *testing.T) {

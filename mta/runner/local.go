@@ -155,7 +155,9 @@ func (r *Runner) run(ctx context.Context, e *queue.Envelope, rc *queue.Recipient
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = append([]string{
-		"PATH=/usr/local/bin:/usr/bin:/bin",
+		// tern-deliver's own directory first: a filter calls it by name,
+		// and /usr/local/sbin is not on a user's usual path.
+		"PATH=" + filepath.Dir(r.o.Deliver) + ":/usr/local/bin:/usr/bin:/bin",
 		"SENDER=" + sender,
 		"TERN_QUEUE=" + r.q.Dir, "TERN_CONF=" + r.o.Conf, "TERN_ENQUEUE=" + r.o.Enqueue,
 		"TERN_QID=" + e.ID,
