@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -449,5 +450,60 @@ func TestConcurrentFolder(t *testing.T) {
 	l, err := f.Sync()
 	if err != nil || l.Len() != 4*30-2*10 || l.Next != 4*30+1 {
 		t.Errorf("%d messages, next %d, %v", l.Len(), l.Next, err)
+	}
+}
+
+func TestRenameAll(t *testing.T) {
+	s := newTestStore(t)
+	f := inbox(t, s)
+	var us []string
+	for i := range 5 {
+		m, err := f.Deliver(strings.NewReader(fmt.Sprintf("message %d\n", i)), DeliverOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, m.Unique)
+	}
+	if _, err := f.Messages(); err != nil {
+		t.Fatal(err)
+	}
+	// Behind the folder's back: one message removed, one renamed with a
+	// flag, so the names it last read are wrong for both.
+	os.Remove(filepath.Join(s.Root, "new", us[1]))
+	os.Rename(filepath.Join(s.Root, "new", us[2]), filepath.Join(s.Root, "cur", us[2]+":2,F"))
+	if err := f.MoveToCurAll(us); err != nil {
+		t.Fatalf("MoveToCurAll: %v", err)
+	}
+	want := []string{us[0] + ":2,", us[2] + ":2,F", us[3] + ":2,", us[4] + ":2,"}
+	sort.Strings(want)
+	if got := dirNames(t, filepath.Join(s.Root, "cur")); !slices.Equal(got, want) {
+		t.Errorf("cur/ after MoveToCurAll = %v, want %v", got, want)
+	}
+	if got := dirNames(t, filepath.Join(s.Root, "new")); len(got) != 0 {
+		t.Errorf("new/ after MoveToCurAll = %v", got)
+	}
+	// Seen added to the flags on disk now, the removed one skipped.
+	os.Rename(filepath.Join(s.Root, "cur", us[3]+":2,"), filepath.Join(s.Root, "cur", us[3]+":2,R"))
+	if err := f.AddFlagsAll(us, "S"); err != nil {
+		t.Fatalf("AddFlagsAll: %v", err)
+	}
+	want = []string{us[0] + ":2,S", us[2] + ":2,FS", us[3] + ":2,RS", us[4] + ":2,S"}
+	sort.Strings(want)
+	if got := dirNames(t, filepath.Join(s.Root, "cur")); !slices.Equal(got, want) {
+		t.Errorf("cur/ after AddFlagsAll = %v, want %v", got, want)
+	}
+	if err := f.AddFlagsAll(us, "x!"); err == nil {
+		t.Error("AddFlagsAll accepted a bad flag")
+	}
+	// Nothing left to do takes no lock: a held lock does not stop it.
+	lk, err := f.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.unlock()
+	s.LockTimeout = 50 * time.Millisecond
+	present := []string{us[0], us[2], us[3], us[4]}
+	if err := f.AddFlagsAll(present, "S"); err != nil {
+		t.Errorf("AddFlagsAll with nothing to do: %v", err)
 	}
 }

@@ -50,8 +50,12 @@ func validUnique(u string) bool {
 // nameSizes returns the S= and W= fields of a unique name, -1 where absent.
 func nameSizes(unique string) (size, rfc822 int64) {
 	size, rfc822 = -1, -1
-	fields := strings.Split(unique, ",")
-	for _, f := range fields[1:] {
+	// Field by field without a slice of them: this runs for every
+	// message at every login.
+	_, rest, _ := strings.Cut(unique, ",")
+	for rest != "" {
+		var f string
+		f, rest, _ = strings.Cut(rest, ",")
 		switch {
 		case strings.HasPrefix(f, "S="):
 			if n, err := strconv.ParseInt(f[2:], 10, 64); err == nil && n >= 0 {
@@ -144,10 +148,15 @@ func (a arrival) less(b arrival) bool {
 	return a.name < b.name
 }
 
+// sortByArrival sorts a slice of keys rather than looking keys up in a
+// map: a first login to 100,000 messages sorts them all.
 func sortByArrival(uniques []string) {
-	keys := make(map[string]arrival, len(uniques))
-	for _, u := range uniques {
-		keys[u] = parseArrival(u)
+	keys := make([]arrival, len(uniques))
+	for i, u := range uniques {
+		keys[i] = parseArrival(u)
 	}
-	sort.Slice(uniques, func(i, j int) bool { return keys[uniques[i]].less(keys[uniques[j]]) })
+	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	for i := range keys {
+		uniques[i] = keys[i].name
+	}
 }

@@ -89,6 +89,14 @@ func ParseUIDList(r io.Reader) (*UIDList, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseUIDList(data)
+}
+
+// parseUIDList parses a whole list. The unique names are slices of one
+// copy of data rather than a string each, and the map that finds a
+// repeated name is the list's own: a POP3 login to 100,000 messages used
+// to make three copies of every name.
+func parseUIDList(data []byte) (*UIDList, error) {
 	bad := func(line int, why string) error {
 		return fmt.Errorf("line %d: %s: %w", line, why, ErrCorruptUIDList)
 	}
@@ -98,8 +106,9 @@ func ParseUIDList(r io.Reader) (*UIDList, error) {
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		return nil, bad(0, "does not end in a newline")
 	}
-	lines := bytes.Split(data[:len(data)-1], []byte("\n"))
-	hdr := strings.Split(string(lines[0]), " ")
+	text := string(data)
+	header, rest, _ := strings.Cut(text, "\n")
+	hdr := strings.Split(header, " ")
 	if len(hdr) != 4 || hdr[0]+" "+hdr[1] != uidListMagic {
 		return nil, bad(1, "bad header")
 	}
@@ -108,30 +117,32 @@ func ParseUIDList(r io.Reader) (*UIDList, error) {
 	if err1 != nil || err2 != nil || validity == 0 || next == 0 {
 		return nil, bad(1, "bad UIDVALIDITY or next UID")
 	}
-	entries := make([]UIDEntry, 0, len(lines)-1)
-	seen := make(map[string]bool, len(lines)-1)
+	n := strings.Count(rest, "\n")
+	l := &UIDList{Validity: validity, Next: next, entries: make([]UIDEntry, 0, n), byUnique: make(map[string]uint32, n)}
 	var last uint32
-	for i, ln := range lines[1:] {
-		sp := bytes.IndexByte(ln, ' ')
+	for i := 0; rest != ""; i++ {
+		var ln string
+		ln, rest, _ = strings.Cut(rest, "\n")
+		sp := strings.IndexByte(ln, ' ')
 		if sp < 0 {
 			return nil, bad(i+2, "no space")
 		}
-		uid, err := parseUint32Field(string(ln[:sp]), 0)
+		uid, err := parseUint32Field(ln[:sp], 0)
 		if err != nil || uid == 0 {
 			return nil, bad(i+2, "bad UID")
 		}
 		if uid <= last || uid >= next {
 			return nil, bad(i+2, "UID out of order or not below the next UID")
 		}
-		u := string(ln[sp+1:])
-		if !validUnique(u) || seen[u] {
+		u := ln[sp+1:]
+		if _, seen := l.byUnique[u]; seen || !validUnique(u) {
 			return nil, bad(i+2, "bad or repeated unique name")
 		}
-		seen[u] = true
+		l.byUnique[u] = uid
 		last = uid
-		entries = append(entries, UIDEntry{uid, u})
+		l.entries = append(l.entries, UIDEntry{uid, u})
 	}
-	return newUIDList(validity, next, entries), nil
+	return l, nil
 }
 
 // parseUint32Field parses a decimal number after an optional letter,

@@ -117,6 +117,9 @@ type Session struct {
 	errors  int
 	fatal   error // set when the session cannot go on (a reply cut short)
 	log     *slog.Logger
+	// msgr reads every message sent, one 32 KiB buffer for the session
+	// rather than one per RETR: 100,000 RETRs made 3 GB of garbage.
+	msgr *bufio.Reader
 }
 
 // Serve runs a session until QUIT, an error, or ctx is done (checked
@@ -573,10 +576,22 @@ func (s *Session) listing(verb, arg string) {
 	} else {
 		s.reply(true, "")
 	}
+	// Written field by field: a listing of 100,000 messages is as many
+	// lines, and formatting each into a string of its own was most of
+	// the time it took.
+	var num [20]byte
 	for i := range s.msgs {
-		if !s.deleted[i] {
-			s.w.WriteString(entry(i) + "\r\n")
+		if s.deleted[i] {
+			continue
 		}
+		s.w.Write(strconv.AppendInt(num[:0], int64(i+1), 10))
+		s.w.WriteByte(' ')
+		if verb == "UIDL" {
+			s.w.WriteString(s.msgs[i].UID)
+		} else {
+			s.w.Write(strconv.AppendInt(num[:0], s.msgs[i].Size, 10))
+		}
+		s.w.WriteString("\r\n")
 	}
 	s.w.WriteString(".\r\n")
 }
@@ -601,7 +616,13 @@ func (s *Session) send(i, lines int) bool {
 	} else {
 		s.reply(true, "top of message follows")
 	}
-	err = writeDotStuffed(s.w, f, lines)
+	if s.msgr == nil {
+		s.msgr = bufio.NewReaderSize(f, 32<<10)
+	} else {
+		s.msgr.Reset(f)
+	}
+	err = writeDotStuffed(s.w, s.msgr, lines)
+	s.msgr.Reset(nil)
 	if err == nil {
 		s.w.WriteString(".\r\n")
 	}
@@ -617,8 +638,7 @@ func (s *Session) send(i, lines int) bool {
 
 // writeDotStuffed copies r to w line by line. bodyLines < 0 copies all;
 // otherwise the header, the blank line and bodyLines lines of the body.
-func writeDotStuffed(w *bufio.Writer, r io.Reader, bodyLines int) error {
-	br := bufio.NewReaderSize(r, 32<<10)
+func writeDotStuffed(w *bufio.Writer, br *bufio.Reader, bodyLines int) error {
 	inBody := false
 	lineStart := true
 	for {
