@@ -215,11 +215,10 @@ func expandHome(p, home string) string {
 // The loop check against the Delivered-To lines already in the message is
 // made here.
 func (f Forward) pipe(raw []byte, d Delivery, rule Rule) error {
-	body, err := Prepare(bytes.NewReader(raw), Envelope{Recipient: d.Recipient})
-	if err != nil {
+	if _, err := Prepare(bytes.NewReader(raw), Envelope{Recipient: d.Recipient}); err != nil {
 		return classify(err, rule.Value, d)
 	}
-	body, err = Prepare(bytes.NewReader(raw), Envelope{})
+	body, err := Prepare(bytes.NewReader(raw), Envelope{})
 	if err != nil {
 		return classify(err, rule.Value, d)
 	}

@@ -806,3 +806,23 @@ func TestQueueManPages(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueBounceAndWarningTogether: one pass that both bounces a
+// recipient and warns about another queues two reports, not one.
+func TestQueueBounceAndWarningTogether(t *testing.T) {
+	r := newQueueRoot(t)
+	r.forwardFile("bob", "|exit 75\n")
+	r.enqueue(plainMsg, "-f", "carol@example.org", "--", "bob@example.org", "nosuch@example.org")
+	q := r.runQueue("--now", "+5h")
+	got := inbox(t, filepath.Join(r.home("carol"), "Maildir"))
+	if len(got) != 2 {
+		t.Fatalf("carol got %d reports, want a bounce and a warning\n%s", len(got), q.Stderr)
+	}
+	actions := map[string]bool{}
+	for _, m := range got {
+		actions[parseDSN(t, m).recipients[0].Get("Action")] = true
+	}
+	if !actions["failed"] || !actions["delayed"] {
+		t.Errorf("actions %v", actions)
+	}
+}

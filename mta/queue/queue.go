@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,6 +56,23 @@ const StaleTemp = 36 * time.Hour
 // Queue is an open queue directory.
 type Queue struct {
 	Dir string
+
+	mu     sync.Mutex
+	lastNS int64 // the time in the last ID this Queue gave out
+}
+
+// NewID returns a queue ID for a message arriving at t that no earlier call
+// on this Queue returned, even for the same nanosecond (tern-queue makes
+// several reports in one pass, from several goroutines).
+func (q *Queue) NewID(t time.Time) string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ns := t.UnixNano()
+	if ns <= q.lastNS {
+		ns = q.lastNS + 1
+	}
+	q.lastNS = ns
+	return NewID(time.Unix(0, ns), os.Getpid())
 }
 
 // Open opens the queue at dir, making its subdirectories when they are
@@ -133,7 +151,7 @@ func IDTime(id string) time.Time {
 // Inject writes one submission into incoming/: the envelope, an empty line,
 // and the message copied from msg. It returns the queue ID only once the
 // file and the directory entry are on disk (fsync of both): from then on
-// the message is the queue's. e.ID and e.Arrived are set here.
+// the message is the queue's. e.Arrived is set here, and e.ID when empty.
 //
 // Every failure is temporary (75): a full disk, a missing queue or a
 // permission problem is for the administrator to fix, and the sender should
@@ -152,7 +170,9 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 		}
 	}()
 	e.Arrived = now
-	e.ID = NewID(now, os.Getpid())
+	if e.ID == "" {
+		e.ID = q.NewID(now)
+	}
 	var head bytes.Buffer
 	if err := e.Marshal(&head); err != nil {
 		return "", err

@@ -69,8 +69,7 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool) {
 		r.bounce(c, e, now)
 		changed = true
 	}
-	if e.Warned.IsZero() && now.Sub(e.Arrived) > r.o.WarnAfter && r.waiting(e) {
-		r.warn(c, e, now)
+	if e.Warned.IsZero() && now.Sub(e.Arrived) > r.o.WarnAfter && r.waiting(e) && r.warn(c, e, now) {
 		e.Warned = now
 		changed = true
 	}
@@ -254,8 +253,9 @@ func (r *Runner) bounce(c *conf.Conf, e *queue.Envelope, now time.Time) {
 	r.log.Info("bounced", "qid", e.ID, "to", addrs(failed), "bounce", id, "rcpt", to)
 }
 
-// warn sends the one delay warning (RFC 3464 Action: delayed).
-func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) {
+// warn sends the one delay warning (RFC 3464 Action: delayed) and reports
+// whether it is queued.
+func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) bool {
 	var waiting []*queue.Recipient
 	for _, rc := range e.Recipients {
 		if rc.State == queue.Deferred || rc.State == queue.Remote {
@@ -266,9 +266,10 @@ func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) {
 	id, err := r.send(rep, e.Sender, queue.Bounce, now)
 	if err != nil {
 		r.log.Error("queue delay warning", "qid", e.ID, "err", err)
-		return
+		return false
 	}
 	r.log.Info("delay warning", "qid", e.ID, "warning", id, "rcpt", e.Sender)
+	return true
 }
 
 func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipient, action string, now time.Time, to string) *mta.Report {
@@ -307,7 +308,7 @@ func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipien
 func (r *Runner) send(rep *mta.Report, to string, kind queue.Kind, now time.Time) (string, error) {
 	e := &queue.Envelope{Sender: mta.NullSender, UID: -1, Kind: kind,
 		Recipients: []*queue.Recipient{{Addr: to, State: queue.Queued}}}
-	e.ID = queue.NewID(now, os.Getpid())
+	e.ID = r.q.NewID(now)
 	rep.MessageID = e.ID + "." + string(kind) + "@" + rep.ReportingMTA
 	var msg bytes.Buffer
 	if _, err := rep.WriteTo(&msg); err != nil {
