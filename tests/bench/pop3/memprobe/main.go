@@ -1,0 +1,53 @@
+// Command memprobe opens a Maildir as tern-pop3d's session does and prints
+// the peak RSS and heap, with a heap profile on request: a look inside the
+// memory row of tests/bench/pop3.sh.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/tern-mail/tern/pop3d"
+)
+
+func main() {
+	prof := flag.String("heap", "", "write a heap profile here after login")
+	flag.Parse()
+	t0 := time.Now()
+	box, err := pop3d.OpenMaildir(flag.Arg(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	msgs := box.Messages()
+	t1 := time.Now()
+	runtime.GC()
+	var live runtime.MemStats
+	runtime.ReadMemStats(&live)
+	fmt.Printf("live heap after login %d MiB\n", live.HeapAlloc>>20)
+	if *prof != "" {
+		f, _ := os.Create(*prof)
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	var uids []string
+	for _, m := range msgs {
+		uids = append(uids, m.UID)
+	}
+	if err := box.Commit(nil, uids); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	t2 := time.Now()
+	box.Close()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, _ := os.ReadFile("/proc/self/status")
+	hwm := regexp.MustCompile(`VmHWM:\s+\d+ kB`).Find(b)
+	fmt.Printf("%d messages, login %v, commit %v, %s, heap sys %d MiB, total alloc %d MiB, gc %d\n",
+		len(msgs), t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), hwm, ms.HeapSys>>20, ms.TotalAlloc>>20, ms.NumGC)
+}
