@@ -188,15 +188,15 @@ func canonical(addr string) string {
 
 func dropField(h []byte, drop string) []byte {
 	var out []byte
-	last := 0
+	last, dropped := 0, false
 	fields(h, func(name, _ string, start, end int) bool {
 		if strings.EqualFold(name, drop) {
 			out = append(out, h[last:start]...)
-			last = end
+			last, dropped = end, true
 		}
 		return true
 	})
-	if out == nil {
+	if !dropped {
 		return h
 	}
 	return append(out, h[last:]...)

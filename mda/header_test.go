@@ -37,6 +37,8 @@ func TestPrepare(t *testing.T) {
 			"Return-Path: <a@b>\nSubject: hi\n\nFrom me\n"},
 		{"old Return-Path replaced", "Return-Path: <old@x>\nSubject: hi\nReturn-Path:\n <folded@x>\n\nReturn-Path: body\n", Envelope{Sender: "new@x"},
 			"Return-Path: <new@x>\nSubject: hi\n\nReturn-Path: body\n"},
+		{"only Return-Path first", "Return-Path: <old@x>\nSubject: hi\n\nb\n", Envelope{Sender: "new@x"},
+			"Return-Path: <new@x>\nSubject: hi\n\nb\n"},
 		{"old Return-Path kept when sender unknown", "Return-Path: <old@x>\n\nb\n", Envelope{Recipient: "u@h"},
 			"Delivered-To: u@h\nReturn-Path: <old@x>\n\nb\n"},
 		{"other Delivered-To", "Delivered-To: other@h\n\nb\n", Envelope{Recipient: "u@h"},
