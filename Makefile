@@ -19,7 +19,7 @@ SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 
 # Daemons and agents go to sbin, tools for people and scripts to bin.
-SBIN_PROGS = $(filter tern-deliver tern-queue tern-smtpd tern-pop3d tern-imapd,$(notdir $(wildcard cmd/*)))
+SBIN_PROGS = $(filter tern-deliver tern-enqueue tern-queue tern-smtpd tern-pop3d tern-imapd,$(notdir $(wildcard cmd/*)))
 BIN_PROGS  = $(filter-out $(SBIN_PROGS),$(notdir $(wildcard cmd/*)))
 MANPAGES   = $(wildcard man/*.[1-8])
 
@@ -47,6 +47,11 @@ install: build
 	install -d $(BINDIR) $(SBINDIR)
 	for p in $(BIN_PROGS); do install -m 0755 bin/$$p $(BINDIR)/$$p; done
 	for p in $(SBIN_PROGS); do install -m 0755 bin/$$p $(SBINDIR)/$$p; done
+	# tern-enqueue answers to sendmail and mailq by its argv[0].
+	if [ -x bin/tern-enqueue ]; then \
+		ln -sf $(PREFIX)/sbin/tern-enqueue $(SBINDIR)/sendmail; \
+		ln -sf $(PREFIX)/sbin/tern-enqueue $(BINDIR)/mailq; \
+	fi
 	for m in $(MANPAGES); do s=$${m##*.}; install -d $(MANDIR)/man$$s; install -m 0644 $$m $(MANDIR)/man$$s/; done
 
 clean:
