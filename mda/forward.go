@@ -136,20 +136,21 @@ func DeliverForward(msg io.Reader, d Delivery, f Forward) error {
 	if d.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: d.MaxSize}
 	}
-	raw, err := io.ReadAll(msg)
+	raw, err := spool(msg)
 	if err != nil {
 		return classify(err, path, d)
 	}
+	defer raw.Close()
 	for i := 0; i < len(rules); i++ {
 		rule := rules[i]
 		var err error
 		switch rule.Kind {
 		case RuleSelf:
-			_, err = Deliver(bytes.NewReader(raw), d)
+			_, err = Deliver(raw.reader(), d)
 		case RuleMaildir:
 			d2 := d
 			d2.Maildir, d2.Folder = expandHome(rule.Value, d.Home), ""
-			_, err = Deliver(bytes.NewReader(raw), d2)
+			_, err = Deliver(raw.reader(), d2)
 		case RulePipe:
 			err = f.pipe(raw, d, rule)
 		case RuleAddress:
@@ -214,11 +215,11 @@ func expandHome(p, home string) string {
 // both, and would take a Delivered-To for the same recipient for a loop.
 // The loop check against the Delivered-To lines already in the message is
 // made here.
-func (f Forward) pipe(raw []byte, d Delivery, rule Rule) error {
-	if _, err := Prepare(bytes.NewReader(raw), Envelope{Recipient: d.Recipient}); err != nil {
+func (f Forward) pipe(raw *spooled, d Delivery, rule Rule) error {
+	if _, err := Prepare(raw.reader(), Envelope{Recipient: d.Recipient}); err != nil {
 		return classify(err, rule.Value, d)
 	}
-	body, err := Prepare(bytes.NewReader(raw), Envelope{})
+	body, err := Prepare(raw.reader(), Envelope{})
 	if err != nil {
 		return classify(err, rule.Value, d)
 	}
@@ -247,8 +248,8 @@ func (f Forward) pipe(raw []byte, d Delivery, rule Rule) error {
 // forward re-injects the message with tern-enqueue for other addresses,
 // keeping the envelope sender (so bounces go to the author, RFC 5321
 // §3.9.1) and adding Delivered-To, which stops a forwarding loop.
-func (f Forward) forward(raw []byte, d Delivery, addrs []string) error {
-	body, err := Prepare(bytes.NewReader(raw), Envelope{Recipient: d.Recipient})
+func (f Forward) forward(raw *spooled, d Delivery, addrs []string) error {
+	body, err := Prepare(raw.reader(), Envelope{Recipient: d.Recipient})
 	if err != nil {
 		return classify(err, addrs[0], d)
 	}
@@ -272,3 +273,29 @@ func (f Forward) forward(raw []byte, d Delivery, addrs []string) error {
 	}
 	return sysexit.New(sysexit.TempFail, "forward to %s: %v %s (#4.3.0)", strings.Join(addrs, ", "), err, strings.TrimSpace(out.String()))
 }
+
+// spooled is the message kept in an unlinked temporary file, so that each
+// .forward entry reads it again from the start while memory stays bounded
+// whatever the message's size.
+type spooled struct {
+	f    *os.File
+	size int64
+}
+
+func spool(r io.Reader) (*spooled, error) {
+	f, err := os.CreateTemp("", "tern-forward-")
+	if err != nil {
+		return nil, fmt.Errorf("spool message: %w", err)
+	}
+	os.Remove(f.Name())
+	n, err := io.Copy(f, r)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool message: %w", err)
+	}
+	return &spooled{f: f, size: n}, nil
+}
+
+func (s *spooled) reader() io.Reader { return io.NewSectionReader(s.f, 0, s.size) }
+
+func (s *spooled) Close() error { return s.f.Close() }

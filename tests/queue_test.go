@@ -400,7 +400,7 @@ func TestQueueForwardPipe(t *testing.T) {
 // from ~/.forward, files into folders with tern-deliver -m.
 func TestQueueForwardFilter(t *testing.T) {
 	r := newQueueRoot(t)
-	readme, err := os.ReadFile(filepath.Join(mustRoot(t), "mta", "README-section.md"))
+	readme, err := os.ReadFile(filepath.Join(mustRoot(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
