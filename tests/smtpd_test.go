@@ -859,4 +859,10 @@ func TestSmtpdRealEnqueue(t *testing.T) {
 	if !found {
 		t.Fatalf("qid %s: the message is not in the queue directory %s", m[1], r.Queue)
 	}
+	if _, err := os.Stat(Bin("tern-queue")); err == nil {
+		res := r.Run("", nil, "tern-queue", "--list")
+		if res.Code != 0 || !strings.Contains(res.Stdout, string(m[1])) {
+			t.Fatalf("tern-queue --list does not show %s: %v", m[1], res)
+		}
+	}
 }
