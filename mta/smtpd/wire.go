@@ -24,6 +24,8 @@ import (
 //   - the greeting and the first EHLO line name this host, as RFC 5321
 //     §4.2 has it; SIZE announces the true limit (the engine is given one
 //     more byte: see Serve);
+//   - replies are written when the engine next waits for the client, so
+//     a turn is one segment however many lines go-smtp wrote;
 //   - every error reply carries the connection id, and is counted: past
 //     MaxErrors the client gets 421 and is cut off;
 //   - 502 for a command out of sequence becomes 503 (RFC 5321 §4.2.4:
@@ -76,6 +78,9 @@ func (w *wire) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	for len(w.in) == 0 {
+		// About to wait for the client: send the replies held so far,
+		// in one write (RFC 2920 §3.3 lets a server group them).
+		w.flush()
 		n, err := w.c.Read(w.inBuf[:])
 		w.in = w.inBuf[:n]
 		if n > 0 {
@@ -121,7 +126,13 @@ func (w *wire) Write(p []byte) (int, error) {
 		w.out = w.out[:copy(w.out, w.out[i+1:])]
 		w.reply(line)
 	}
-	w.flush()
+	// Replies are held until the engine reads again (or there are many):
+	// go-smtp writes each line on its own, and a socket from tcpserver or
+	// inetd has Nagle's algorithm on, so separate small writes would wait
+	// for the client's delayed ACK, 40 ms and more, at every turn.
+	if len(w.batch) > 16<<10 {
+		w.flush()
+	}
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -258,7 +269,10 @@ func (w *wire) lastTLSReply() (int, string) {
 // Close implements net.Conn for the engine; the connection itself is
 // closed by whoever called Serve.
 func (w *wire) Close() error {
-	w.once.Do(func() { close(w.closed) })
+	w.once.Do(func() {
+		w.flush()
+		close(w.closed)
+	})
 	return nil
 }
 
