@@ -143,8 +143,22 @@ anvil     unix - - n - 1 anvil
 scache    unix - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF2
+# postfix(1) runs a configuration outside /etc/postfix only when the
+# default one lists it in alternate_config_directories; it says so to
+# syslog alone. PF_ALLOW=1 lets this script add it (and take it out at
+# the end).
+if [ "${PF_ALLOW:-}" = 1 ]; then
+	old=$(postconf -h alternate_config_directories)
+	postconf -e "alternate_config_directories = $old $pf/etc"
+	restore="postconf -e 'alternate_config_directories = $old'"
+	trap 'eval "$restore"; cleanup' EXIT INT TERM
+fi
 postfix -c "$pf/etc" check >/dev/null 2>&1 || true
-postfix -c "$pf/etc" start >/dev/null 2>&1
+if ! postfix -c "$pf/etc" start >/dev/null 2>&1; then
+	echo "postfix: the private instance did not start: its directory must be in"
+	echo "alternate_config_directories of /etc/postfix/main.cf (run with PF_ALLOW=1)"
+	exit 1
+fi
 waitport "$p"
 for s in $SESSIONS; do
 	postsuper -c "$pf/etc" -d ALL hold >/dev/null 2>&1 || true
