@@ -400,9 +400,13 @@ func (f *Folder) syncLocked(lk *dotLock) (*UIDList, error) {
 	}
 	list := newUIDList(validity, next, kept)
 	if changed {
-		var buf bytes.Buffer
-		list.WriteTo(&buf)
-		if err := writeFileAtomic(f.uidListPath(), buf.Bytes()); err != nil {
+		// Streamed to the file: at 100,000 messages the list is 7 MB,
+		// which a buffer would hold twice over while it grew.
+		err := writeFileAtomicFunc(f.uidListPath(), func(w io.Writer) error {
+			_, err := list.WriteTo(w)
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -461,13 +465,26 @@ func readHead(p string) ([]byte, error) {
 // writeFileAtomic replaces a file so that a reader sees the old or the new
 // content, never a part: temp file, fsync, rename, fsync of the directory.
 func writeFileAtomic(p string, data []byte) error {
+	return writeFileAtomicFunc(p, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeFileAtomicFunc is writeFileAtomic with the content written by
+// write, through a buffer, instead of held in memory.
+func writeFileAtomicFunc(p string, write func(io.Writer) error) error {
 	dir := filepath.Dir(p)
 	file, err := os.CreateTemp(dir, filepath.Base(p)+".tmp.")
 	if err != nil {
 		return fmt.Errorf("maildir: write %s: %w", p, err)
 	}
 	tmp := file.Name()
-	_, err = file.Write(data)
+	bw := bufio.NewWriterSize(file, 64<<10)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err == nil {
 		err = file.Sync()
 	}
@@ -798,25 +815,43 @@ func (f *Folder) Remove(unique string) error {
 // Open opens a message for reading. The error wraps fs.ErrNotExist when the
 // message is gone.
 func (f *Folder) Open(unique string) (*os.File, Message, error) {
+	file, rel, err := f.openFile(unique)
+	if err != nil {
+		return nil, Message{}, err
+	}
+	m, err := f.message(rel, f.uidOf(unique))
+	if err != nil {
+		file.Close()
+		return nil, Message{}, err
+	}
+	return file, m, nil
+}
+
+// OpenFile is Open without the Message: it does not look up the UID, so
+// it costs one open(2) however large the folder is (a POP3 session opens
+// every message of a maildrop this way).
+func (f *Folder) OpenFile(unique string) (*os.File, error) {
+	file, _, err := f.openFile(unique)
+	return file, err
+}
+
+func (f *Folder) openFile(unique string) (*os.File, string, error) {
 	for try := 0; ; try++ {
 		rel, err := f.locate(unique)
 		if err != nil {
-			return nil, Message{}, err
+			return nil, "", err
 		}
 		file, err := os.Open(filepath.Join(f.path, rel))
 		if errors.Is(err, fs.ErrNotExist) && try < 3 {
+			// Renamed (new to cur, a flag change) or removed by
+			// another process: look again.
 			f.setName(unique, "")
 			continue
 		}
 		if err != nil {
-			return nil, Message{}, fmt.Errorf("maildir: open message: %w", err)
+			return nil, "", fmt.Errorf("maildir: open message: %w", err)
 		}
-		m, err := f.message(rel, f.uidOf(unique))
-		if err != nil {
-			file.Close()
-			return nil, Message{}, err
-		}
-		return file, m, nil
+		return file, rel, nil
 	}
 }
 
@@ -1016,4 +1051,14 @@ func copyLF(w io.Writer, r io.Reader, maxSize int64) (size, lfs int64, err error
 		}
 	}
 	return size, lfs, bw.Flush()
+}
+
+// ForgetUIDList drops the folder's cached copy of the UID list, for a
+// caller that has taken what it needs from it, as a POP3 session has after
+// login: at 100,000 messages the list is 9 MB in memory. The next call
+// that needs the list reads it again.
+func (f *Folder) ForgetUIDList() {
+	f.mu.Lock()
+	f.list = nil
+	f.mu.Unlock()
 }

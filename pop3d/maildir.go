@@ -94,6 +94,9 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	if err := inbox.MoveToCurAll(fresh); err != nil {
 		return err
 	}
+	// The session numbers messages from msgs and opens them by unique
+	// name: the UID list is not needed again.
+	inbox.ForgetUIDList()
 	b.msgs = msgs
 	return nil
 }
@@ -104,7 +107,7 @@ func (b *MaildirBox) Messages() []Message { return b.msgs }
 
 // Open implements Mailbox.
 func (b *MaildirBox) Open(uid string) (io.ReadCloser, error) {
-	f, _, err := b.inbox.Open(uid)
+	f, err := b.inbox.OpenFile(uid)
 	if err != nil {
 		return nil, err
 	}

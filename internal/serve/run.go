@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +74,13 @@ type Options struct {
 	// DrainIdle is how long, once stopping, a read waits for a client
 	// (2s by default).
 	Grace, DrainIdle time.Duration
+	// SessionMemory, when set, is the soft memory limit (Go's
+	// runtime/debug.SetMemoryLimit) of a process that serves one
+	// connection: the garbage collector then works harder rather than
+	// let one session's heap grow to twice what it keeps alive. A
+	// GOMEMLIMIT in the environment wins. A listener serving many
+	// connections in one process is not limited.
+	SessionMemory int64
 	// Busy, if set, writes the protocol's one-line refusal to a client
 	// over a limit ("421 4.7.0 too many connections").
 	Busy func(c net.Conn)
@@ -219,6 +227,9 @@ func closeAll(lns []net.Listener) {
 
 // serveFD serves the one connection on rfd and wfd.
 func serveFD(ctx context.Context, o *Options, h Handler, rfd, wfd int, cid string) error {
+	if o.SessionMemory > 0 && o.getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(o.SessionMemory)
+	}
 	if o.User != "" {
 		if err := privdrop.ToUser(o.User); err != nil {
 			return sysexit.Wrap(sysexit.NoPerm, err)
