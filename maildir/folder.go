@@ -1053,12 +1053,36 @@ func copyLF(w io.Writer, r io.Reader, maxSize int64) (size, lfs int64, err error
 	return size, lfs, bw.Flush()
 }
 
-// ForgetUIDList drops the folder's cached copy of the UID list, for a
-// caller that has taken what it needs from it, as a POP3 session has after
-// login: at 100,000 messages the list is 9 MB in memory. The next call
-// that needs the list reads it again.
-func (f *Folder) ForgetUIDList() {
-	f.mu.Lock()
-	f.list = nil
-	f.mu.Unlock()
+
+// EachOnDisk calls fn for every message in new/ and cur/ in the order of
+// arrival that their names tell (seconds, microseconds, then the rest of
+// the name), without the UID list: no lock is taken, nothing is written,
+// and each Message has UID 0. A POP3 maildrop needs no more, as
+// qmail-pop3d shows; at 100,000 messages it saves reading and parsing a
+// 7 MB list at every login. Messages keep their UIDs, and new ones get
+// theirs at the next Sync.
+func (f *Folder) EachOnDisk(fn func(Message) error) error {
+	names, err := f.scan()
+	if err != nil {
+		return err
+	}
+	f.setNames(names)
+	uniques := make([]string, 0, len(names))
+	for u := range names {
+		uniques = append(uniques, u)
+	}
+	sortByArrival(uniques)
+	for _, u := range uniques {
+		m, err := f.messageAt(names[u], 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -26,7 +26,7 @@ type MaildirBox struct {
 // OpenMaildir takes the POP3 session lock of the Maildir at path (making
 // the Maildir when it is missing, as a new account's first login may find
 // it), moves new messages to cur/ keeping their unique names, and lists
-// the maildrop in arrival (UID) order.
+// the maildrop in arrival order, as the file names tell it.
 //
 // The lock is an open file description lock (F_OFD_SETLK) on LockName:
 // the kernel drops it when the process dies, so a crashed session never
@@ -76,7 +76,7 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	// 100,000.
 	var msgs []Message
 	var fresh []string
-	err = inbox.EachMessage(func(m maildir.Message) error {
+	err = inbox.EachOnDisk(func(m maildir.Message) error {
 		msgs = append(msgs, Message{UID: m.Unique, Size: m.RFC822Size})
 		if m.Dir == "new" {
 			fresh = append(fresh, m.Unique)
@@ -94,9 +94,6 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	if err := inbox.MoveToCurAll(fresh); err != nil {
 		return err
 	}
-	// The session numbers messages from msgs and opens them by unique
-	// name: the UID list is not needed again.
-	inbox.ForgetUIDList()
 	b.msgs = msgs
 	return nil
 }
