@@ -1053,7 +1053,6 @@ func copyLF(w io.Writer, r io.Reader, maxSize int64) (size, lfs int64, err error
 	return size, lfs, bw.Flush()
 }
 
-
 // EachOnDisk calls fn for every message in new/ and cur/ in the order of
 // arrival that their names tell (seconds, microseconds, then the rest of
 // the name), without the UID list: no lock is taken, nothing is written,
