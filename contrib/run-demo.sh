@@ -6,6 +6,8 @@
 # lands.
 #
 #   TERN_DEMO_POP3=127.0.0.1:2110   where tern-pop3d listens
+#   TERN_DEMO_SMTP=127.0.0.1:2525   where tern-smtpd listens for mail (MX mode)
+#   TERN_DEMO_SUBMIT=127.0.0.1:2587 where tern-smtpd takes submissions (AUTH)
 #   TERN_DEMO_ONCE=1                set everything up, check it, and stop
 #   TERN_BIN, TERN_DEMO_DIR         the programs (./bin) and the demo's root (./run)
 set -eu
@@ -15,12 +17,16 @@ RUN=${TERN_DEMO_DIR:-$PWD/run}
 PATH=$BIN:$PATH
 export PATH
 POP3=${TERN_DEMO_POP3:-127.0.0.1:2110}
+SMTP=${TERN_DEMO_SMTP:-127.0.0.1:2525}
+SUBMIT=${TERN_DEMO_SUBMIT:-127.0.0.1:2587}
 
 rm -rf "$RUN"
 mkdir -p "$RUN/etc/tern" "$RUN/spool" "$RUN/home/demo"
 CONF=$RUN/etc/tern
 HOME=$RUN/home/demo
-export HOME
+TERN_CONF=$CONF
+TERN_QUEUE=$RUN/spool
+export HOME TERN_CONF TERN_QUEUE
 
 # The demo account. Run as root, the servers become the account after
 # login and refuse to serve mail as root, so the account is nobody's then.
@@ -62,27 +68,61 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-tern-pop3d --conf "$CONF" --listen "$POP3" 2>>"$RUN/pop3d.log" &
-pids="$pids $!"
-
-# Wait for the listener, then show that a POP3 client sees the mail.
-n=0
-until grep -q "listening" "$RUN/pop3d.log" 2>/dev/null; do
-	n=$((n + 1))
-	if [ $n -gt 50 ] || ! kill -0 $! 2>/dev/null; then
-		echo "tern-pop3d did not start:"; cat "$RUN/pop3d.log"; exit 1
+# start NAME LOG COMMAND...: run a server in the background and wait for
+# its first log line that says it is ready.
+start() {
+	name=$1 log=$2 ready=$3
+	shift 3
+	"$@" 2>>"$log" &
+	pids="$pids $!"
+	n=0
+	# tern-queue says nothing until there is mail: it is ready when it is
+	# still running a moment later.
+	if [ "$ready" = - ]; then
+		sleep 0.3
+		kill -0 $! 2>/dev/null && return
+		echo "$name did not start:"; cat "$log"; exit 1
 	fi
-	sleep 0.1
-done
+	until grep -q "$ready" "$log" 2>/dev/null; do
+		n=$((n + 1))
+		if [ $n -gt 100 ] || ! kill -0 $! 2>/dev/null; then
+			echo "$name did not start:"; cat "$log"; exit 1
+		fi
+		sleep 0.1
+	done
+}
+start tern-queue "$RUN/queue.log" - tern-queue
+start tern-pop3d "$RUN/pop3d.log" "listening" tern-pop3d --listen "$POP3"
+start "tern-smtpd (mx)" "$RUN/smtpd.log" "listening" tern-smtpd --listen "$SMTP" --greet-delay 0 --rdns=false
+start "tern-smtpd (submission)" "$RUN/submit.log" "listening" tern-smtpd --mode submission --listen "$SUBMIT" --rdns=false
+
 echo
-echo "tern-pop3d listens on $POP3 (log: run/pop3d.log); user demo, password demo."
+echo "Running on loopback (logs in run/*.log); the demo account is demo, password demo:"
+echo "  SMTP (MX)          $SMTP     mail for demo@localhost"
+echo "  SMTP (submission)  $SUBMIT     AUTH PLAIN/LOGIN, then send anywhere local"
+echo "  POP3               $POP3"
 if command -v python3 >/dev/null; then
-	python3 - "$POP3" <<'PY'
-import poplib, sys
-host, port = sys.argv[1].rsplit(":", 1)
-p = poplib.POP3(host, int(port), timeout=10)
-p.user("demo"); p.pass_("demo")
-n, size = p.stat()
+	python3 - "$SMTP" "$SUBMIT" "$POP3" <<'PY'
+import poplib, smtplib, sys, time
+def hp(a):
+    h, p = a.rsplit(":", 1)
+    return h, int(p)
+smtp, submit, pop = map(hp, sys.argv[1:4])
+msg = "From: a friend <friend@example.org>\r\nTo: demo@localhost\r\nSubject: Hello over SMTP\r\n\r\nSent through tern-smtpd, tern-queue and tern-deliver.\r\n"
+with smtplib.SMTP(*smtp, timeout=10) as s:
+    s.sendmail("friend@example.org", ["demo@localhost"], msg)
+with smtplib.SMTP(*submit, timeout=10) as s:
+    s.login("demo", "demo")
+    s.sendmail("demo@localhost", ["demo@localhost"], msg.replace("friend@example.org", "demo@localhost").replace("Hello over SMTP", "A note to self, submitted"))
+print("  sent two messages by SMTP (one to the MX port, one submitted with AUTH)")
+for _ in range(100):
+    p = poplib.POP3(*pop, timeout=10)
+    p.user("demo"); p.pass_("demo")
+    n, size = p.stat()
+    if n >= 5:
+        break
+    p.quit()
+    time.sleep(0.1)
 print("  a POP3 client sees %d messages, %d octets:" % (n, size))
 for i in range(1, n + 1):
     subject = [l for l in p.top(i, 0)[1] if l.lower().startswith(b"subject:")]
@@ -90,7 +130,8 @@ for i in range(1, n + 1):
 p.quit()
 PY
 fi
-echo "  try: fetchmail -p pop3 -P ${POP3##*:} -u demo 127.0.0.1   or   telnet ${POP3%:*} ${POP3##*:}"
+echo "  try: swaks --server $SMTP --to demo@localhost"
+echo "       fetchmail -p pop3 -P ${POP3##*:} -u demo ${POP3%:*}"
 
 if [ -n "${TERN_DEMO_ONCE:-}" ]; then exit 0; fi
 echo
