@@ -121,6 +121,7 @@ smtpd_client_restrictions = check_client_access static:HOLD
 default_process_limit = 100
 smtpd_client_connection_count_limit = 0
 maillog_file = $pf/maillog
+maillog_file_prefixes = $pf
 EOF2
 cat > "$pf/etc/master.cf" <<EOF2
 127.0.0.1:$p inet n - n - 64 smtpd
@@ -153,10 +154,16 @@ if [ "${PF_ALLOW:-}" = 1 ]; then
 	restore="postconf -e 'alternate_config_directories = $old'"
 	trap 'eval "$restore"; cleanup' EXIT INT TERM
 fi
+# Postfix's own processes run as the postfix user: they must reach the
+# work directory and own data_directory (master.lock lives there).
+chmod 755 "$work"
+chown postfix "$pf/data"
 postfix -c "$pf/etc" check >/dev/null 2>&1 || true
 if ! postfix -c "$pf/etc" start >/dev/null 2>&1; then
-	echo "postfix: the private instance did not start: its directory must be in"
-	echo "alternate_config_directories of /etc/postfix/main.cf (run with PF_ALLOW=1)"
+	echo "postfix: the private instance did not start; its log says why:"
+	tail -5 "$pf/maillog" 2>/dev/null
+	echo "(as root it runs from any directory; otherwise the directory must be in"
+	echo "alternate_config_directories of /etc/postfix/main.cf: run with PF_ALLOW=1)"
 	exit 1
 fi
 waitport "$p"
