@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tern-mail/tern/maildir"
@@ -18,9 +19,10 @@ const LockName = "tern-pop3.lock"
 
 // MaildirBox is a Maildir's INBOX as a POP3 maildrop.
 type MaildirBox struct {
-	inbox *maildir.Folder
-	lock  *os.File
-	msgs  []Message
+	inbox  *maildir.Folder
+	lock   *os.File
+	msgs   []Message
+	unseen []bool // by index in msgs: no Seen flag at login
 }
 
 // OpenMaildir takes the POP3 session lock of the Maildir at path (making
@@ -76,11 +78,13 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	// 100,000.
 	var msgs []Message
 	var fresh []string
+	var unseen []bool
 	err = inbox.EachOnDisk(func(m maildir.Message) error {
 		msgs = append(msgs, Message{UID: m.Unique, Size: m.RFC822Size})
 		if m.Dir == "new" {
 			fresh = append(fresh, m.Unique)
 		}
+		unseen = append(unseen, !strings.Contains(m.Flags, "S"))
 		return nil
 	})
 	if err != nil {
@@ -94,7 +98,7 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	if err := inbox.MoveToCurAll(fresh); err != nil {
 		return err
 	}
-	b.msgs = msgs
+	b.msgs, b.unseen = msgs, unseen
 	return nil
 }
 
@@ -114,16 +118,23 @@ func (b *MaildirBox) Open(uid string) (io.ReadCloser, error) {
 // Commit implements Mailbox: expunges the deleted messages and adds the
 // Seen flag to the retrieved ones. A message already gone counts as
 // deleted.
-func (b *MaildirBox) Commit(deleted, retrieved []string) error {
+func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	var errs []error
-	for _, u := range deleted {
-		if err := b.inbox.Remove(u); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, i := range deleted {
+		if err := b.inbox.Remove(b.msgs[i].UID); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
-	// Messages already seen are left out by AddFlagsAll itself, from the
-	// names it read at login, without taking the lock.
-	if err := b.inbox.AddFlagsAll(retrieved, "S"); err != nil {
+	// Only messages that were unseen at login need the flag: a session
+	// that downloads a mailbox it has seen before (leave-on-server
+	// clients) then changes nothing, whatever its size.
+	var flag []string
+	for _, i := range retrieved {
+		if b.unseen[i] {
+			flag = append(flag, b.msgs[i].UID)
+		}
+	}
+	if err := b.inbox.AddFlagsAll(flag, "S"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

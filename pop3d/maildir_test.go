@@ -56,7 +56,7 @@ func TestMaildirBox(t *testing.T) {
 	if string(b) != "Subject: b\n\ntwo\n" {
 		t.Errorf("content %q", b)
 	}
-	if err := box.Commit([]string{msgs[0].UID}, []string{msgs[1].UID}); err != nil {
+	if err := box.Commit([]int{0}, []int{1}); err != nil {
 		t.Fatal(err)
 	}
 	box.Close()

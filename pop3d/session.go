@@ -75,8 +75,9 @@ type Mailbox interface {
 	// Open returns the message's content; fs.ErrNotExist when it vanished.
 	Open(uid string) (io.ReadCloser, error)
 	// Commit deletes the messages marked with DELE and marks the ones
-	// retrieved as seen; called only in the UPDATE state (RFC 1939 §6).
-	Commit(deleted, retrieved []string) error
+	// retrieved as seen, both given as indexes into Messages; called only
+	// in the UPDATE state (RFC 1939 §6).
+	Commit(deleted, retrieved []int) error
 	// Close releases the session lock.
 	Close() error
 }
@@ -693,13 +694,13 @@ func (s *Session) quit() error {
 		s.reply(true, "bye")
 		return nil
 	}
-	var deleted, retrieved []string
-	for i, m := range s.msgs {
+	var deleted, retrieved []int
+	for i := range s.msgs {
 		switch {
 		case s.deleted[i]:
-			deleted = append(deleted, m.UID)
+			deleted = append(deleted, i)
 		case s.seen[i]:
-			retrieved = append(retrieved, m.UID)
+			retrieved = append(retrieved, i)
 		}
 	}
 	if err := s.box.Commit(deleted, retrieved); err != nil {

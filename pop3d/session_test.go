@@ -42,8 +42,13 @@ func (b *memBox) Open(uid string) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader(body)), nil
 }
 
-func (b *memBox) Commit(deleted, retrieved []string) error {
-	b.deleted, b.retrieved = deleted, retrieved
+func (b *memBox) Commit(deleted, retrieved []int) error {
+	for _, i := range deleted {
+		b.deleted = append(b.deleted, b.order[i])
+	}
+	for _, i := range retrieved {
+		b.retrieved = append(b.retrieved, b.order[i])
+	}
 	return nil
 }
 

@@ -35,11 +35,11 @@ func main() {
 		pprof.WriteHeapProfile(f)
 		f.Close()
 	}
-	var uids []string
-	for _, m := range msgs {
-		uids = append(uids, m.UID)
+	all := make([]int, len(msgs))
+	for i := range all {
+		all[i] = i
 	}
-	if err := box.Commit(nil, uids); err != nil {
+	if err := box.Commit(nil, all); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
 	t2 := time.Now()
