@@ -6,9 +6,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -19,7 +17,6 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/logging"
 	"github.com/tern-mail/tern/internal/serve"
-	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/internal/tlsconf"
 	"github.com/tern-mail/tern/pop3d"
 	"github.com/urfave/cli/v2"
@@ -56,20 +53,10 @@ func run(c *cli.Context) error {
 	// there (tests/bench/pop3.sh).
 	opts.SessionMemory = 32 << 20
 	opts.Busy = func(nc net.Conn) { io.WriteString(nc, "-ERR [SYS/TEMP] too many connections, try again later\r\n") }
-	cert, err := tlsconf.LoadDir(cf.Dir, log)
-	switch {
-	case err == nil:
-		opts.TLS = cert.Config()
-	case !errors.Is(err, fs.ErrNotExist):
-		return sysexit.Wrap(sysexit.Config, err)
+	if opts.TLS, err = tlsconf.ServerConfig(cf.Dir, log); err != nil {
+		return err
 	}
-	var authn auth.Authenticator
-	if prog := c.String("checkpassword"); prog != "" {
-		authn = &auth.Checkpassword{Prog: prog}
-	} else {
-		authn = &auth.UsersFile{Path: cf.UsersPath(), Log: log}
-	}
-	authn = auth.Throttled{Authenticator: authn, Throttle: auth.NewThrottle()}
+	authn := auth.ForServer(c.String("checkpassword"), cf.UsersPath(), log)
 	insecure := c.Bool("insecure-auth")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -6,9 +6,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -19,7 +17,6 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/logging"
 	"github.com/tern-mail/tern/internal/serve"
-	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/internal/tlsconf"
 	"github.com/tern-mail/tern/mta/smtpd"
 	"github.com/urfave/cli/v2"
@@ -66,20 +63,10 @@ func run(c *cli.Context) error {
 	opts.Busy = func(nc net.Conn) {
 		io.WriteString(nc, "421 4.7.0 "+host+" too many connections, try again later\r\n")
 	}
-	cert, err := tlsconf.LoadDir(cf.Dir, log)
-	switch {
-	case err == nil:
-		opts.TLS = cert.Config()
-	case !errors.Is(err, fs.ErrNotExist):
-		return sysexit.Wrap(sysexit.Config, err)
+	if opts.TLS, err = tlsconf.ServerConfig(cf.Dir, log); err != nil {
+		return err
 	}
-	var authn auth.Authenticator
-	if prog := c.String("checkpassword"); prog != "" {
-		authn = &auth.Checkpassword{Prog: prog}
-	} else {
-		authn = &auth.UsersFile{Path: cf.UsersPath(), Log: log}
-	}
-	authn = auth.Throttled{Authenticator: authn, Throttle: auth.NewThrottle()}
+	authn := auth.ForServer(c.String("checkpassword"), cf.UsersPath(), log)
 
 	enq := c.String("enqueue")
 	if enq == "" {

@@ -7,14 +7,15 @@ import (
 
 // Listener returns a net.Listener whose Accept yields c once and then
 // waits until Close: the way to hand one connection to a protocol library
-// that only serves listeners (go-smtp's Server.Serve).
-func Listener(c *Conn) net.Listener {
+// that only serves listeners (go-smtp's Server.Serve). c is a *Conn or a
+// protocol's wrapper around one.
+func Listener(c net.Conn) net.Listener {
 	return &oneShot{c: c, addr: c.LocalAddr(), closed: make(chan struct{})}
 }
 
 type oneShot struct {
 	mu     sync.Mutex
-	c      *Conn
+	c      net.Conn
 	addr   net.Addr
 	once   sync.Once
 	closed chan struct{}

@@ -13,12 +13,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tern-mail/tern/internal/sysexit"
 )
 
 // File names in the control directory.
@@ -131,4 +134,19 @@ func (c *Cert) Config() *tls.Config {
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: c.GetCertificate,
 	}
+}
+
+// ServerConfig is what a server does with its control directory: the TLS
+// configuration when dir has tls.crt and tls.key, nil (no STARTTLS) when it
+// has neither, and a configuration error (status 78) when they are there
+// but unusable.
+func ServerConfig(dir string, log *slog.Logger) (*tls.Config, error) {
+	cert, err := LoadDir(dir, log)
+	switch {
+	case err == nil:
+		return cert.Config(), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	}
+	return nil, sysexit.Wrap(sysexit.Config, err)
 }

@@ -24,12 +24,12 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/serve"
 )
 
 // Mode is what the port is for.
@@ -199,7 +199,7 @@ func (cfg *Config) Serve(ctx context.Context, c Conn, p Peer) error {
 	srv.ReadTimeout, srv.WriteTimeout = 0, 0
 	srv.ErrorLog = logAdapter{p.Log}
 
-	ln := &oneShot{c: w, closed: make(chan struct{})}
+	ln := serve.Listener(w)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	var err error
@@ -285,34 +285,6 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
-
-// oneShot is a net.Listener that yields one connection and then waits
-// until it is closed: go-smtp serves only listeners.
-type oneShot struct {
-	mu     sync.Mutex
-	c      net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (l *oneShot) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	c := l.c
-	l.c = nil
-	l.mu.Unlock()
-	if c != nil {
-		return c, nil
-	}
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneShot) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *oneShot) Addr() net.Addr { return &net.TCPAddr{} }
 
 // logAdapter sends go-smtp's own complaints (panics, odd errors) to the
 // connection's log.
