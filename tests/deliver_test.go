@@ -247,7 +247,7 @@ func mountTmpfs(t *testing.T, dir, opts string) {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tern-test", dir).CombinedOutput(); err != nil {
-		t.Skipf("SKIP: cannot mount a tmpfs here (%v: %s)", err, out)
+		skipLoudly(t, "cannot mount a tmpfs here (%v: %s)", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 }
@@ -282,7 +282,7 @@ func TestDeliverReadOnlyFileSystem(t *testing.T) {
 		t.Fatalf("setup: %v", res)
 	}
 	if out, err := exec.Command("mount", "-o", "remount,ro", disk).CombinedOutput(); err != nil {
-		t.Skipf("SKIP: cannot remount read-only: %v %s", err, out)
+		skipLoudly(t, "cannot remount read-only: %v %s", err, out)
 	}
 	res := r.Run("Subject: y\n\nb\n", nil, "tern-deliver", md)
 	if res.Code != 73 || !strings.Contains(res.Stderr, "read-only") {

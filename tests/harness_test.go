@@ -313,7 +313,7 @@ func Need(t testing.TB, progs ...string) {
 	t.Helper()
 	for _, p := range progs {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("SKIP: %s is not installed (Debian: apt-get install the package that has it; .ci/run does)", p)
+			skipLoudly(t, "%s is not installed (Debian: apt-get install the package that has it; .ci/run does)", p)
 		}
 	}
 }
@@ -322,8 +322,17 @@ func Need(t testing.TB, progs ...string) {
 func NeedRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("SKIP: this test needs root (it mounts a file system or changes users)")
+		skipLoudly(t, "this test needs root (it mounts a file system or changes users)")
 	}
+}
+
+// skipLoudly skips a test and says so on stderr as well, so that a skip
+// shows in a plain `make test`, not only under -v.
+func skipLoudly(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintf(os.Stderr, "SKIP %s: %s\n", t.Name(), msg)
+	t.Skip("SKIP: " + msg)
 }
 
 // Eventually polls cond every 20ms for up to d.

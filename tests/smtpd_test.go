@@ -833,9 +833,6 @@ func TestSmtpdConnectionLimit(t *testing.T) {
 // the message is in the queue directory.
 func TestSmtpdRealEnqueue(t *testing.T) {
 	Need(t, "swaks")
-	if _, err := os.Stat(Bin("tern-enqueue")); err != nil {
-		t.Skip("SKIP: cmd/tern-enqueue is not in the tree yet")
-	}
 	r, _ := smtpdRoot(t)
 	_, addr := startSmtpd(t, r, nil, "--greet-delay", "0")
 	host, port, _ := net.SplitHostPort(addr)
