@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -1066,13 +1067,27 @@ func (f *Folder) EachOnDisk(fn func(Message) error) error {
 		return err
 	}
 	f.setNames(names)
-	uniques := make([]string, 0, len(names))
-	for u := range names {
-		uniques = append(uniques, u)
+	// The places ride along with their sort keys: no second lookup in
+	// names for each of 100,000 messages.
+	type entry struct {
+		key arrival
+		p   place
 	}
-	sortByArrival(uniques)
-	for _, u := range uniques {
-		m, err := f.messageAt(names[u], 0)
+	entries := make([]entry, 0, len(names))
+	for u, p := range names {
+		entries = append(entries, entry{parseArrival(u), p})
+	}
+	slices.SortFunc(entries, func(a, b entry) int {
+		switch {
+		case a.key.less(b.key):
+			return -1
+		case b.key.less(a.key):
+			return 1
+		}
+		return 0
+	})
+	for _, e := range entries {
+		m, err := f.messageAt(e.p, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
