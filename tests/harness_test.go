@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -345,4 +347,51 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// StartTcpserver runs prog under ucspi-tcp's tcpserver, with tcpserver's
+// options opts, on a free loopback port, and returns the process and the
+// address once a connection is accepted. tcpserver does not say which
+// port it got for port 0, so a free one is chosen first; another program
+// may take it in between, hence the retries.
+func (r *Root) StartTcpserver(opts []string, prog string, args ...string) (*Proc, string) {
+	r.T.Helper()
+	Need(r.T, "tcpserver")
+	for try := 0; ; try++ {
+		port := strconv.Itoa(freePort(r.T))
+		argv := append(append(append([]string{}, opts...), "127.0.0.1", port, prog), args...)
+		cmd := exec.Command("tcpserver", argv...)
+		cmd.Env = r.Env()
+		p := StartCmd(r.T, cmd, nil)
+		addr := "127.0.0.1:" + port
+		var dialErr error
+		Eventually(r.T, 10*time.Second, "tcpserver binds or fails", func() bool {
+			if _, ended := p.Wait(0); ended {
+				return true
+			}
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			dialErr = err
+			return err == nil
+		})
+		if dialErr == nil {
+			return p, addr
+		}
+		if try == 3 {
+			r.T.Fatalf("tcpserver never listened: %v\n%s", dialErr, p.Stderr())
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

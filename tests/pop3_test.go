@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -382,19 +381,9 @@ func TestPOP3Tcpserver(t *testing.T) {
 	Need(t, "tcpserver")
 	r := NewRoot(t)
 	a := newPOPAccount(t, r)
-	port := freePort(t)
-	cmd := exec.Command("tcpserver", "-R", "-H", "-c", "5", "127.0.0.1", strconv.Itoa(port), Bin("tern-pop3d"))
-	cmd.Env = r.Env()
-	StartCmd(t, cmd, nil)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	Eventually(t, 10*time.Second, "tcpserver listens", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	res := python(t, r, poplibSession, "127.0.0.1", strconv.Itoa(port), a.user, a.pass, "dele1")
+	_, addr := r.StartTcpserver([]string{"-R", "-H", "-c", "5"}, Bin("tern-pop3d"))
+	_, port, _ := net.SplitHostPort(addr)
+	res := python(t, r, poplibSession, "127.0.0.1", port, a.user, a.pass, "dele1")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "stat 3 ") {
 		t.Fatalf("poplib through tcpserver: %v", res)
 	}

@@ -182,50 +182,11 @@ func TestServePipesIdle(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestServeTcpserver(t *testing.T) {
 	Need(t, "tcpserver")
 	needEchod(t)
 	r := NewRoot(t)
-	// tcpserver does not say which port it got for port 0, so one is
-	// chosen free first; another program may take it in between, hence
-	// the retries.
-	var p *Proc
-	var addr string
-	for try := 0; ; try++ {
-		port := freePort(t)
-		cmd := exec.Command("tcpserver", "-v", "-R", "-H", "-c", "2", "127.0.0.1", strconv.Itoa(port), Bin("echod"))
-		cmd.Env = r.Env()
-		p = StartCmd(t, cmd, nil)
-		addr = "127.0.0.1:" + strconv.Itoa(port)
-		var dialErr error
-		Eventually(t, 10*time.Second, "tcpserver binds or fails", func() bool {
-			if _, ended := p.Wait(0); ended {
-				return true
-			}
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			dialErr = err
-			return err == nil
-		})
-		if dialErr == nil {
-			break
-		}
-		if try == 3 {
-			t.Fatalf("tcpserver never listened: %v\n%s", dialErr, p.Stderr())
-		}
-	}
+	p, addr := r.StartTcpserver([]string{"-v", "-R", "-H", "-c", "2"}, Bin("echod"))
 	l := dialEcho(t, addr)
 	cid, remote := l.greeting()
 	if remote != l.c.LocalAddr().String() {

@@ -610,33 +610,7 @@ score=$(grep -ci viagra "$tmp" || true)
 func TestSmtpdTcpserver(t *testing.T) {
 	Need(t, "tcpserver", "python3")
 	r, stub := smtpdRoot(t)
-	var p *Proc
-	var addr string
-	for try := 0; ; try++ {
-		port := freePort(t)
-		cmd := exec.Command("tcpserver", "-R", "-c", "8", "127.0.0.1", strconv.Itoa(port), Bin("tern-smtpd"), "--enqueue", stub, "--greet-delay", "0")
-		cmd.Env = r.Env()
-		p = StartCmd(t, cmd, nil)
-		addr = "127.0.0.1:" + strconv.Itoa(port)
-		var dialErr error
-		Eventually(t, 10*time.Second, "tcpserver binds", func() bool {
-			if _, ended := p.Wait(0); ended {
-				return true
-			}
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			dialErr = err
-			return err == nil
-		})
-		if dialErr == nil {
-			break
-		}
-		if try == 3 {
-			t.Fatalf("tcpserver never listened: %v\n%s", dialErr, p.Stderr())
-		}
-	}
+	p, addr := r.StartTcpserver([]string{"-R", "-c", "8"}, Bin("tern-smtpd"), "--enqueue", stub, "--greet-delay", "0")
 	t.Cleanup(func() { p.Signal(syscall.SIGTERM) })
 	host, port, _ := net.SplitHostPort(addr)
 	script := `
