@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -577,6 +578,27 @@ func TestSmtpdEnqueueStatus(t *testing.T) {
 	}
 }
 
+// TestSmtpdQueueMissing: queueing in process, a queue directory that is
+// not there (not mounted yet) refuses each message with 451 and keeps the
+// server up; once it is there, messages are queued.
+func TestSmtpdQueueMissing(t *testing.T) {
+	r, _ := smtpdRoot(t)
+	dir := r.Path("later-spool")
+	_, addr := startSmtpd(t, r, nil, "--greet-delay", "0", "--queue", dir)
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.transaction("a@remote.example", "bob@example.org")
+	c.expect("Subject: x\r\n\r\nbody\r\n.", "451 4.3.0 ")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.transaction("a@remote.example", "bob@example.org")
+	c.expect("Subject: x\r\n\r\nbody\r\n.", "250 2.0.0 ")
+	if ids, _ := filepath.Glob(filepath.Join(dir, "incoming", "[0-9a-f]*")); len(ids) != 1 {
+		t.Fatalf("queue entries in %s: %q", dir, ids)
+	}
+}
+
 // TestSmtpdFilterWrapper: a filter in front of the queue, as README shows
 // it, adds a header and hands the message on.
 func TestSmtpdFilterWrapper(t *testing.T) {
@@ -803,37 +825,124 @@ func TestSmtpdConnectionLimit(t *testing.T) {
 	})
 }
 
-// TestSmtpdRealEnqueue: swaks to tern-smtpd to the real tern-enqueue, and
-// the message is in the queue directory.
+// TestSmtpdRealEnqueue: swaks to tern-smtpd, queueing in its own process
+// (the default) and through a pipe to the real tern-enqueue, and the
+// message is in the queue, with the same envelope either way.
 func TestSmtpdRealEnqueue(t *testing.T) {
 	Need(t, "swaks")
-	r, _ := smtpdRoot(t)
-	_, addr := startSmtpd(t, r, nil, "--greet-delay", "0")
-	host, port, _ := net.SplitHostPort(addr)
-	out, err := exec.Command("swaks", "--server", host, "--port", port, "--from", "a@remote.example", "--to", "bob@example.org", "--body", "through the real queue").CombinedOutput()
-	if err != nil {
-		t.Fatalf("swaks: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`250 2\.0\.0 ok: queued as (\S+)`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("swaks:\n%s", out)
-	}
-	var found bool
-	filepath.Walk(r.Queue, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			if b, _ := os.ReadFile(p); strings.Contains(string(b), "through the real queue") {
-				found = true
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"in-process", nil},
+		{"pipe", []string{"--enqueue", Bin("tern-enqueue")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := smtpdRoot(t)
+			_, addr := startSmtpd(t, r, nil, append([]string{"--greet-delay", "0"}, tc.args...)...)
+			host, port, _ := net.SplitHostPort(addr)
+			out, err := exec.Command("swaks", "--server", host, "--port", port, "--from", "a@remote.example", "--to", "bob+tag@example.org", "--body", "through the real queue").CombinedOutput()
+			if err != nil {
+				t.Fatalf("swaks: %v\n%s", err, out)
 			}
-		}
-		return nil
-	})
-	if !found {
-		t.Fatalf("qid %s: the message is not in the queue directory %s", m[1], r.Queue)
+			m := regexp.MustCompile(`250 2\.0\.0 ok: queued as (\S+)`).FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("swaks:\n%s", out)
+			}
+			var found string
+			filepath.Walk(r.Queue, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && !fi.IsDir() {
+					if b, _ := os.ReadFile(p); strings.Contains(string(b), "through the real queue") {
+						found = string(b)
+					}
+				}
+				return nil
+			})
+			if found == "" {
+				t.Fatalf("qid %s: the message is not in the queue directory %s", m[1], r.Queue)
+			}
+			for _, want := range []string{"a@remote.example", "bob+tag@example.org", "Received: from ", "Date: "} {
+				if !strings.Contains(found, want) {
+					t.Errorf("queued entry lacks %q:\n%s", want, found)
+				}
+			}
+			res := r.Run("", nil, "tern-queue", "--list")
+			if res.Code != 0 || !strings.Contains(res.Stdout, string(m[1])) {
+				t.Fatalf("tern-queue --list does not show %s: %v", m[1], res)
+			}
+		})
 	}
-	if _, err := os.Stat(Bin("tern-queue")); err == nil {
-		res := r.Run("", nil, "tern-queue", "--list")
-		if res.Code != 0 || !strings.Contains(res.Stdout, string(m[1])) {
-			t.Fatalf("tern-queue --list does not show %s: %v", m[1], res)
+}
+
+// TestSmtpdQueueConcurrent: one tern-smtpd --listen process queueing for
+// many connections at once gives every message its own queue ID, and
+// every 250 is a message in the queue.
+func TestSmtpdQueueConcurrent(t *testing.T) {
+	r, _ := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--greet-delay", "0", "--rdns=false")
+	const conns, each = 8, 25
+	qids := make(chan string, conns*each)
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		go func() {
+			c, err := smtp.Dial(addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for j := 0; j < each; j++ {
+				if err := c.Mail("a@remote.example"); err != nil {
+					errs <- err
+					return
+				}
+				if err := c.Rcpt("bob@example.org"); err != nil {
+					errs <- err
+					return
+				}
+				id, err := c.Text.Cmd("DATA")
+				if err == nil {
+					c.Text.StartResponse(id)
+					_, _, err = c.Text.ReadResponse(354)
+					c.Text.EndResponse(id)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				fmt.Fprintf(c.Text.W, "Subject: %d.%d\r\n\r\nbody\r\n.\r\n", i, j)
+				c.Text.W.Flush()
+				_, msg, err := c.Text.ReadResponse(250)
+				if err != nil {
+					errs <- err
+					return
+				}
+				f := strings.Fields(msg)
+				qids <- f[len(f)-1]
+			}
+			errs <- c.Quit()
+		}()
+	}
+	for i := 0; i < conns; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(qids)
+	seen := map[string]bool{}
+	for q := range qids {
+		if seen[q] {
+			t.Errorf("queue ID %s given twice", q)
+		}
+		seen[q] = true
+	}
+	if len(seen) != conns*each {
+		t.Fatalf("%d queue IDs for %d messages", len(seen), conns*each)
+	}
+	res := r.Run("", nil, "tern-queue", "--list")
+	for q := range seen {
+		if !strings.Contains(res.Stdout, q) {
+			t.Errorf("tern-queue --list does not show %s", q)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func main() {
 				FullName:       c.String("full-name"),
 				Verbose:        c.Bool("verbose"),
 				MaxSize:        c.Int64("max-size"),
-			}, enqueue.Env{Stdin: os.Stdin, Stdout: os.Stdout, Now: time.Now, User: login, Hostname: os.Hostname, PID: os.Getpid()})
+			}, enqueue.Env{Stdin: os.Stdin, Stdout: os.Stdout, Now: time.Now, User: login, Hostname: os.Hostname})
 			return err
 		},
 	}

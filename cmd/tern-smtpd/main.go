@@ -1,7 +1,8 @@
 // tern-smtpd receives mail over SMTP, one connection at a time per process
 // under inetd, tcpserver or systemd, or from its own listener, and hands
-// each message to tern-enqueue through a pipe, answering 250 only once the
-// message is queued. See tern-smtpd(8) and tern-serve(7).
+// each message to the queue — with tern-enqueue's code in this process, or
+// through a pipe to --enqueue PROG — answering 250 only once the message is
+// queued. See tern-smtpd(8) and tern-serve(7).
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/command"
@@ -18,6 +20,7 @@ import (
 	"github.com/tern-mail/tern/internal/logging"
 	"github.com/tern-mail/tern/internal/serve"
 	"github.com/tern-mail/tern/internal/tlsconf"
+	"github.com/tern-mail/tern/mta/queue"
 	"github.com/tern-mail/tern/mta/smtpd"
 	"github.com/urfave/cli/v2"
 )
@@ -26,7 +29,8 @@ func main() {
 	flags := append(serve.Flags(),
 		&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR` (hostname, domains, users, aliases, relay, tls.crt, tls.key)"},
 		&cli.StringFlag{Name: "mode", EnvVars: []string{"TERN_MODE"}, Value: "mx", Usage: "`MODE`: mx (port 25) or submission (587, 465 with --tls)"},
-		&cli.StringFlag{Name: "enqueue", EnvVars: []string{"TERN_ENQUEUE"}, Usage: "queue messages with `PROG` (default: tern-enqueue beside this program, or in PATH)"},
+		&cli.StringFlag{Name: "queue", EnvVars: []string{"TERN_QUEUE"}, Value: queue.DefaultDir, Usage: "queue `DIR` (when no --enqueue program is named)"},
+		&cli.StringFlag{Name: "enqueue", EnvVars: []string{"TERN_ENQUEUE"}, Usage: "pipe each message to `PROG` with tern-enqueue's interface (a filter), instead of queueing it in this process"},
 		&cli.Int64Flag{Name: "max-size", EnvVars: []string{"TERN_MAX_SIZE"}, Value: smtpd.DefaultMaxSize, Usage: "refuse messages over `BYTES`"},
 		&cli.IntFlag{Name: "max-recipients", EnvVars: []string{"TERN_MAX_RECIPIENTS"}, Value: smtpd.DefaultMaxRecipients, Usage: "accept at most `N` recipients a message"},
 		&cli.IntFlag{Name: "max-errors", EnvVars: []string{"TERN_MAX_ERRORS"}, Value: smtpd.DefaultMaxErrors, Usage: "close the connection after `N` error replies"},
@@ -68,17 +72,16 @@ func run(c *cli.Context) error {
 	}
 	authn := auth.ForServer(c.String("checkpassword"), cf.UsersPath(), log)
 
-	enq := c.String("enqueue")
-	if enq == "" {
-		self, _ := os.Executable()
-		enq = smtpd.DefaultEnqueue(self)
+	var enq smtpd.Enqueuer = &smtpd.Pipe{Command: c.String("enqueue"), Env: os.Environ()}
+	if c.String("enqueue") == "" {
+		enq = &smtpd.Direct{Queue: c.String("queue"), Conf: cf.Dir, Now: time.Now, Host: os.Hostname}
 	}
 	_, relayClient := os.LookupEnv("RELAYCLIENT")
 	cfg := &smtpd.Config{
 		Mode:          mode,
 		Conf:          cf,
 		Auth:          authn,
-		Enqueue:       &smtpd.Pipe{Command: enq, Env: os.Environ()},
+		Enqueue:       enq,
 		MaxSize:       c.Int64("max-size"),
 		MaxRecipients: c.Int("max-recipients"),
 		MaxErrors:     c.Int("max-errors"),

@@ -48,11 +48,21 @@ type Env struct {
 	Now      func() time.Time
 	User     string                 // the invoking user's login name, for the default sender
 	Hostname func() (string, error) // the system's host name
-	PID      int
 }
 
-// Run reads one message from env.Stdin and queues it.
+// Run reads one message from env.Stdin and queues it in o.Queue.
 func Run(o Options, env Env) (string, error) {
+	q, err := queue.Open(o.Queue)
+	if err != nil {
+		return "", err
+	}
+	return Submit(q, o, env)
+}
+
+// Submit is Run into a queue already open: tern-smtpd queues each message
+// this way, in its own process, with the same checks and the same verdicts
+// as the tern-enqueue program (see tern-smtpd(8)). o.Queue is not used.
+func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	host, err := hostname(o.Conf, env.Hostname)
 	if err != nil {
 		return "", err
@@ -109,7 +119,9 @@ func Run(o Options, env Env) (string, error) {
 		return "", sysexit.New(sysexit.Usage, "no recipients: name them as arguments (after --) or use -t")
 	}
 	now := env.Now()
-	e := &queue.Envelope{ID: queue.NewID(now, env.PID), Sender: sender, UID: -1}
+	// The Queue's IDs differ even for one nanosecond, which matters when
+	// one tern-smtpd queues for many connections at once.
+	e := &queue.Envelope{ID: q.NewID(now), Sender: sender, UID: -1}
 	for _, r := range rcpts {
 		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: r, State: queue.Queued})
 	}
@@ -136,10 +148,6 @@ func Run(o Options, env Env) (string, error) {
 	var msg io.Reader = io.MultiReader(bytes.NewReader(h.bytes()), body)
 	if o.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: o.MaxSize, max: o.MaxSize}
-	}
-	q, err := queue.Open(o.Queue)
-	if err != nil {
-		return "", err
 	}
 	id, err := q.Inject(e, msg, now)
 	if err != nil {

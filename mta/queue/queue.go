@@ -57,8 +57,9 @@ const StaleTemp = 36 * time.Hour
 type Queue struct {
 	Dir string
 
-	mu     sync.Mutex
-	lastNS int64 // the time in the last ID this Queue gave out
+	mu       sync.Mutex
+	lastNS   int64     // the time in the last ID this Queue gave out
+	incoming groupSync // fsyncs of incoming/ after Inject's renames
 }
 
 // NewID returns a queue ID for a message arriving at t that no earlier call
@@ -204,7 +205,7 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 		return "", tempErr("rename to %s", final, err)
 	}
 	committed = true
-	if err := syncDir(filepath.Join(q.Dir, Incoming)); err != nil {
+	if err := q.incoming.Do(func() error { return syncDir(filepath.Join(q.Dir, Incoming)) }); err != nil {
 		return "", err
 	}
 	return e.ID, nil
