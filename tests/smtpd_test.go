@@ -866,6 +866,11 @@ func TestSmtpdRealEnqueue(t *testing.T) {
 					t.Errorf("queued entry lacks %q:\n%s", want, found)
 				}
 			}
+			// In process, the queue ID is made before the Received line
+			// is written, and that line carries it.
+			if hasID := strings.Contains(found, "\tid "+string(m[1])+"\n"); hasID != (tc.args == nil) {
+				t.Errorf("Received line with the queue id %s: %v, want %v:\n%s", m[1], hasID, tc.args == nil, found)
+			}
 			res := r.Run("", nil, "tern-queue", "--list")
 			if res.Code != 0 || !strings.Contains(res.Stdout, string(m[1])) {
 				t.Fatalf("tern-queue --list does not show %s: %v", m[1], res)

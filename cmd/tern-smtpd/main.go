@@ -74,7 +74,11 @@ func run(c *cli.Context) error {
 
 	var enq smtpd.Enqueuer = &smtpd.Pipe{Command: c.String("enqueue"), Env: os.Environ()}
 	if c.String("enqueue") == "" {
-		enq = &smtpd.Direct{Queue: c.String("queue"), Conf: cf.Dir, Now: time.Now, Host: os.Hostname}
+		d := &smtpd.Direct{Queue: c.String("queue"), Conf: cf.Dir, Now: time.Now, Host: os.Hostname}
+		if err := d.Open(); err != nil {
+			log.Warn("queue not open; each message tries again", "err", err)
+		}
+		enq = d
 	}
 	_, relayClient := os.LookupEnv("RELAYCLIENT")
 	cfg := &smtpd.Config{

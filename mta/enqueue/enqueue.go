@@ -29,6 +29,7 @@ const MaxHeader = 1 << 20
 
 // Options are tern-enqueue's command line.
 type Options struct {
+	ID             string   // the queue ID, made beforehand by the caller with the Queue's NewID; "" for a new one
 	Queue          string   // queue directory
 	Conf           string   // control directory, for the hostname file
 	Sender         string   // -f; "" or "<>" is the null sender when SenderSet
@@ -121,7 +122,11 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	now := env.Now()
 	// The Queue's IDs differ even for one nanosecond, which matters when
 	// one tern-smtpd queues for many connections at once.
-	e := &queue.Envelope{ID: q.NewID(now), Sender: sender, UID: -1}
+	id := o.ID
+	if id == "" {
+		id = q.NewID(now)
+	}
+	e := &queue.Envelope{ID: id, Sender: sender, UID: -1}
 	for _, r := range rcpts {
 		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: r, State: queue.Queued})
 	}
@@ -149,7 +154,7 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	if o.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: o.MaxSize, max: o.MaxSize}
 	}
-	id, err := q.Inject(e, msg, now)
+	id, err = q.Inject(e, msg, now)
 	if err != nil {
 		return "", err
 	}

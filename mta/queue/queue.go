@@ -60,6 +60,10 @@ type Queue struct {
 	mu       sync.Mutex
 	lastNS   int64     // the time in the last ID this Queue gave out
 	incoming groupSync // fsyncs of incoming/ after Inject's renames
+	// inDir is incoming/ opened for reading when Open could: fsync(2)
+	// needs a descriptor, and a process that later drops privileges
+	// (tern-smtpd --user) keeps the one it opened before.
+	inDir *os.File
 }
 
 // NewID returns a queue ID for a message arriving at t that no earlier call
@@ -107,6 +111,9 @@ func Open(dir string) (*Queue, error) {
 			return nil, sysexit.Wrap(sysexit.TempFail, fmt.Errorf("set mode of %s: %w", p, err))
 		}
 	}
+	// Without read permission (a user's sendmail, tern-smtpd started as
+	// an unprivileged user) syncDir falls back to syncfs(2) each time.
+	q.inDir, _ = os.Open(filepath.Join(dir, Incoming))
 	return q, nil
 }
 
@@ -205,7 +212,7 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 		return "", tempErr("rename to %s", final, err)
 	}
 	committed = true
-	if err := q.incoming.Do(func() error { return syncDir(filepath.Join(q.Dir, Incoming)) }); err != nil {
+	if err := q.incoming.Do(q.syncIncoming); err != nil {
 		return "", err
 	}
 	return e.ID, nil
@@ -241,6 +248,17 @@ func unwrapPath(err error) error {
 		return le.Err
 	}
 	return err
+}
+
+// syncIncoming makes the entries renamed into incoming/ durable.
+func (q *Queue) syncIncoming() error {
+	if q.inDir == nil {
+		return syncDir(filepath.Join(q.Dir, Incoming))
+	}
+	if err := q.inDir.Sync(); err != nil {
+		return tempErr("fsync directory %s", q.inDir.Name(), err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -20,6 +20,7 @@ import (
 
 // Envelope is what the queue is told besides the message.
 type Envelope struct {
+	ID         string   // the queue ID, when the Enqueuer made one (IDMaker)
 	Sender     string   // "" is the null sender
 	Recipients []string //
 	Env        []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
@@ -30,6 +31,14 @@ type Envelope struct {
 // good, anything else asks the client to try again.
 type Enqueuer interface {
 	Enqueue(ctx context.Context, env Envelope, msg io.Reader) (qid string, err error)
+}
+
+// IDMaker is an Enqueuer that names the queue entry before the message is
+// read, so that the Received line carries the queue ID (RFC 5321 §4.4's
+// "id"), as it does with Postfix and qmail. A pipe to a program cannot:
+// the program makes the ID.
+type IDMaker interface {
+	NewID() (string, error)
 }
 
 // EnqueueError is the verdict of the enqueue command.
@@ -151,6 +160,7 @@ func (d *Direct) Enqueue(_ context.Context, env Envelope, msg io.Reader) (string
 		return "", &EnqueueError{Status: sysexit.TempFail, Temporary: true, Err: err}
 	}
 	qid, err := enqueue.Submit(q, enqueue.Options{
+		ID:         env.ID,
 		Conf:       d.Conf,
 		Sender:     env.Sender,
 		SenderSet:  true,
@@ -161,6 +171,23 @@ func (d *Direct) Enqueue(_ context.Context, env Envelope, msg io.Reader) (string
 		return "", &EnqueueError{Status: status, Temporary: status == sysexit.TempFail, Err: fmt.Errorf("queue: %w", err)}
 	}
 	return qid, nil
+}
+
+// NewID implements IDMaker.
+func (d *Direct) NewID() (string, error) {
+	q, err := d.open()
+	if err != nil {
+		return "", err
+	}
+	return q.NewID(d.Now()), nil
+}
+
+// Open opens the queue now: tern-smtpd does before it drops privileges,
+// so it keeps a descriptor of incoming/ to fsync (see queue.Open). Without
+// it, the first message opens the queue.
+func (d *Direct) Open() error {
+	_, err := d.open()
+	return err
 }
 
 // open opens the queue once: one Queue gives IDs that differ even when two

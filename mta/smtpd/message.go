@@ -154,9 +154,8 @@ func (s *spool) Close() error {
 // TLS version and cipher, an id, and the recipient when there is only
 // one (more would tell each recipient of the others).
 //
-// The id is the connection id and the message's number in the
-// conversation: the queue id is made by tern-enqueue, after this line is
-// written; the "accepted" log line has both.
+// The id is the queue ID when the Enqueuer makes it beforehand (IDMaker),
+// else the connection id and the message's number.
 func (s *session) receivedLocked(id string, env Envelope) string {
 	var b strings.Builder
 	b.WriteString("Received: from ")

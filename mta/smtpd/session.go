@@ -352,14 +352,25 @@ func (s *session) Data(r io.Reader) error {
 	case <-s.rdnsDone:
 	case <-s.ctx.Done():
 	}
+	qid := ""
+	if m, ok := s.cfg.Enqueue.(IDMaker); ok {
+		// A failure here (no queue yet) is met again, and answered, when
+		// the message is queued.
+		qid, _ = m.NewID()
+	}
 	s.mu.Lock()
 	if !s.fromSet || len(s.rcpts) == 0 {
 		s.mu.Unlock()
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "need MAIL and RCPT before DATA")
 	}
 	s.messages++
-	env := Envelope{Sender: s.from, Recipients: append([]string(nil), s.rcpts...)}
-	id := fmt.Sprintf("%s.%d", s.peer.ID, s.messages)
+	env := Envelope{ID: qid, Sender: s.from, Recipients: append([]string(nil), s.rcpts...)}
+	// Without a queue ID yet (a pipe makes its own), the connection id
+	// and the message's number; the "accepted" log line has both.
+	id := qid
+	if id == "" {
+		id = fmt.Sprintf("%s.%d", s.peer.ID, s.messages)
+	}
 	rec := s.receivedLocked(id, env)
 	user := ""
 	if s.user != nil {
@@ -412,7 +423,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	// The client is owed an answer even when we are told to stop: the
 	// queue gets the message whatever the context says.
-	qid, err := s.cfg.Enqueue.Enqueue(context.WithoutCancel(s.ctx), env, msg)
+	qid, err = s.cfg.Enqueue.Enqueue(context.WithoutCancel(s.ctx), env, msg)
 	attrs := []any{"from", "<" + env.Sender + ">", "rcpts", len(env.Recipients), "size", chk.size, "remote", s.remote(), "id", id}
 	if user != "" {
 		attrs = append(attrs, "user", user)
