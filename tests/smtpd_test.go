@@ -599,6 +599,56 @@ func TestSmtpdQueueMissing(t *testing.T) {
 	}
 }
 
+// TestSmtpdControlReload: a --listen server that serves every connection
+// itself (--user, as the fast way to run it is) learns of a user added to
+// the users file, and of one removed, without a restart; it queues into a
+// root-owned queue it opened before giving up root.
+func TestSmtpdControlReload(t *testing.T) {
+	r, _ := smtpdRoot(t)
+	args := []string{"--greet-delay", "0", "--rdns=false"}
+	if os.Getuid() == 0 {
+		r.OpenUp()
+		args = append(args, "--user", "nobody")
+	}
+	p, addr := startSmtpd(t, r, nil, args...)
+	if strings.Contains(p.Stderr(), "fork=true") {
+		t.Fatalf("want one process for every connection:\n%s", p.Stderr())
+	}
+	rcpt := func(who string) string {
+		c := smtpDial(t, addr)
+		c.expectReply("220 ")
+		c.expect("EHLO client.test", "250")
+		c.expect("MAIL FROM:<a@remote.example>", "250")
+		defer c.c.Close()
+		// The server looks at its files at most once a second.
+		defer time.Sleep(200 * time.Millisecond)
+		return c.cmd("RCPT TO:<" + who + ">")
+	}
+	if got := rcpt("carol@example.org"); !strings.HasPrefix(got, "550 5.1.1") {
+		t.Fatalf("carol before she exists: %q", got)
+	}
+	users := r.Path("etc/tern/users")
+	b, _ := os.ReadFile(users)
+	r.WriteFile("etc/tern/users", string(b)+"carol@example.org:{PLAIN}x::::"+filepath.Join(r.Home, "carol")+":\n")
+	Eventually(t, 5*time.Second, "carol is known", func() bool {
+		return strings.HasPrefix(rcpt("carol@example.org"), "250 ")
+	})
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.transaction("a@remote.example", "carol@example.org")
+	c.expect("Subject: hi\r\n\r\nwelcome\r\n.", "250 2.0.0 ")
+	if ids, _ := filepath.Glob(filepath.Join(r.Queue, "incoming", "[0-9a-f]*")); len(ids) != 1 {
+		t.Fatalf("queue entries: %q", ids)
+	}
+	r.WriteFile("etc/tern/users", string(b))
+	Eventually(t, 5*time.Second, "carol is gone", func() bool {
+		return strings.HasPrefix(rcpt("carol@example.org"), "550 5.1.1")
+	})
+	if !strings.Contains(p.Stderr(), "control directory read again") {
+		t.Errorf("no log line for the reload:\n%s", p.Stderr())
+	}
+}
+
 // TestSmtpdFilterWrapper: a filter in front of the queue, as README shows
 // it, adds a header and hands the message on.
 func TestSmtpdFilterWrapper(t *testing.T) {

@@ -58,10 +58,13 @@ func run(c *cli.Context) error {
 		return command.UsageError("--mode: %v", err)
 	}
 	log := logging.New("tern-smtpd", os.Stderr, nil)
-	cf, err := conf.Load(c.String("conf"))
+	// A --listen server lives for months: it reads the control directory
+	// again when a file in it changes (a user added, an alias).
+	watch, err := conf.Watch(c.String("conf"), conf.Loader{Hostname: os.Hostname}, log)
 	if err != nil {
 		return err
 	}
+	cf := watch.Current()
 	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args, Idle: smtpd.Idle})
 	host := cf.Hostname
 	opts.Busy = func(nc net.Conn) {
@@ -84,6 +87,7 @@ func run(c *cli.Context) error {
 	cfg := &smtpd.Config{
 		Mode:          mode,
 		Conf:          cf,
+		Control:       watch.Current,
 		Auth:          authn,
 		Enqueue:       enq,
 		MaxSize:       c.Int64("max-size"),

@@ -53,13 +53,20 @@ type UsersFile struct {
 
 	mu    sync.Mutex
 	users *Users
-	stamp fileStamp
+	stamp FileStamp
 	dummy *Hash
 }
 
-type fileStamp struct {
+// FileStamp tells whether a file changed since it was read: a rewrite in
+// place changes its size or time, an atomic replacement its inode.
+type FileStamp struct {
 	ino, size int64
 	mtime     time.Time
+}
+
+// StampOf is the stamp of a file as stat(2) saw it.
+func StampOf(st os.FileInfo) FileStamp {
+	return FileStamp{size: st.Size(), mtime: st.ModTime(), ino: inode(st)}
 }
 
 // NewUsersFile returns an authenticator over the users file at path. The
@@ -74,7 +81,7 @@ func (f *UsersFile) Users() (*Users, error) {
 	if err != nil {
 		return nil, temporary("users file %s: %w", f.Path, err)
 	}
-	stamp := fileStamp{size: st.Size(), mtime: st.ModTime(), ino: inode(st)}
+	stamp := StampOf(st)
 	if f.users != nil && stamp == f.stamp {
 		return f.users, nil
 	}

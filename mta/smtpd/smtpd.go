@@ -86,6 +86,9 @@ type Config struct {
 	// Conf is the control directory: hostname, domains, users, aliases,
 	// relay networks.
 	Conf *conf.Conf
+	// Control, when set, gives each connection the control directory as
+	// it is then (a conf.Watcher's Current), in place of Conf.
+	Control func() *conf.Conf
 	// Auth checks passwords; nil offers no AUTH.
 	Auth auth.Authenticator
 	// Enqueue takes accepted messages.
@@ -165,6 +168,11 @@ func (cfg *Config) now() time.Time {
 func (cfg *Config) Serve(ctx context.Context, c Conn, p Peer) error {
 	if p.Log == nil {
 		p.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Control != nil {
+		now := *cfg
+		now.Conf = cfg.Control()
+		cfg = &now
 	}
 	host := cfg.Conf.Hostname
 	if cfg.GreetDelay > 0 {
