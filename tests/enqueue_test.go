@@ -205,8 +205,8 @@ func TestEnqueueAsUser(t *testing.T) {
 	}
 	cmd = r.Cmd("tern-queue", "--list")
 	cmd.SysProcAttr = nobodyAttr()
-	if res := RunCmd(t, cmd, ""); res.Code == 0 {
-		t.Errorf("nobody could list the queue: %v", res)
+	if res := RunCmd(t, cmd, ""); res.Code != 77 || !strings.Contains(res.Stderr, "run this as root") {
+		t.Errorf("nobody listing the queue: want exit 77 saying to run it as root: %v", res)
 	}
 	ls := exec_(t, cmd.Env, "ls", filepath.Join(r.Queue, "incoming"))
 	if ls == nil {

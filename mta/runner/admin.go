@@ -45,6 +45,12 @@ func List(dir string, w io.Writer, asJSON bool, now time.Time) error {
 		return err
 	}
 	ids, err := q.IDs()
+	if errors.Is(err, fs.ErrPermission) {
+		// The queue holds everyone's mail: only its owner reads it, as
+		// with qmail's qmail-qread (Postfix's showq daemon is the other
+		// way, and a daemon more).
+		return sysexit.New(sysexit.NoPerm, "%v: the queue is readable by its owner only; run this as root (sudo mailq)", err)
+	}
 	if err != nil {
 		return sysexit.Wrap(sysexit.NoPerm, err)
 	}
