@@ -26,7 +26,7 @@ func login(t *testing.T, users, user, pass string) (*auth.Account, error) {
 
 func TestPasswdHash(t *testing.T) {
 	r := NewRoot(t)
-	for _, scheme := range []string{"ARGON2ID", "BLF-CRYPT"} {
+	for _, scheme := range []string{"ARGON2ID", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT"} {
 		res := r.Run("pass word\n", nil, "tern-passwd", "hash", "--scheme", scheme)
 		if res.Code != 0 || !strings.HasPrefix(res.Stdout, "{"+scheme+"}$") {
 			t.Fatalf("hash --scheme %s: %v", scheme, res)

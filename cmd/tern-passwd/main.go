@@ -32,7 +32,7 @@ func oneUser(c *cli.Context) (string, error) {
 }
 
 func main() {
-	scheme := &cli.StringFlag{Name: "scheme", Aliases: []string{"s"}, EnvVars: []string{"TERN_SCHEME"}, Value: auth.SchemeArgon2id, Usage: "password `SCHEME`: ARGON2ID or BLF-CRYPT"}
+	scheme := &cli.StringFlag{Name: "scheme", Aliases: []string{"s"}, EnvVars: []string{"TERN_SCHEME"}, Value: auth.SchemeArgon2id, Usage: "password `SCHEME`: ARGON2ID, BLF-CRYPT, SHA512-CRYPT or SHA256-CRYPT"}
 	command.Main(&cli.App{
 		Name:            "tern-passwd",
 		Usage:           "make password hashes and edit the users file",

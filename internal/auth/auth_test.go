@@ -16,7 +16,7 @@ import (
 )
 
 func TestHashRoundTrip(t *testing.T) {
-	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt, SchemePlain} {
+	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt, SchemeSHA512, SchemeSHA256, SchemePlain} {
 		start := time.Now()
 		s, err := HashPassword(scheme, "correct horse")
 		took := time.Since(start)
@@ -57,6 +57,17 @@ func TestForeignHashes(t *testing.T) {
 		{"{BLF-CRYPT}$2y$05$x76Tw7p5KEYbVRW3mn0gyOrSAK0zM80V2d8y6FqukGRT7zM3BT/1C", "password"},
 		// htpasswd -nbB -C 5 u password, without a scheme
 		{"$2y$05$3fKOZGUiZNr.NC7n2K/bBeJOHXOHThPsavD51IvEbcxChhAyg09aS", "password"},
+		// doveadm pw -s SHA512-CRYPT -p 'correct horse'
+		{"{SHA512-CRYPT}$6$P/o06CMs/Eschffr$pxn/kykVzGoLcj6cAKI/BqnhuAiN0EZNFxD.2bfStLNskwvq051wZBZ1T8ypVHG5AWBsm23eW2SU5qEYF7Jua1", "correct horse"},
+		// doveadm pw -s SHA256-CRYPT -p 'correct horse'
+		{"{SHA256-CRYPT}$5$1D6cd4JKEeZU4b4E$ir3uw/Pq9eW6Fk/DSn/OLlqUBvScIYKHl77.Ra07zq5", "correct horse"},
+		// doveadm pw -s CRYPT -p 'correct horse' (bcrypt inside)
+		{"{CRYPT}$2y$05$kjFlA60G4MCxSha42iIE5eCA7YwWz.ep/z/JToriHKBO72XBHbE.a", "correct horse"},
+		// openssl passwd -6 -salt 'rounds=10000$abcdefgh', as {CRYPT} and bare
+		{"{CRYPT}$6$rounds=10000$abcdefgh$4QtuTRriJ3drZ4BfaTQD7R63rJSGHaht/poPXhZcaUXiAO/1Sq1c5nQsZMCg6WsanGq8pAvH.4NpzJCbVZRjJ1", "correct horse"},
+		{"$6$rounds=10000$abcdefgh$4QtuTRriJ3drZ4BfaTQD7R63rJSGHaht/poPXhZcaUXiAO/1Sq1c5nQsZMCg6WsanGq8pAvH.4NpzJCbVZRjJ1", "correct horse"},
+		// openssl passwd -5 -salt Qw3rty
+		{"$5$Qw3rty$gYpA0j9fWUpG9Utbew0rd4MuIgrJrUCSED5qZJxDuV0", "correct horse"},
 	} {
 		h, err := ParseHash(tc.hash)
 		if err != nil {
@@ -77,7 +88,7 @@ func TestDoveadmVerifiesOurHashes(t *testing.T) {
 	if _, err := exec.LookPath("doveadm"); err != nil {
 		t.Skip("SKIP: doveadm is not installed (Debian: dovecot-core)")
 	}
-	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt} {
+	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt, SchemeSHA512, SchemeSHA256} {
 		h, err := HashPassword(scheme, "pass word")
 		if err != nil {
 			t.Fatal(err)
@@ -104,6 +115,10 @@ func TestBadHashes(t *testing.T) {
 		"{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
 		"{BLF-CRYPT}$2x$05$/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e",
 		"{BLF-CRYPT}nonsense",
+		"{SHA512-CRYPT}$5$Qw3rty$gYpA0j9fWUpG9Utbew0rd4MuIgrJrUCSED5qZJxDuV0",
+		"{SHA512-CRYPT}$6$rounds=5000000$abcdefgh$4QtuTRriJ3drZ4BfaTQD7R63rJSGHaht/poPXhZcaUXiAO/1Sq1c5nQsZMCg6WsanGq8pAvH.4NpzJCbVZRjJ1",
+		"{CRYPT}$1$abc$def",
+		"{MD5-CRYPT}$1$abc$def",
 		"{ARGON2ID",
 		"plaintext-without-scheme",
 	} {
@@ -239,7 +254,7 @@ func TestUnknownUserTiming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
-	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt} {
+	for _, scheme := range []string{SchemeArgon2id, SchemeBcrypt, SchemeSHA512} {
 		h, err := HashPassword(scheme, "secret")
 		if err != nil {
 			t.Fatal(err)
@@ -336,4 +351,33 @@ func TestThrottleRealSleep(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("cancelled wait took %v", d)
 	}
+}
+
+// FuzzParseHash: any password field parses or is refused, never panics,
+// and a parsed one prints as it was stored.
+func FuzzParseHash(f *testing.F) {
+	for _, s := range []string{
+		"{SHA512-CRYPT}$6$rounds=10000$abcdefgh$4QtuTRriJ3drZ4BfaTQD7R63rJSGHaht/poPXhZcaUXiAO/1Sq1c5nQsZMCg6WsanGq8pAvH.4NpzJCbVZRjJ1",
+		"$5$Qw3rty$gYpA0j9fWUpG9Utbew0rd4MuIgrJrUCSED5qZJxDuV0",
+		"{CRYPT}$2y$05$kjFlA60G4MCxSha42iIE5eCA7YwWz.ep/z/JToriHKBO72XBHbE.a",
+		"{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$jRsSSlLFhVDIYrxTaXsQog$8EhdbCXcEHEhkvgL9CqH2u7krxIH/4lQPmADZ2dTJ8s",
+		"{PLAIN}x", "!", "{", "$6$", "{CRYPT}$5$rounds=$",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseHash(s)
+		if err != nil {
+			return
+		}
+		if h.Locked() {
+			return
+		}
+		if _, err := ParseHash(h.String()); err != nil {
+			t.Fatalf("%q parsed, but its String %q does not: %v", s, h.String(), err)
+		}
+		if h.Scheme == SchemeSHA512 || h.Scheme == SchemeSHA256 {
+			h.Verify("x") // bounded rounds: must return
+		}
+	})
 }

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/GehirnInc/crypt"
+	"github.com/GehirnInc/crypt/sha256_crypt"
+	"github.com/GehirnInc/crypt/sha512_crypt"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -18,7 +21,27 @@ import (
 const (
 	SchemeArgon2id = "ARGON2ID"
 	SchemeBcrypt   = "BLF-CRYPT"
+	SchemeSHA512   = "SHA512-CRYPT" // glibc crypt(3) $6$, what doveadm pw -s SHA512-CRYPT writes
+	SchemeSHA256   = "SHA256-CRYPT" // $5$
 	SchemePlain    = "PLAIN"
+)
+
+// shaCrypt are the crypt(3) SHA-2 schemes: their prefix in the hash, and
+// the implementation.
+var shaCrypt = map[string]struct {
+	prefix string
+	new    func() crypt.Crypter
+}{
+	SchemeSHA512: {"$6$", sha512_crypt.New},
+	SchemeSHA256: {"$5$", sha256_crypt.New},
+}
+
+// DefaultSHACryptRounds is what glibc and Dovecot use when a hash names
+// none; maxSHACryptRounds keeps one users file line from making a login
+// take minutes (glibc allows 999,999,999).
+const (
+	DefaultSHACryptRounds = 5000
+	maxSHACryptRounds     = 1000000
 )
 
 // Defaults for new hashes. Argon2id with 64 MiB, 3 passes, one lane is
@@ -48,7 +71,7 @@ type Hash struct {
 
 	// Argon2id
 	memory uint32
-	time   uint32
+	time   uint32 // passes; for SHA-crypt, rounds
 	lanes  uint8
 	salt   []byte
 	sum    []byte
@@ -77,10 +100,17 @@ func ParseHash(field string) (*Hash, error) {
 		switch {
 		case strings.HasPrefix(field, "$argon2id$"):
 			scheme = SchemeArgon2id
-		case strings.HasPrefix(field, "$2a$"), strings.HasPrefix(field, "$2b$"), strings.HasPrefix(field, "$2y$"):
-			scheme = SchemeBcrypt
 		default:
-			return nil, errors.New("password hash without a {SCHEME} prefix")
+			if scheme = cryptScheme(field); scheme == "" {
+				return nil, errors.New("password hash without a {SCHEME} prefix")
+			}
+		}
+	}
+	if scheme == "CRYPT" {
+		// Dovecot's CRYPT is whatever crypt(3) makes of the hash: its
+		// prefix says which.
+		if scheme = cryptScheme(text); scheme == "" {
+			return nil, errors.New("{CRYPT} hash: tern reads $argon2id$, $2a$/$2b$/$2y$ (bcrypt), $5$ and $6$ (SHA-crypt)")
 		}
 	}
 	h := &Hash{Scheme: scheme, text: text}
@@ -96,11 +126,44 @@ func ParseHash(field string) (*Hash, error) {
 			return nil, errors.New("bad {BLF-CRYPT} hash: want $2a$, $2b$ or $2y$")
 		}
 		return h, nil
+	case SchemeSHA512, SchemeSHA256:
+		sc := shaCrypt[scheme]
+		if !strings.HasPrefix(text, sc.prefix) {
+			return nil, fmt.Errorf("bad {%s} hash: want %s...", scheme, sc.prefix)
+		}
+		// The stored form is $6$[rounds=N$]salt$hash; the salt part is
+		// what the hash is made again from.
+		end := strings.LastIndexByte(text, '$')
+		rounds, err := sc.new().Cost(text[:end])
+		if err != nil {
+			return nil, fmt.Errorf("bad {%s} hash: %w", scheme, err)
+		}
+		if rounds > maxSHACryptRounds {
+			return nil, fmt.Errorf("bad {%s} hash: rounds=%d, more than %d", scheme, rounds, maxSHACryptRounds)
+		}
+		h.time = uint32(rounds)
+		return h, nil
 	case SchemePlain, "CLEARTEXT", "CLEAR":
 		h.Scheme = SchemePlain
 		return h, nil
 	}
-	return nil, fmt.Errorf("%w {%s}: use {ARGON2ID} or {BLF-CRYPT} (tern-passwd hash makes one)", ErrUnknownScheme, scheme)
+	return nil, fmt.Errorf("%w {%s}: tern reads ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT and PLAIN (tern-passwd hash makes one)", ErrUnknownScheme, scheme)
+}
+
+// cryptScheme names the scheme of a crypt(3)-style hash by its prefix, ""
+// when it is none tern reads.
+func cryptScheme(text string) string {
+	switch {
+	case strings.HasPrefix(text, "$argon2id$"):
+		return SchemeArgon2id
+	case strings.HasPrefix(text, "$2a$"), strings.HasPrefix(text, "$2b$"), strings.HasPrefix(text, "$2y$"):
+		return SchemeBcrypt
+	case strings.HasPrefix(text, "$6$"):
+		return SchemeSHA512
+	case strings.HasPrefix(text, "$5$"):
+		return SchemeSHA256
+	}
+	return ""
 }
 
 // parseArgon2id reads the PHC string form libsodium and Dovecot write:
@@ -165,6 +228,11 @@ func (h *Hash) Verify(password string) bool {
 		return subtle.ConstantTimeCompare(sum, h.sum) == 1 && !h.locked
 	case SchemeBcrypt:
 		return bcrypt.CompareHashAndPassword([]byte(h.text), []byte(password)) == nil && !h.locked
+	case SchemeSHA512, SchemeSHA256:
+		// The library's own Verify misreads a salt after rounds=N when
+		// given the whole hash: it is given the salt part alone.
+		sum, err := shaCrypt[h.Scheme].new().Generate([]byte(password), []byte(h.text[:strings.LastIndexByte(h.text, '$')]))
+		return err == nil && subtle.ConstantTimeCompare([]byte(sum), []byte(h.text)) == 1 && !h.locked
 	case SchemePlain:
 		// Compare digests so that the time does not depend on where
 		// the strings differ or on their lengths.
@@ -211,6 +279,10 @@ func (h *Hash) dummy() *Hash {
 		b, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
 		if err == nil {
 			return &Hash{Scheme: SchemeBcrypt, text: string(b), locked: true}
+		}
+	case SchemeSHA512, SchemeSHA256:
+		if t, err := shaCryptHash(h.Scheme, pw, int(h.time)); err == nil {
+			return &Hash{Scheme: h.Scheme, text: t, time: h.time, locked: true}
 		}
 	case SchemePlain:
 		return &Hash{Scheme: SchemePlain, text: pw, locked: true}
@@ -260,8 +332,35 @@ func HashPassword(scheme, password string) (string, error) {
 		// bcrypt writes $2a$; Dovecot writes $2y$. The algorithm is the
 		// same for every password Go accepts, so keep Go's prefix.
 		return "{BLF-CRYPT}" + string(b), nil
+	case SchemeSHA512, SchemeSHA256:
+		// For a users file shared with Dovecot or other crypt(3)
+		// readers; ARGON2ID is the stronger choice.
+		t, err := shaCryptHash(strings.ToUpper(scheme), password, DefaultSHACryptRounds)
+		if err != nil {
+			return "", err
+		}
+		return "{" + strings.ToUpper(scheme) + "}" + t, nil
 	case SchemePlain:
 		return "{PLAIN}" + password, nil
 	}
-	return "", fmt.Errorf("%w {%s}: use ARGON2ID or BLF-CRYPT", ErrUnknownScheme, scheme)
+	return "", fmt.Errorf("%w {%s}: use ARGON2ID, BLF-CRYPT, SHA512-CRYPT or SHA256-CRYPT", ErrUnknownScheme, scheme)
+}
+
+// shaCryptHash hashes password with SHA-crypt, a random 16-character salt
+// and the given rounds, in crypt(3)'s form: $6$[rounds=N$]salt$hash.
+func shaCryptHash(scheme, password string, rounds int) (string, error) {
+	const alphabet = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random salt: %w", err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	sc := shaCrypt[scheme]
+	salt := sc.prefix
+	if rounds != DefaultSHACryptRounds {
+		salt += fmt.Sprintf("rounds=%d$", rounds)
+	}
+	return sc.new().Generate([]byte(password), []byte(salt+string(b[:])))
 }

@@ -19,7 +19,7 @@ type Passwd struct {
 	Stdin  io.Reader // the password: a terminal (no echo) or one line
 	Stdout io.Writer
 	Prompt io.Writer // where a terminal prompt goes (stderr)
-	Scheme string    // ARGON2ID (default) or BLF-CRYPT
+	Scheme string    // ARGON2ID (default), BLF-CRYPT, SHA512-CRYPT or SHA256-CRYPT
 }
 
 // NewUser is an account for Passwd.Add.
@@ -34,9 +34,9 @@ type NewUser struct {
 func (p *Passwd) newHash(confirm bool) (string, error) {
 	// Check the scheme before asking for a password that would be wasted.
 	switch strings.ToUpper(p.Scheme) {
-	case "", SchemeArgon2id, SchemeBcrypt, "BCRYPT", SchemePlain:
+	case "", SchemeArgon2id, SchemeBcrypt, "BCRYPT", SchemeSHA512, SchemeSHA256, SchemePlain:
 	default:
-		return "", sysexit.New(sysexit.Usage, "%v {%s}: use ARGON2ID or BLF-CRYPT", ErrUnknownScheme, p.Scheme)
+		return "", sysexit.New(sysexit.Usage, "%v {%s}: use ARGON2ID, BLF-CRYPT, SHA512-CRYPT or SHA256-CRYPT", ErrUnknownScheme, p.Scheme)
 	}
 	pw, err := ReadPassword(p.Stdin, p.Prompt, confirm)
 	if err != nil {
