@@ -109,6 +109,11 @@ func run(c *cli.Context) error {
 	if !opts.ImplicitTLS {
 		cfg.TLS = opts.TLS
 	}
+	if os.Geteuid() == 0 && opts.User == "" {
+		// Unlike a POP3 session, an SMTP session has no account to become:
+		// it would run as root from start to end.
+		log.Warn("serving SMTP as root; give --user (an account such as tern) to drop root once the port is bound and the queue is open")
+	}
 	if mode == smtpd.Submission && opts.TLS == nil && !cfg.InsecureAuth {
 		log.Warn("submission without tls.crt: only loopback clients can log in")
 	}
