@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Maildir++ rules for recalculating maildirsize.
@@ -115,10 +117,13 @@ func (s *Store) Quota() (Quota, error) {
 
 func (s *Store) readQuota() (Quota, bool, os.FileInfo, error) {
 	p := s.maildirsizePath()
-	file, err := os.Open(p)
+	// open(2) and os.NewFile rather than os.Open: a delivery opens no
+	// other file through the poller, and would set it up for this one.
+	fd, err := openRetry(p, unix.O_RDONLY, 0)
 	if err != nil {
 		return Quota{}, false, nil, fmt.Errorf("maildir: read quota: %w", err)
 	}
+	file := os.NewFile(uintptr(fd), p)
 	defer file.Close()
 	st, err := file.Stat()
 	if err != nil {
@@ -227,32 +232,34 @@ func (s *Store) usage() (size, count int64, err error) {
 	return size, count, nil
 }
 
-// checkQuota tells whether a message of size bytes fits. Following the
-// Maildir++ spec the file is recalculated first when it has grown over 5120
-// bytes or is damaged, or when it is older than 15 minutes and the
-// message would not fit by its sums.
-func (s *Store) checkQuota(size int64) error {
+// checkQuota tells whether a message of size bytes fits, and whether
+// there is a maildirsize at all (no file, no quota: nothing to append to
+// after the delivery). Following the Maildir++ spec the file is
+// recalculated first when it has grown over 5120 bytes or is damaged, or
+// when it is older than 15 minutes and the message would not fit by its
+// sums.
+func (s *Store) checkQuota(size int64) (exists bool, err error) {
 	q, damaged, st, err := s.readQuota()
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	if damaged || st.Size() > maildirsizeMaxBytes ||
 		(q.over(size, 1) && s.now().Sub(st.ModTime()) > maildirsizeMaxAge) {
 		if err := s.writeQuota(q); err != nil {
-			return err
+			return true, err
 		}
 		if q, _, _, err = s.readQuota(); err != nil {
-			return err
+			return true, err
 		}
 	}
 	if q.over(size, 1) {
-		return fmt.Errorf("maildir: deliver %d bytes to %s (%d of %d bytes, %d of %d messages used): %w",
+		return true, fmt.Errorf("maildir: deliver %d bytes to %s (%d of %d bytes, %d of %d messages used): %w",
 			size, s.Root, q.Bytes, q.MaxBytes, q.Messages, q.MaxMessages, ErrQuotaExceeded)
 	}
-	return nil
+	return true, nil
 }
 
 // addQuotaUsage appends a usage line to maildirsize if there is one. The
@@ -260,10 +267,10 @@ func (s *Store) checkQuota(size int64) error {
 // atomic. A failure is not an error of the delivery: the next
 // recalculation corrects the sums.
 func (s *Store) addQuotaUsage(size, count int64) {
-	file, err := os.OpenFile(s.maildirsizePath(), os.O_WRONLY|os.O_APPEND, 0)
+	fd, err := openRetry(s.maildirsizePath(), unix.O_WRONLY|unix.O_APPEND, 0)
 	if err != nil {
 		return
 	}
-	defer file.Close()
-	file.WriteString(strconv.FormatInt(size, 10) + " " + strconv.FormatInt(count, 10) + "\n")
+	defer unix.Close(fd)
+	fdWriter{fd, s.maildirsizePath()}.Write([]byte(strconv.FormatInt(size, 10) + " " + strconv.FormatInt(count, 10) + "\n"))
 }
