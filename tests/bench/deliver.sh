@@ -4,6 +4,11 @@
 # ratios to tern-deliver, and the fsync calls each makes.
 #
 #   tests/bench/deliver.sh [N]        N messages per tool (default 2000)
+#   BASE=REV tests/bench/deliver.sh   also tern-deliver as of git revision
+#                                     REV, interleaved in the same run, so
+#                                     a change is measured against the same
+#                                     noise (the tree is read with git
+#                                     archive; the checkout is not touched)
 #
 # Run as root to deliver as an unprivileged user (uid 65534), as a real
 # system would; dovecot-lda refuses to run as root without a userdb.
@@ -13,9 +18,18 @@ n=${1:-2000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o "$work/bin/" ./cmd/tern-deliver ./tests/bench/deliver
+# How the Makefile builds it: static, without urfave/cli's man-page code.
+export CGO_ENABLED=0 GOFLAGS=-tags=urfave_cli_no_docs
+go build -o "$work/bin/" ./cmd/tern-deliver ./tests/bench/deliver
+set --
+if [ -n "${BASE:-}" ]; then
+	mkdir "$work/base"
+	git archive "$BASE" | tar -x -C "$work/base"
+	(cd "$work/base" && go build -o "$work/base/tern-deliver" ./cmd/tern-deliver)
+	set -- -other "tern-deliver@$BASE=$work/base/tern-deliver"
+fi
 for p in procmail maildrop strace; do
 	command -v $p >/dev/null || echo "note: $p is not installed; its row is left out (Debian package $p)"
 done
 [ -x /usr/lib/dovecot/dovecot-lda ] || echo "note: dovecot-lda is not installed; its row is left out (Debian package dovecot-core)"
-"$work/bin/deliver" -n "$n" -work "$work/run" -tern "$work/bin/tern-deliver"
+"$work/bin/deliver" -n "$n" -work "$work/run" -tern "$work/bin/tern-deliver" "$@"

@@ -33,18 +33,26 @@ func main() {
 	work := flag.String("work", "", "working directory (made; must not exist)")
 	tern := flag.String("tern", "", "path of tern-deliver")
 	uid := flag.Int("uid", 65534, "run every delivery as this uid (and gid) when root")
+	var others []string
+	flag.Func("other", "another tern-deliver to run beside the first, as `NAME=PATH` (an older build, to compare in the same run); repeatable", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=PATH, got %q", v)
+		}
+		others = append(others, v)
+		return nil
+	})
 	flag.Parse()
 	if *work == "" || *tern == "" {
 		fmt.Fprintln(os.Stderr, "usage: deliver -work DIR -tern PATH [-n N]")
 		os.Exit(64)
 	}
-	if err := run(*n, *work, *tern, *uid); err != nil {
+	if err := run(*n, *work, *tern, others, *uid); err != nil {
 		fmt.Fprintln(os.Stderr, "deliver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, work, tern string, uid int) error {
+func run(n int, work, tern string, others []string, uid int) error {
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return err
 	}
@@ -52,7 +60,7 @@ func run(n int, work, tern string, uid int) error {
 	if err != nil {
 		return err
 	}
-	tools, err := setup(work, tern)
+	tools, err := setup(work, tern, others)
 	if err != nil {
 		return err
 	}
@@ -117,7 +125,7 @@ func generate(dir string, n int) ([]string, []int, error) {
 	return paths, sizes, nil
 }
 
-func setup(work, tern string) ([]*tool, error) {
+func setup(work, tern string, others []string) ([]*tool, error) {
 	mk := func(name string) (string, error) {
 		md := filepath.Join(work, name, "Maildir")
 		for _, d := range []string{"cur", "new", "tmp"} {
@@ -133,6 +141,14 @@ func setup(work, tern string) ([]*tool, error) {
 		return nil, err
 	}
 	tools = append(tools, &tool{name: "tern-deliver", argv: []string{tern, "-f", "s@example.org", "-r", "user@example.net", md}, dir: md})
+	for i, o := range others {
+		name, path, _ := strings.Cut(o, "=")
+		md, err := mk(fmt.Sprintf("other%d", i))
+		if err != nil {
+			return nil, err
+		}
+		tools = append(tools, &tool{name: name, argv: []string{path, "-f", "s@example.org", "-r", "user@example.net", md}, dir: md})
+	}
 	if p, err := exec.LookPath("procmail"); err == nil {
 		md, err := mk("procmail")
 		if err != nil {
@@ -232,10 +248,10 @@ func report(tools []*tool, sizes []int, sample string, uid int) {
 	fmt.Printf("%d messages of mixed sizes (median %d bytes, mean %d), one process per message, tools interleaved\n\n",
 		len(sizes), sizes[len(sizes)/2], total/len(sizes))
 	base := quantile(tools[0].times, 0.5)
-	fmt.Printf("%-14s %10s %10s %10s %14s %s\n", "tool", "median ms", "p90 ms", "min ms", "median/tern", "fsync calls per message (strace)")
+	fmt.Printf("%-22s %10s %10s %10s %14s %s\n", "tool", "median ms", "p90 ms", "min ms", "median/tern", "fsync calls per message (strace)")
 	for _, t := range tools {
 		med := quantile(t.times, 0.5)
-		fmt.Printf("%-14s %10s %10s %10s %14.2f %s\n", t.name, ms(med), ms(quantile(t.times, 0.9)), ms(quantile(t.times, 0)),
+		fmt.Printf("%-22s %10s %10s %10s %14.2f %s\n", t.name, ms(med), ms(quantile(t.times, 0.9)), ms(quantile(t.times, 0)),
 			float64(med)/float64(base), fsyncs(t, sample, uid))
 	}
 }
