@@ -70,6 +70,8 @@ type unpacker struct {
 	root  *os.Root
 	files []File
 	warnf func(part, msg string, args ...any)
+	// writers are the file buffers not in use.
+	writers []*bufio.Writer
 }
 
 // classify gives an error its exit status: failing to create a file is 73,
@@ -104,8 +106,7 @@ func (u *unpacker) leaf(p *Part, body io.Reader) error {
 // "end" block into a file of its own; the rest is the text part.
 func (u *unpacker) textWithUU(p *Part, body io.Reader, want bool) error {
 	br := bufio.NewReaderSize(body, 4096)
-	var text *os.File
-	var textFile File
+	var text *sink
 	var textBuf bytes.Buffer // text before the file is made, to make none for an empty part
 	n := 0
 	lineStart := true
@@ -131,19 +132,15 @@ func (u *unpacker) textWithUU(p *Part, body io.Reader, want bool) error {
 				textBuf.Write(line)
 				if textBuf.Len() >= 4096 || err == io.EOF {
 					var ferr error
-					if text, textFile, ferr = u.create(p.Number, p.Type, name4(p)); ferr != nil {
+					if text, ferr = u.create(p.Number, p.Type, name4(p)); ferr != nil {
 						return ferr
 					}
-					if _, werr := text.Write(textBuf.Bytes()); werr != nil {
-						return fmt.Errorf("write %s: %w", textFile.Path, werr)
+					if werr := text.write(textBuf.Bytes()); werr != nil {
+						return werr
 					}
-					textFile.Size = int64(textBuf.Len())
 				}
-			} else {
-				if _, werr := text.Write(line); werr != nil {
-					return fmt.Errorf("write %s: %w", textFile.Path, werr)
-				}
-				textFile.Size += int64(len(line))
+			} else if werr := text.write(line); werr != nil {
+				return werr
 			}
 		}
 		if err == io.EOF {
@@ -152,16 +149,15 @@ func (u *unpacker) textWithUU(p *Part, body io.Reader, want bool) error {
 	}
 	if text == nil && textBuf.Len() > 0 {
 		var ferr error
-		if text, textFile, ferr = u.create(p.Number, p.Type, name4(p)); ferr != nil {
+		if text, ferr = u.create(p.Number, p.Type, name4(p)); ferr != nil {
 			return ferr
 		}
-		if _, werr := text.Write(textBuf.Bytes()); werr != nil {
-			return fmt.Errorf("write %s: %w", textFile.Path, werr)
+		if werr := text.write(textBuf.Bytes()); werr != nil {
+			return werr
 		}
-		textFile.Size = int64(textBuf.Len())
 	}
 	if text != nil {
-		return u.finish(text, textFile)
+		return u.finish(text)
 	}
 	return nil
 }
@@ -193,7 +189,7 @@ func (u *unpacker) uuBlock(p *Part, n int, mode, name string, br *bufio.Reader) 
 	if safe == "" {
 		safe = "part-" + num + ".bin"
 	}
-	f, file, err := u.create(num, "application/octet-stream", safe)
+	f, err := u.create(num, "application/octet-stream", safe)
 	if err != nil {
 		return err
 	}
@@ -219,11 +215,9 @@ func (u *unpacker) uuBlock(p *Part, n int, mode, name string, br *bufio.Reader) 
 			bad++
 		}
 		if len(buf) > 0 {
-			if _, werr := f.Write(buf); werr != nil {
-				f.Close()
-				return fmt.Errorf("write %s: %w", file.Path, werr)
+			if werr := f.write(buf); werr != nil {
+				return werr
 			}
-			file.Size += int64(len(buf))
 		}
 		if err != nil {
 			break
@@ -236,31 +230,61 @@ func (u *unpacker) uuBlock(p *Part, n int, mode, name string, br *bufio.Reader) 
 		u.warnf(num, "malformed uuencoded lines", "lines", bad)
 	}
 	_ = mode // the mode is not applied: files are made 0644 whatever it says
-	return u.finish(f, file)
+	return u.finish(f)
 }
 
 // write makes a file for a part and copies the body into it.
 func (u *unpacker) write(num, typ, name string, body io.Reader) (File, error) {
-	f, file, err := u.create(num, typ, name)
+	f, err := u.create(num, typ, name)
 	if err != nil {
-		return file, err
+		return File{}, err
 	}
-	bw := bufio.NewWriterSize(f, 64<<10)
-	n, err := io.Copy(bw, body)
-	file.Size = n
-	if err == nil {
-		err = bw.Flush()
-	}
+	// bufio's ReadFrom fills the whole buffer before each write(2); the
+	// decoders hand out a few KiB a read.
+	n, err := f.w.ReadFrom(body)
+	f.file.Size = n
 	if err != nil {
-		f.Close()
-		return file, fmt.Errorf("write %s: %w", file.Path, err)
+		f.close()
+		return f.file, fmt.Errorf("write %s: %w", f.file.Path, err)
 	}
-	return file, u.finish(f, file)
+	return f.file, u.finish(f)
+}
+
+// sink is a file being written: buffered, so that a uuencoded line or a
+// line of text is not a write(2) of its own. No fsync: unpacked files are
+// a copy of what the message still holds, as with munpack and ripmime.
+type sink struct {
+	f    *os.File
+	w    *bufio.Writer
+	file File
+}
+
+// fileWriter hides *os.File's ReadFrom from bufio.Writer, which would
+// otherwise hand the whole copy to it and write each small read as it comes.
+type fileWriter struct{ f *os.File }
+
+func (w fileWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
+
+func (s *sink) write(p []byte) error {
+	if _, err := s.w.Write(p); err != nil {
+		s.close()
+		return fmt.Errorf("write %s: %w", s.file.Path, err)
+	}
+	s.file.Size += int64(len(p))
+	return nil
+}
+
+func (s *sink) close() error {
+	err := s.w.Flush()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // create makes a new file under a name not yet used: name, name-1.ext,
 // name-2.ext, ...
-func (u *unpacker) create(num, typ, name string) (*os.File, File, error) {
+func (u *unpacker) create(num, typ, name string) (*sink, error) {
 	ext := filepath.Ext(name)
 	if len(ext) > 16 || ext == name {
 		ext = ""
@@ -276,17 +300,28 @@ func (u *unpacker) create(num, typ, name string) (*os.File, File, error) {
 			continue
 		}
 		if err != nil {
-			return nil, File{}, sysexit.New(sysexit.CantCreate, "create %s: %w", filepath.Join(u.o.Dir, cand), err)
+			return nil, sysexit.New(sysexit.CantCreate, "create %s: %w", filepath.Join(u.o.Dir, cand), err)
 		}
-		return f, File{Part: num, Type: typ, Path: filepath.Join(u.o.Dir, cand)}, nil
+		// A text part and a uuencoded file in it are open at once, so the
+		// buffers come from a short free list rather than being one.
+		var w *bufio.Writer
+		if k := len(u.writers); k > 0 {
+			w, u.writers = u.writers[k-1], u.writers[:k-1]
+			w.Reset(fileWriter{f})
+		} else {
+			w = bufio.NewWriterSize(fileWriter{f}, 64<<10)
+		}
+		return &sink{f: f, w: w, file: File{Part: num, Type: typ, Path: filepath.Join(u.o.Dir, cand)}}, nil
 	}
-	return nil, File{}, sysexit.New(sysexit.CantCreate, "create %s: no free name after %d tries", filepath.Join(u.o.Dir, name), maxCollisions)
+	return nil, sysexit.New(sysexit.CantCreate, "create %s: no free name after %d tries", filepath.Join(u.o.Dir, name), maxCollisions)
 }
 
-func (u *unpacker) finish(f *os.File, file File) error {
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", file.Path, err)
+func (u *unpacker) finish(s *sink) error {
+	if err := s.close(); err != nil {
+		return fmt.Errorf("write %s: %w", s.file.Path, err)
 	}
+	u.writers = append(u.writers, s.w)
+	file := s.file
 	u.files = append(u.files, file)
 	if u.o.Out != nil {
 		if _, err := fmt.Fprintf(u.o.Out, "%s %s %d %s\n", file.Part, file.Type, file.Size, file.Path); err != nil {
