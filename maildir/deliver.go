@@ -212,7 +212,7 @@ func (w fdWriter) Write(p []byte) (int, error) {
 func fsyncDir(dir string) error {
 	fd, err := openRetry(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return fmt.Errorf("maildir: open directory %w", err)
+		return fmt.Errorf("maildir: fsync directory: %w", err)
 	}
 	defer unix.Close(fd)
 	if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
