@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
-	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/textproto"
 )
 
@@ -323,7 +322,7 @@ func toUTF8(cs, s string) string {
 		}
 		return latin1(s)
 	}
-	r, err := charset.Reader(cs, strings.NewReader(s))
+	r, err := charsetReader(cs, strings.NewReader(s))
 	if err == nil {
 		var b strings.Builder
 		if _, err := io.Copy(&b, io.LimitReader(r, 1<<20)); err == nil && utf8.ValidString(b.String()) {
@@ -346,7 +345,7 @@ func latin1(s string) string {
 
 // wordDecoder decodes RFC 2047 encoded words in any charset go-message
 // knows.
-var wordDecoder = &stdmime.WordDecoder{CharsetReader: charset.Reader}
+var wordDecoder = &stdmime.WordDecoder{CharsetReader: charsetReader}
 
 // decodeWords decodes the encoded words of an unstructured field value
 // (RFC 2047 §5); a malformed word is left as it is. Raw 8-bit text that is

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/emersion/go-message/charset"
 	"github.com/tern-mail/tern/internal/sysexit"
 )
 
@@ -116,7 +115,7 @@ func Show(r io.Reader, out io.Writer, num string, log *slog.Logger) error {
 			switch p.Charset {
 			case "", "us-ascii", "utf-8", "utf8":
 			default:
-				cr, err := charset.Reader(p.Charset, body)
+				cr, err := charsetReader(p.Charset, body)
 				if err != nil {
 					warn(p.Number, "unknown charset; shown as it is", "charset", p.Charset)
 				} else {
