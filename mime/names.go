@@ -54,48 +54,60 @@ func SafeName(name string) string {
 	return name
 }
 
-// extensions for the types people send most; the system's mime.types is
-// asked only after these, so that names do not change from host to host.
-var typeExt = map[string]string{
-	"text/plain":                  ".txt",
-	"text/html":                   ".html",
-	"text/calendar":               ".ics",
-	"text/csv":                    ".csv",
-	"text/markdown":               ".md",
-	"text/xml":                    ".xml",
-	"text/x-vcard":                ".vcf",
-	"text/vcard":                  ".vcf",
-	"text/rfc822-headers":         ".txt",
-	"message/rfc822":              ".eml",
-	"message/delivery-status":     ".txt",
-	"application/pdf":             ".pdf",
-	"application/zip":             ".zip",
-	"application/gzip":            ".gz",
-	"application/x-gzip":          ".gz",
-	"application/x-tar":           ".tar",
-	"application/json":            ".json",
-	"application/xml":             ".xml",
-	"application/octet-stream":    ".bin",
-	"application/pgp-signature":   ".asc",
-	"application/pkcs7-signature": ".p7s",
-	"application/msword":          ".doc",
-	"application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":       ".xlsx",
-	"application/vnd.oasis.opendocument.text":                                 ".odt",
-	"image/png":     ".png",
-	"image/jpeg":    ".jpg",
-	"image/gif":     ".gif",
-	"image/webp":    ".webp",
-	"image/svg+xml": ".svg",
-	"audio/mpeg":    ".mp3",
-	"audio/ogg":     ".ogg",
-	"video/mp4":     ".mp4",
+// typeExts gives extensions for the types people send most; the system's
+// mime.types is asked only after these, so that names do not change from
+// host to host. A table rather than a map: a map literal is built when the
+// program starts, by every run of tern-mime, used or not.
+var typeExts = []struct{ typ, ext string }{
+	{"text/plain", ".txt"},
+	{"text/html", ".html"},
+	{"text/calendar", ".ics"},
+	{"text/csv", ".csv"},
+	{"text/markdown", ".md"},
+	{"text/xml", ".xml"},
+	{"text/x-vcard", ".vcf"},
+	{"text/vcard", ".vcf"},
+	{"text/rfc822-headers", ".txt"},
+	{"message/rfc822", ".eml"},
+	{"message/delivery-status", ".txt"},
+	{"application/pdf", ".pdf"},
+	{"application/zip", ".zip"},
+	{"application/gzip", ".gz"},
+	{"application/x-gzip", ".gz"},
+	{"application/x-tar", ".tar"},
+	{"application/json", ".json"},
+	{"application/xml", ".xml"},
+	{"application/octet-stream", ".bin"},
+	{"application/pgp-signature", ".asc"},
+	{"application/pkcs7-signature", ".p7s"},
+	{"application/msword", ".doc"},
+	{"application/vnd.openxmlformats-officedocument.wordprocessingml.document", ".docx"},
+	{"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".xlsx"},
+	{"application/vnd.oasis.opendocument.text", ".odt"},
+	{"image/png", ".png"},
+	{"image/jpeg", ".jpg"},
+	{"image/gif", ".gif"},
+	{"image/webp", ".webp"},
+	{"image/svg+xml", ".svg"},
+	{"audio/mpeg", ".mp3"},
+	{"audio/ogg", ".ogg"},
+	{"video/mp4", ".mp4"},
+}
+
+// extForType gives the extension of a type in typeExts.
+func extForType(typ string) (string, bool) {
+	for _, te := range typeExts {
+		if te.typ == typ {
+			return te.ext, true
+		}
+	}
+	return "", false
 }
 
 // nameFor makes a name for a part that has none: "part-1.2" and an
 // extension for its type.
 func nameFor(p *Part) string {
-	ext, ok := typeExt[p.Type]
+	ext, ok := extForType(p.Type)
 	if !ok {
 		ext = ".bin"
 		if strings.HasPrefix(p.Type, "text/") {
@@ -109,31 +121,40 @@ func nameFor(p *Part) string {
 	return "part-" + num + ext
 }
 
-// extType is typeExt the other way round, for pack.
-var extType = func() map[string]string {
-	m := map[string]string{}
-	for t, e := range typeExt {
-		if _, dup := m[e]; !dup || t < m[e] {
-			m[e] = t
+// typeForExt is typeExts the other way round, for pack: where several
+// types share an extension, the one chosen here, else the first in sort
+// order.
+func typeForExt(ext string) (string, bool) {
+	switch ext {
+	case ".txt":
+		return "text/plain", true
+	case ".xml":
+		return "application/xml", true
+	case ".vcf":
+		return "text/vcard", true
+	case ".gz", ".tgz":
+		return "application/gzip", true
+	case ".jpeg":
+		return "image/jpeg", true
+	case ".htm":
+		return "text/html", true
+	case ".bin":
+		return "", false
+	}
+	typ := ""
+	for _, te := range typeExts {
+		if te.ext == ext && (typ == "" || te.typ < typ) {
+			typ = te.typ
 		}
 	}
-	// Choices where several types share an extension.
-	m[".txt"] = "text/plain"
-	m[".xml"] = "application/xml"
-	m[".vcf"] = "text/vcard"
-	m[".gz"] = "application/gzip"
-	m[".jpeg"] = "image/jpeg"
-	m[".htm"] = "text/html"
-	m[".tgz"] = "application/gzip"
-	delete(m, ".bin")
-	return m
-}()
+	return typ, typ != ""
+}
 
 // TypeOf picks a content type for a file from its name, then its content
 // (the first 512 bytes, as http.DetectContentType reads them).
 func TypeOf(name string, head []byte) string {
 	ext := strings.ToLower(path.Ext(name))
-	if t, ok := extType[ext]; ok {
+	if t, ok := typeForExt(ext); ok {
 		return t
 	}
 	if ext != "" {
