@@ -47,6 +47,11 @@ type DeliverOptions struct {
 	Host string
 }
 
+// Inbox returns the INBOX, the Maildir's root, without looking at the
+// disk again as Folder("INBOX") does: Open and Create have just checked
+// it, and a delivery agent started per message counts its stat(2)s.
+func (s *Store) Inbox() *Folder { return s.newFolder("INBOX", s.Root) }
+
 // Deliver stores a message durably and returns it. The message is written
 // to tmp/ (O_EXCL, mode 0600) with its CRLF line ends turned into LF (a
 // lone CR stays), fsynced, linked into new/ (or cur/) and its tmp/ name

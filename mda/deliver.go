@@ -88,7 +88,7 @@ func openStore(path string) (*maildir.Store, error) {
 
 func openFolder(s *maildir.Store, name string) (*maildir.Folder, error) {
 	if name == "" || strings.EqualFold(name, "INBOX") {
-		return s.Folder("INBOX")
+		return s.Inbox(), nil
 	}
 	f, err := s.Folder(name)
 	if err == nil {
