@@ -44,10 +44,11 @@ func TestMaildirBox(t *testing.T) {
 	if len(msgs) != 2 || msgs[0].Size != int64(len("Subject: a\r\n\r\none\r\n")) {
 		t.Fatalf("messages %+v", msgs)
 	}
-	if n, _ := os.ReadDir(filepath.Join(dir, "new")); len(n) != 0 {
-		t.Errorf("new/ not emptied at login: %d left", len(n))
+	// New mail stays in new/ until QUIT: a login renames nothing.
+	if n, _ := os.ReadDir(filepath.Join(dir, "new")); len(n) != 2 {
+		t.Errorf("new/ holds %d at login, want 2", len(n))
 	}
-	r, err := box.Open(msgs[1].UID)
+	r, err := box.Open(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +61,9 @@ func TestMaildirBox(t *testing.T) {
 		t.Fatal(err)
 	}
 	box.Close()
+	if n, _ := os.ReadDir(filepath.Join(dir, "new")); len(n) != 0 {
+		t.Errorf("new/ not emptied at QUIT: %d left", len(n))
+	}
 	cur, _ := os.ReadDir(filepath.Join(dir, "cur"))
 	if len(cur) != 1 || !strings.HasSuffix(cur[0].Name(), ":2,S") {
 		t.Errorf("after commit cur/ holds %v", cur)

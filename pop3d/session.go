@@ -72,8 +72,9 @@ type Mailbox interface {
 	// Messages is the maildrop as of login; it does not change during
 	// the session (RFC 1939 §5).
 	Messages() []Message
-	// Open returns the message's content; fs.ErrNotExist when it vanished.
-	Open(uid string) (io.ReadCloser, error)
+	// Open returns the content of message i (an index into Messages);
+	// fs.ErrNotExist when it vanished.
+	Open(i int) (io.ReadCloser, error)
 	// Commit deletes the messages marked with DELE and marks the ones
 	// retrieved as seen, both given as indexes into Messages; called only
 	// in the UPDATE state (RFC 1939 §6).
@@ -601,7 +602,7 @@ func (s *Session) listing(verb, arg string) {
 // body lines), with CRLF endings and dot-stuffing (RFC 1939 §3) whatever
 // the stored line endings. It reports whether the message was sent.
 func (s *Session) send(i, lines int) bool {
-	f, err := s.box.Open(s.msgs[i].UID)
+	f, err := s.box.Open(i)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			s.reply(false, "message %d was removed by another program", i+1)

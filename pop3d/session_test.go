@@ -34,8 +34,8 @@ func (b *memBox) Messages() []Message {
 	return out
 }
 
-func (b *memBox) Open(uid string) (io.ReadCloser, error) {
-	body, ok := b.msgs[uid]
+func (b *memBox) Open(i int) (io.ReadCloser, error) {
+	body, ok := b.msgs[b.order[i]]
 	if !ok {
 		return nil, fs.ErrNotExist
 	}
