@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,16 +104,28 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 		// Not started: our configuration, not the message.
 		return "", &EnqueueError{Status: -1, Temporary: true, Err: fmt.Errorf("run %s: %w", p.Command, err)}
 	}
-	m := qidLine.FindSubmatch(stdout.Bytes())
-	if m == nil {
-		// Queued, as the status says, but nameless: a filter that
-		// swallowed the output. The message is safe; say so.
-		return "unknown", nil
+	if qid := qidLine(stdout.String()); qid != "" {
+		return qid, nil
 	}
-	return string(m[1]), nil
+	// Queued, as the status says, but nameless: a filter that swallowed
+	// the output. The message is safe; say so.
+	return "unknown", nil
 }
 
-var qidLine = regexp.MustCompile(`(?m)^qid=([!-~]{1,64})\r?$`)
+// qidLine finds the first line "qid=ID" in out, ID being 1 to 64
+// printable ASCII characters; "" when there is none.
+func qidLine(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		id, ok := strings.CutPrefix(strings.TrimSuffix(line, "\r"), "qid=")
+		if !ok || len(id) < 1 || len(id) > 64 {
+			continue
+		}
+		if strings.IndexFunc(id, func(r rune) bool { return r < '!' || r > '~' }) < 0 {
+			return id
+		}
+	}
+	return ""
+}
 
 func lastLine(s string) string {
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {

@@ -195,3 +195,19 @@ func FuzzConversation(f *testing.F) {
 		}
 	})
 }
+
+func TestQidLine(t *testing.T) {
+	for _, tc := range []struct{ out, want string }{
+		{"qid=18eb6e1d1e72cee402b38\n", "18eb6e1d1e72cee402b38"},
+		{"note: x\nqid=abc\r\nqid=def\n", "abc"},
+		{"qid=\nqid=has space\nqid=ok", "ok"},
+		{"xqid=abc\n", ""},
+		{"qid=" + strings.Repeat("a", 65) + "\n", ""},
+		{"qid=é\n", ""},
+		{"", ""},
+	} {
+		if got := qidLine(tc.out); got != tc.want {
+			t.Errorf("qidLine(%q) = %q, want %q", tc.out, got, tc.want)
+		}
+	}
+}
