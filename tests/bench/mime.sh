@@ -6,10 +6,16 @@
 # For each tool: the median wall time of RUNS passes over the corpus, its
 # ratio to tern-mime, the peak RSS of any one run (/usr/bin/time -f %M), and
 # how many of the original files it wrote back right: the right bytes under
-# the right name, and the right bytes under any name.
+# the right name, and the right bytes under any name. The passes run in
+# rounds, every tool once a round, so that a burst of load on a shared
+# machine hits all tools alike; the ratio is the median of the per-round
+# ratios. The output directories are made before a pass is timed: making
+# them is the same work whatever the tool, and a fork per message would
+# weigh as much as a tool's start-up.
 #
 #   sh tests/bench/mime.sh            N=300 messages, RUNS=5, BIG=20 (MiB)
 #   N=50 RUNS=3 BIG=5 sh tests/bench/mime.sh
+#   VERBOSE=1 sh tests/bench/mime.sh  also every pass's time and ratio
 set -eu
 cd "$(dirname "$0")/../.."
 
@@ -52,39 +58,51 @@ unpack() {
 	esac
 }
 
+# dirs OUT: one empty directory per message under OUT
+dirs() {
+	rm -rf "$1"
+	mkdir -p "$1"
+	(cd "$work/corpus" && for msg in *.eml; do echo "$1/${msg%.eml}"; done) | xargs mkdir
+}
+
 # pass TOOL OUT [RSSFILE]: unpack every message into OUT/<message>/
 pass() {
 	for msg in "$work"/corpus/*.eml; do
-		d=$2/$(basename "$msg" .eml)
-		mkdir -p "$d"
-		unpack "$1" "$msg" "$d" "${3:-}" >/dev/null 2>&1 || true
+		d=${msg##*/}
+		unpack "$1" "$msg" "$2/${d%.eml}" "${3:-}" >/dev/null 2>&1 || true
 	done
 }
 
 now() { date +%s.%N; }
 
 printf '%s\n' "corpus: $N messages, $size MiB, $nfiles files to recover (one of $BIG MiB); $RUNS runs; $(nproc) CPUs"
-printf '%-10s %10s %8s %12s %16s %16s\n' tool "median s" ratio "peak RSS KiB" "right name+data" "right data"
-base=
-for tool in $tools; do
-	times=
-	i=0
-	while [ $i -lt "$RUNS" ]; do
-		rm -rf "$work/out"
-		mkdir -p "$work/out"
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Timed passes, RUNS rounds of every tool in turn.
+: > "$work/times"
+i=0
+while [ $i -lt "$RUNS" ]; do
+	base=
+	for tool in $tools; do
+		dirs "$work/out"
 		t0=$(now)
 		pass "$tool" "$work/out"
 		t1=$(now)
-		times="$times $(echo "$t1 - $t0" | bc)"
-		i=$((i + 1))
+		t=$(echo "$t1 - $t0" | bc)
+		[ -z "$base" ] && base=$t
+		echo "$tool $t $(echo "scale=4; $t / $base" | bc)" >> "$work/times"
 	done
-	median=$(printf '%s\n' $times | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
-	[ -z "$base" ] && base=$median
-	ratio=$(echo "scale=2; $median / $base" | bc)
+	i=$((i + 1))
+done
+
+[ -n "${VERBOSE:-}" ] && sed 's/^/round: /' "$work/times" >&2
+printf '%-10s %10s %8s %12s %16s %16s\n' tool "median s" ratio "peak RSS KiB" "right name+data" "right data"
+for tool in $tools; do
+	median=$(awk -v t="$tool" '$1 == t {print $2}' "$work/times" | median)
+	ratio=$(awk -v t="$tool" '$1 == t {print $3}' "$work/times" | median)
 
 	# One more pass under /usr/bin/time, whose output is also checked.
-	rm -rf "$work/out" "$work/rss"
-	mkdir -p "$work/out"
+	dirs "$work/out"
 	: > "$work/rss"
 	pass "$tool" "$work/out" "$work/rss"
 	peak=$(sort -n "$work/rss" | tail -n 1)
@@ -104,7 +122,7 @@ for tool in $tools; do
 		  if (($1 " " $2) in bydata) d++ }
 		END { printf "%d %d", n, d }' "$work/got" "$work/corpus/expect.txt")
 	set -- $counts
-	printf '%-10s %10.2f %8s %12s %16s %16s\n' "$tool" "$median" "$ratio" "$peak" "$1/$nfiles" "$2/$nfiles"
+	printf '%-10s %10.2f %8.2f %12s %16s %16s\n' "$tool" "$median" "$ratio" "$peak" "$1/$nfiles" "$2/$nfiles"
 	if [ "$tool" != tern-mime ]; then
 		# Which kinds of file this peer got wrong, by message number mod 8.
 		awk '
