@@ -1,7 +1,8 @@
 #!/bin/sh
 # Local delivery, one process per message, tern-deliver beside procmail,
 # maildrop and dovecot-lda (each when installed): per-message medians, the
-# ratios to tern-deliver, and the fsync calls each makes.
+# ratios to tern-deliver, and the fsync calls each makes. tern-deliver runs
+# twice: as is, and with GOMAXPROCS=1 as a caller may start it.
 #
 #   tests/bench/deliver.sh [N]        N messages per tool (default 2000)
 #   BASE=REV tests/bench/deliver.sh   also tern-deliver as of git revision

@@ -141,6 +141,14 @@ func setup(work, tern string, others []string) ([]*tool, error) {
 		return nil, err
 	}
 	tools = append(tools, &tool{name: "tern-deliver", argv: []string{tern, "-f", "s@example.org", "-r", "user@example.net", md}, dir: md})
+	// The same program as a caller that sets GOMAXPROCS=1 runs it: the Go
+	// runtime reads that before any of tern-deliver's code can set it, and
+	// then starts one thread fewer (tern-deliver(8), ENVIRONMENT).
+	md, err = mk("tern1")
+	if err != nil {
+		return nil, err
+	}
+	tools = append(tools, &tool{name: "tern-deliver GOMAXPROCS=1", argv: []string{tern, "-f", "s@example.org", "-r", "user@example.net", md}, env: []string{"GOMAXPROCS=1"}, dir: md})
 	for i, o := range others {
 		name, path, _ := strings.Cut(o, "=")
 		md, err := mk(fmt.Sprintf("other%d", i))
@@ -248,10 +256,10 @@ func report(tools []*tool, sizes []int, sample string, uid int) {
 	fmt.Printf("%d messages of mixed sizes (median %d bytes, mean %d), one process per message, tools interleaved\n\n",
 		len(sizes), sizes[len(sizes)/2], total/len(sizes))
 	base := quantile(tools[0].times, 0.5)
-	fmt.Printf("%-22s %10s %10s %10s %14s %s\n", "tool", "median ms", "p90 ms", "min ms", "median/tern", "fsync calls per message (strace)")
+	fmt.Printf("%-26s %10s %10s %10s %14s %s\n", "tool", "median ms", "p90 ms", "min ms", "median/tern", "fsync calls per message (strace)")
 	for _, t := range tools {
 		med := quantile(t.times, 0.5)
-		fmt.Printf("%-22s %10s %10s %10s %14.2f %s\n", t.name, ms(med), ms(quantile(t.times, 0.9)), ms(quantile(t.times, 0)),
+		fmt.Printf("%-26s %10s %10s %10s %14.2f %s\n", t.name, ms(med), ms(quantile(t.times, 0.9)), ms(quantile(t.times, 0)),
 			float64(med)/float64(base), fsyncs(t, sample, uid))
 	}
 }
