@@ -345,3 +345,35 @@ func TestDeliverKill9(t *testing.T) {
 	}
 	t.Logf("%d runs killed with SIGKILL: %d complete messages visible, %d left in tmp/", runs, complete, len(files(t, filepath.Join(md, "tmp"))))
 }
+
+// TestDeliverStartsLean guards what tern-deliver's start-up costs, most of
+// the cost of a delivery (tests/bench/deliver.sh): the packages whose init
+// the Go runtime runs (GODEBUG=inittrace=1) must not include urfave/cli or
+// what it brings, and no init of a tern package may allocate more than a
+// little. An init that builds a table (crc32.MakeTable, regexp.MustCompile,
+// a map literal of hundreds of entries) runs in every delivery, whether the
+// delivery uses it or not: build it on first use instead (sync.OnceValue).
+func TestDeliverStartsLean(t *testing.T) {
+	r := NewRoot(t)
+	res := r.Run("", []string{"GODEBUG=inittrace=1"}, "tern-deliver", "--help")
+	if res.Code != 0 {
+		t.Fatalf("tern-deliver --help: %s", res)
+	}
+	// init github.com/tern-mail/tern/maildir @0.57 ms, 0.19 ms clock, 9568 bytes, 4 allocs
+	line := regexp.MustCompile(`(?m)^init (\S+) @\S+ ms, (\S+) ms clock, (\d+) bytes, (\d+) allocs$`)
+	inits := line.FindAllStringSubmatch(res.Stderr, -1)
+	if len(inits) == 0 {
+		t.Fatalf("no inittrace lines on stderr:\n%s", res.Stderr)
+	}
+	for _, m := range inits {
+		pkg, bytes := m[1], m[3]
+		for _, heavy := range []string{"github.com/urfave/cli/v2", "text/template", "net/netip", "regexp"} {
+			if pkg == heavy {
+				t.Errorf("tern-deliver runs the init of %s (%s ms, %s bytes): something links it again (go list -deps ./cmd/tern-deliver)", pkg, m[2], bytes)
+			}
+		}
+		if n, _ := strconv.Atoi(bytes); strings.HasPrefix(pkg, "github.com/tern-mail/tern/") && n > 1024 {
+			t.Errorf("the init of %s allocates %d bytes (%s ms) in every delivery: build what it builds on first use", pkg, n, m[2])
+		}
+	}
+}
