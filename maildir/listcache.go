@@ -461,17 +461,3 @@ func parseUint(s string) (uint64, bool) {
 	n, err := strconv.ParseUint(s, 10, 64)
 	return n, err == nil
 }
-
-// Remember tells the folder where these messages were listed, so that
-// renames and removals of them (SetFlags, AddFlagsAll, Remove) go
-// straight to their files instead of reading the directories first.
-func (f *Folder) Remember(list []Listed) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.names == nil {
-		f.names = make(map[string]place, len(list))
-	}
-	for _, l := range list {
-		f.names[l.Unique()] = place{name: l.Name, cur: !l.New}
-	}
-}

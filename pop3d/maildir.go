@@ -160,45 +160,32 @@ func (r *fileReader) Close() error {
 // connection changes nothing). Each message is renamed once at most. A
 // message already gone counts as deleted.
 func (b *MaildirBox) Commit(deleted, retrieved []int) error {
-	var errs []error
 	touched := make([]bool, len(b.list))
-	var known []maildir.Listed
+	var gone, flag, move []maildir.Listed
 	for _, i := range deleted {
 		touched[i] = true
-		known = append(known, b.list[i])
+		gone = append(gone, b.list[i])
 	}
 	// Only messages that were unseen at login need the flag: a session
 	// that downloads a mailbox it has seen before (leave-on-server
 	// clients) then changes nothing, whatever its size.
-	var flag, move []string
 	for _, i := range retrieved {
 		touched[i] = true
 		if l := b.list[i]; l.New || !strings.Contains(l.Flags(), "S") {
-			flag = append(flag, b.msgs[i].UID)
-			known = append(known, l)
+			flag = append(flag, l)
 		}
 	}
 	// qmail-pop3d and Dovecot move new mail to cur/ when a POP3 session
 	// sees it: it is no longer "recent" for an IMAP client afterwards.
 	for i, l := range b.list {
 		if l.New && !touched[i] {
-			move = append(move, b.msgs[i].UID)
-			known = append(known, l)
+			move = append(move, l)
 		}
 	}
-	b.inbox.Remember(known)
-	for _, i := range deleted {
-		if err := b.inbox.Remove(b.msgs[i].UID); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := b.inbox.AddFlagsAll(flag, "S"); err != nil {
-		errs = append(errs, err)
-	}
-	if err := b.inbox.MoveToCurAll(move); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(
+		b.inbox.RemoveListed(gone),
+		b.inbox.AddFlagsListed(flag, "S"),
+		b.inbox.AddFlagsListed(move, ""))
 }
 
 // Close implements Mailbox: it releases the session lock.
