@@ -8,9 +8,6 @@ import (
 	stdmime "mime"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/emersion/go-message"
-	"github.com/emersion/go-message/textproto"
 )
 
 // Limits on a header. go-message bounds only the top-level header of a
@@ -27,11 +24,11 @@ type field struct{ Name, Value string }
 
 // header is what readHeader found.
 type header struct {
-	h         message.Header
-	fields    []field // in order, continuations unfolded
-	truncated bool    // fields past the limits were dropped
-	bad       int     // lines that were neither fields nor continuations
-	body      []byte  // a first body line met where a field was expected
+	raw       []string // "Name: value" as read, continuations joined
+	fields    []field  // in order, continuations unfolded
+	truncated bool     // fields past the limits were dropped
+	bad       int      // lines that were neither fields nor continuations
+	body      []byte   // a first body line met where a field was expected
 }
 
 // readHeader reads header fields up to the blank line that ends them
@@ -106,18 +103,26 @@ func readHeader(r *bufio.Reader) (header, error) {
 		}
 	}
 done:
-	// go-message keeps fields last to first.
-	var h textproto.Header
-	for i := len(fields) - 1; i >= 0; i-- {
-		k, v, _ := strings.Cut(fields[i], ":")
-		h.AddRaw([]byte(k + ":" + v + "\r\n"))
-	}
 	for _, f := range fields {
 		k, v, _ := strings.Cut(f, ":")
 		hd.fields = append(hd.fields, field{k, strings.TrimSpace(v)})
 	}
-	hd.h = message.Header{Header: h}
+	hd.raw = fields
 	return hd, nil
+}
+
+// get returns the value of the first field called name (any case), with
+// the spaces and tabs around it removed, or "". It gives what go-message's
+// Header.Get gave for these fields, without building its map and
+// canonical keys for every part of every message.
+func (hd *header) get(name string) string {
+	for _, f := range hd.raw {
+		k, v, _ := strings.Cut(f, ":")
+		if strings.EqualFold(k, name) {
+			return strings.Trim(v, " \t")
+		}
+	}
+	return ""
 }
 
 // fieldNext tells whether the next line starts like a header field.

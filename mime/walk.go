@@ -245,7 +245,7 @@ func label(num string) string {
 // RFC 2045 §5.2 and §6.1 where it says nothing or nonsense.
 func describe(hd header, defType string) Part {
 	p := Part{Type: defType, Params: map[string]string{}}
-	if v := hd.h.Get("Content-Type"); v != "" {
+	if v := hd.get("Content-Type"); v != "" {
 		t, params := mediaType(v)
 		if strings.Count(t, "/") == 1 && !strings.HasPrefix(t, "/") && !strings.HasSuffix(t, "/") {
 			p.Type, p.Params = t, params
@@ -257,11 +257,11 @@ func describe(hd header, defType string) Part {
 	if p.Charset == "" && strings.HasPrefix(p.Type, "text/") {
 		p.Charset = "us-ascii"
 	}
-	p.Encoding = strings.ToLower(strings.TrimSpace(hd.h.Get("Content-Transfer-Encoding")))
+	p.Encoding = strings.ToLower(strings.TrimSpace(hd.get("Content-Transfer-Encoding")))
 	if i := strings.IndexAny(p.Encoding, " \t;("); i >= 0 {
 		p.Encoding = p.Encoding[:i]
 	}
-	disp, dparams := mediaType(hd.h.Get("Content-Disposition"))
+	disp, dparams := mediaType(hd.get("Content-Disposition"))
 	p.Disposition = disp
 	name := dparams["filename"]
 	if name == "" {
