@@ -22,6 +22,7 @@ type MaildirBox struct {
 	inbox *maildir.Folder
 	lock  *os.File
 	list  []maildir.Listed // as of login: where each file was, its flags
+	fresh int              // how many of them are in new/
 	msgs  []Message
 }
 
@@ -89,6 +90,9 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	msgs := make([]Message, len(list))
 	for i, l := range list {
 		msgs[i] = Message{UID: l.Unique(), Size: l.RFC822Size}
+		if l.New {
+			b.fresh++
+		}
 	}
 	b.list, b.msgs = list, msgs
 	return nil
@@ -160,25 +164,32 @@ func (r *fileReader) Close() error {
 // connection changes nothing). Each message is renamed once at most. A
 // message already gone counts as deleted.
 func (b *MaildirBox) Commit(deleted, retrieved []int) error {
-	touched := make([]bool, len(b.list))
+	var touched []bool // only when there is new mail to move
+	if b.fresh > 0 {
+		touched = make([]bool, len(b.list))
+	}
 	var gone, flag, move []maildir.Listed
 	for _, i := range deleted {
-		touched[i] = true
+		if touched != nil {
+			touched[i] = true
+		}
 		gone = append(gone, b.list[i])
 	}
 	// Only messages that were unseen at login need the flag: a session
 	// that downloads a mailbox it has seen before (leave-on-server
 	// clients) then changes nothing, whatever its size.
 	for _, i := range retrieved {
-		touched[i] = true
+		if touched != nil {
+			touched[i] = true
+		}
 		if l := b.list[i]; l.New || !strings.Contains(l.Flags(), "S") {
 			flag = append(flag, l)
 		}
 	}
 	// qmail-pop3d and Dovecot move new mail to cur/ when a POP3 session
 	// sees it: it is no longer "recent" for an IMAP client afterwards.
-	for i, l := range b.list {
-		if l.New && !touched[i] {
+	for i := 0; i < len(b.list) && b.fresh > 0; i++ {
+		if l := b.list[i]; l.New && !touched[i] {
 			move = append(move, l)
 		}
 	}
