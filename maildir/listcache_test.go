@@ -220,8 +220,20 @@ func TestListCacheDistrusted(t *testing.T) {
 	f.List(true)
 	cachePath := filepath.Join(f.path, ListCacheName)
 	good, err := os.ReadFile(cachePath)
-	if err != nil || parseListCache(good) == nil {
+	c := parseListCache(good)
+	if err != nil || c == nil {
 		t.Fatalf("cache %q: %v", good, err)
+	}
+	// A ghost in the cache, not on disk, shows when the cache is used.
+	c.list = append([]Listed{{Name: "1.M1P1Q1.ghost,S=2,W=3:2,S", Size: 2, RFC822Size: 3}}, c.list...)
+	tmp, _ := os.Create(cachePath + ".tmp")
+	if err := writeListCache(tmp, c); err != nil {
+		t.Fatal(err)
+	}
+	good, _ = os.ReadFile(cachePath + ".tmp")
+	os.Rename(cachePath+".tmp", cachePath)
+	if l, _ := f.List(false); len(l) != len(want)+1 {
+		t.Fatalf("the good cache is not used: %q", listNames(l))
 	}
 	nl := bytes.IndexByte(good, '\n')
 	head, body := string(good[:nl]), good[nl+1:]

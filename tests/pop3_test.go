@@ -510,3 +510,124 @@ exec %s "$@"
 	}
 	c.cmd("QUIT")
 }
+
+// popDownload is one leave-on-server session: the UIDLs, every message
+// retrieved, QUIT. It returns the UIDLs.
+func popDownload(t *testing.T, a *popAccount, addr string) []string {
+	t.Helper()
+	c := pop3Dial(t, addr)
+	c.cmd("USER " + a.user)
+	if got := c.cmd("PASS " + a.pass); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("PASS: %q", got)
+	}
+	if got := c.cmd("UIDL"); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("UIDL: %q", got)
+	}
+	var uidls []string
+	for l := c.line(); l != "."; l = c.line() {
+		uidls = append(uidls, strings.Fields(l)[1])
+	}
+	for i := range uidls {
+		if got := c.cmd(fmt.Sprintf("RETR %d", i+1)); !strings.HasPrefix(got, "+OK") {
+			t.Fatalf("RETR %d: %q", i+1, got)
+		}
+		for l := c.line(); l != "."; l = c.line() {
+		}
+	}
+	if got := c.cmd("QUIT"); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("QUIT: %q", got)
+	}
+	return uidls
+}
+
+// TestPOP3ListingCache: a login lists the maildrop from tern-listcache
+// while new/ and cur/ are unchanged, and every change another program
+// makes between two sessions shows in the next one: a delivery, an
+// expunge, a flag taken away (which the next download puts back), both
+// right after a session (in the same timestamp tick, where the cache
+// must not be trusted) and after a pause (where it is).
+func TestPOP3ListingCache(t *testing.T) {
+	r := NewRoot(t)
+	a := newPOPAccount(t, r)
+	_, addr := startPOP3(t, r)
+	cache := filepath.Join(a.maildir, "tern-listcache")
+	pause := func() { time.Sleep(50 * time.Millisecond) }
+
+	first := popDownload(t, a, addr)
+	if len(first) != 3 {
+		t.Fatalf("first session: %d messages", len(first))
+	}
+	pause()
+	if got := popDownload(t, a, addr); !slices.Equal(got, first) {
+		t.Fatalf("second session %q, first %q", got, first)
+	}
+	if _, err := os.Stat(cache); err != nil {
+		t.Fatalf("no listing cache after a session on a quiet Maildir: %v", err)
+	}
+	want := first
+	deliver := func() {
+		t.Helper()
+		msg := "From: c@example.org\nSubject: later\n\nlater\n"
+		if res := r.Run(msg, nil, "tern-deliver", "-f", "c@example.org", "-r", "bob@example.net", a.maildir); res.Code != 0 {
+			t.Fatalf("deliver: %v", res)
+		}
+		a.chown(t)
+		names := files(t, filepath.Join(a.maildir, "new"))
+		want = append(want, strings.SplitN(names[len(names)-1], ":", 2)[0])
+	}
+	expunge := func() {
+		t.Helper()
+		cur := files(t, filepath.Join(a.maildir, "cur"))
+		if err := os.Remove(filepath.Join(a.maildir, "cur", cur[0])); err != nil {
+			t.Fatal(err)
+		}
+		want = slices.DeleteFunc(want, func(u string) bool { return strings.HasPrefix(cur[0], u+":") })
+	}
+	var unflagged string
+	unflag := func() { // as an IMAP client's "mark as unread"
+		t.Helper()
+		cur := files(t, filepath.Join(a.maildir, "cur"))
+		unflagged = strings.TrimSuffix(cur[len(cur)-1], "S")
+		if err := os.Rename(filepath.Join(a.maildir, "cur", cur[len(cur)-1]), filepath.Join(a.maildir, "cur", unflagged)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, quiet := range []bool{false, true} {
+		for _, change := range []struct {
+			name string
+			do   func()
+		}{{"delivery", deliver}, {"expunge", expunge}, {"flag removed", unflag}} {
+			if quiet {
+				pause()
+			}
+			unflagged = ""
+			change.do()
+			got := popDownload(t, a, addr)
+			if !slices.Equal(got, want) {
+				t.Errorf("after a %s (pause %v): UIDLs %q, want %q", change.name, quiet, got, want)
+				want = got
+			}
+			if unflagged != "" {
+				if _, err := os.Stat(filepath.Join(a.maildir, "cur", unflagged+"S")); err != nil {
+					t.Errorf("a message unseen since the last listing was retrieved but not marked seen: %v", err)
+				}
+			}
+		}
+	}
+	// A damaged cache is not trusted.
+	pause()
+	popDownload(t, a, addr)
+	pause()
+	popDownload(t, a, addr)
+	b, err := os.ReadFile(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cache, b[:len(b)-5], 0o600)
+	if got := popDownload(t, a, addr); !slices.Equal(got, want) {
+		t.Errorf("with a cache cut short: UIDLs %q, want %q", got, want)
+	}
+	if n := len(files(t, filepath.Join(a.maildir, "new"))); n != 0 {
+		t.Errorf("%d messages left in new/", n)
+	}
+}
