@@ -4,12 +4,14 @@
 # comes in, one of them with a 20 MiB attachment.
 #
 # For each tool: the median wall time of RUNS passes over the corpus, its
-# ratio to tern-mime, the peak RSS of any one run (/usr/bin/time -f %M), and
-# how many of the original files it wrote back right: the right bytes under
-# the right name, and the right bytes under any name. The passes run in
-# rounds, every tool once a round, so that a burst of load on a shared
-# machine hits all tools alike; the ratio is the median of the per-round
-# ratios. The output directories are made before a pass is timed: making
+# ratio to tern-mime, the median CPU time (user + system) of a pass, the
+# peak RSS of any one run (/usr/bin/time -f %M), and how many of the
+# original files it wrote back right: the right bytes under the right name,
+# and the right bytes under any name. The passes run in rounds, every tool
+# once a round and a different one first each round, so that a burst of
+# load on a shared machine hits all tools alike; the ratio is the median of
+# the per-round ratios. CPU time is the steadier figure where other work
+# shares the machine. The output directories are made before a pass is timed: making
 # them is the same work whatever the tool, and a fork per message would
 # weigh as much as a tool's start-up.
 #
@@ -78,28 +80,42 @@ now() { date +%s.%N; }
 printf '%s\n' "corpus: $N messages, $size MiB, $nfiles files to recover (one of $BIG MiB); $RUNS runs; $(nproc) CPUs"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# Timed passes, RUNS rounds of every tool in turn.
+# cpu FILE: the user and system time of this shell's children so far, in
+# seconds, from times run by this shell itself (in a subshell it would
+# count the subshell's children) and saved in FILE.
+cpu() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] } print t }' "$1"; }
+
+# Timed passes, RUNS rounds of every tool in turn; each round starts with
+# the next tool, so that none always runs first, and each pass starts with
+# the disk quiet (sync), not writing back the pass before it.
 : > "$work/times"
+ntools=$(echo $tools | wc -w)
 i=0
 while [ $i -lt "$RUNS" ]; do
-	base=
-	for tool in $tools; do
+	order=$(echo $tools $tools | tr ' ' '\n' | tail -n +$((i % ntools + 1)) | head -n "$ntools")
+	for tool in $order; do
 		dirs "$work/out"
+		sync
+		times > "$work/cpu0"
 		t0=$(now)
 		pass "$tool" "$work/out"
 		t1=$(now)
-		t=$(echo "$t1 - $t0" | bc)
-		[ -z "$base" ] && base=$t
-		echo "$tool $t $(echo "scale=4; $t / $base" | bc)" >> "$work/times"
+		times > "$work/cpu1"
+		echo "$i $tool $(echo "$t1 - $t0" | bc) $(echo "$(cpu "$work/cpu1") - $(cpu "$work/cpu0")" | bc)" >> "$work/times"
 	done
 	i=$((i + 1))
 done
+# The ratio of each pass to tern-mime's in the same round.
+awk 'NR == FNR { if ($2 == "tern-mime") base[$1] = $3; next } { printf "%s %s %.4f %s\n", $2, $3, $3 / base[$1], $4 }' \
+	"$work/times" "$work/times" > "$work/ratios"
 
-[ -n "${VERBOSE:-}" ] && sed 's/^/round: /' "$work/times" >&2
-printf '%-10s %10s %8s %12s %16s %16s\n' tool "median s" ratio "peak RSS KiB" "right name+data" "right data"
+[ -n "${VERBOSE:-}" ] && sed "s/^/round: /" "$work/times" >&2
+
+printf '%-10s %10s %8s %8s %12s %16s %16s\n' tool "median s" ratio "cpu s" "peak RSS KiB" "right name+data" "right data"
 for tool in $tools; do
-	median=$(awk -v t="$tool" '$1 == t {print $2}' "$work/times" | median)
-	ratio=$(awk -v t="$tool" '$1 == t {print $3}' "$work/times" | median)
+	median=$(awk -v t="$tool" '$1 == t {print $2}' "$work/ratios" | median)
+	ratio=$(awk -v t="$tool" '$1 == t {print $3}' "$work/ratios" | median)
+	cpus=$(awk -v t="$tool" '$1 == t {print $4}' "$work/ratios" | median)
 
 	# One more pass under /usr/bin/time, whose output is also checked.
 	dirs "$work/out"
@@ -122,7 +138,7 @@ for tool in $tools; do
 		  if (($1 " " $2) in bydata) d++ }
 		END { printf "%d %d", n, d }' "$work/got" "$work/corpus/expect.txt")
 	set -- $counts
-	printf '%-10s %10.2f %8.2f %12s %16s %16s\n' "$tool" "$median" "$ratio" "$peak" "$1/$nfiles" "$2/$nfiles"
+	printf '%-10s %10.2f %8.2f %8.2f %12s %16s %16s\n' "$tool" "$median" "$ratio" "$cpus" "$peak" "$1/$nfiles" "$2/$nfiles"
 	if [ "$tool" != tern-mime ]; then
 		# Which kinds of file this peer got wrong, by message number mod 8.
 		awk '
