@@ -11,9 +11,9 @@
 # once a round and a different one first each round, so that a burst of
 # load on a shared machine hits all tools alike; the ratio is the median of
 # the per-round ratios. CPU time is the steadier figure where other work
-# shares the machine. The output directories are made before a pass is timed: making
-# them is the same work whatever the tool, and a fork per message would
-# weigh as much as a tool's start-up.
+# shares the machine. The output directories are made before a pass is
+# timed: making them is the same work whatever the tool, and a fork per
+# message would weigh as much as a tool's start-up.
 #
 #   sh tests/bench/mime.sh            N=300 messages, RUNS=5, BIG=20 (MiB)
 #   N=50 RUNS=3 BIG=5 sh tests/bench/mime.sh
