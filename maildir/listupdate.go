@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -44,15 +45,12 @@ func (f *Folder) AddFlagsListed(list []Listed, flags string) error {
 		}
 		for _, l := range list[:n] {
 			unique, old := splitName(l.Name)
-			nf, err := NormalizeFlags(old + flags)
-			if err != nil {
-				nf = flags // unknown letters in a foreign name are dropped, as SetFlags does
+			to = appendFlagged(append(append(to[:0], unique...), ":2,"...), old, flags)
+			if !l.New && string(to) == l.Name {
+				continue // already so (the comparison makes no string)
 			}
-			if !l.New && old == nf && len(l.Name) == len(unique)+3+len(nf) {
-				continue // already so
-			}
+			to = append(to, 0)
 			from = append(append(from[:0], l.Name...), 0)
-			to = append(append(append(append(to[:0], unique...), ":2,"...), nf...), 0)
 			fromDir := dirs.cur
 			if l.New {
 				fromDir = dirs.new
@@ -132,6 +130,26 @@ func (f *Folder) RemoveListed(list []Listed) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// appendFlagged appends the union of two sets of flag letters, sorted, as
+// NormalizeFlags makes it, without a string for each message. Letters of
+// old that are not flags (a foreign name) are dropped, as SetFlags does.
+func appendFlagged(b []byte, old, add string) []byte {
+	var set [128]bool
+	for _, s := range []string{old, add} {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c >= 'a' && c <= 'z' || strings.IndexByte(systemFlags, c) >= 0 {
+				set[c] = true
+			}
+		}
+	}
+	for c := range set {
+		if set[c] {
+			b = append(b, byte(c))
+		}
+	}
+	return b
 }
 
 // folderDirs are a folder's new/ and cur/, open for the *at system calls:

@@ -168,7 +168,9 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	if b.fresh > 0 {
 		touched = make([]bool, len(b.list))
 	}
-	var gone, flag, move []maildir.Listed
+	gone := make([]maildir.Listed, 0, len(deleted))
+	flag := make([]maildir.Listed, 0, len(retrieved))
+	var move []maildir.Listed
 	for _, i := range deleted {
 		if touched != nil {
 			touched[i] = true
