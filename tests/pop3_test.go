@@ -269,10 +269,13 @@ func TestPOP3Errors(t *testing.T) {
 	// A message removed by another program under the session.
 	uid := strings.Fields(c.cmd("UIDL 1"))[2]
 	removed := 0
-	for _, f := range files(t, filepath.Join(a.maildir, "cur")) {
-		if strings.HasPrefix(f, uid) {
-			os.Remove(filepath.Join(a.maildir, "cur", f))
-			removed++
+	// New mail stays in new/ until QUIT.
+	for _, dir := range []string{"new", "cur"} {
+		for _, f := range files(t, filepath.Join(a.maildir, dir)) {
+			if strings.HasPrefix(f, uid) {
+				os.Remove(filepath.Join(a.maildir, dir, f))
+				removed++
+			}
 		}
 	}
 	if removed != 1 {
