@@ -109,6 +109,14 @@ func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("maildir: deliver: write %s: %w", tmpPath, err)
 	}
+	// The quota is checked before the fsync, which a refused message
+	// would waste (a full mailbox refuses every retry of every sender).
+	quotaFile := false
+	if opt.Quota {
+		if quotaFile, err = s.checkQuota(size); err != nil {
+			return Message{}, err
+		}
+	}
 	if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
 		return Message{}, fmt.Errorf("maildir: deliver: fsync %s: %w", tmpPath, err)
 	}
@@ -116,12 +124,6 @@ func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 	fd = -1
 	if err != nil {
 		return Message{}, fmt.Errorf("maildir: deliver: close %s: %w", tmpPath, err)
-	}
-	quotaFile := false
-	if opt.Quota {
-		if quotaFile, err = s.checkQuota(size); err != nil {
-			return Message{}, err
-		}
 	}
 	dir := "new"
 	if flags != "" || opt.Cur {
