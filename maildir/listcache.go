@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"io"
 	"io/fs"
 	"os"
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -294,7 +294,7 @@ func (a arrival) cmp(b arrival) int {
 // unchanged at the next look has not changed: any change after it gets a
 // later time. Without it (a read-only Maildir) no cache is written.
 func (f *Folder) listCacheTmp() (*os.File, unix.StatxTimestamp) {
-	name := filepath.Join(f.path, "tmp", fmt.Sprintf("%d.P%dR%d.%s", time.Now().Unix(), os.Getpid(), time.Now().UnixNano()%1e9, ListCacheName))
+	name := filepath.Join(f.path, "tmp", fmt.Sprintf("%d.P%dR%d.%s", f.store.now().Unix(), os.Getpid(), rand.Uint64(), ListCacheName))
 	tmp, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, unix.StatxTimestamp{}

@@ -3,9 +3,12 @@
 // when Debian's dovecot-pop3d is installed, another with a private Dovecot
 // on a loopback port, and times what a POP3 client does with a large
 // maildrop: LOGIN+STAT, UIDL, LIST, RETR of every message and QUIT, in the
-// first session on a fresh copy (cold: tern builds its UID list and moves
-// new mail to cur/, Dovecot builds its index) and in later sessions
-// (warm). It checks that both servers give the same UIDLs, sizes and
+// first session on a fresh copy (cold: every message is in new/; tern
+// reads the directories and writes its listing cache at login and renames
+// each message once, to cur/ with the Seen flag, at QUIT; Dovecot builds
+// its index, moves new mail to cur/ at login and flags it at QUIT) and in
+// later sessions (warm: tern lists from its cache, Dovecot from its
+// index). It checks that both servers give the same UIDLs, sizes and
 // message bytes, and reads the peak RSS (VmHWM) of each session process.
 //
 // Each server has its own copy of the Maildir, made of hard links to the
