@@ -163,6 +163,46 @@ func TestMimeStatuses(t *testing.T) {
 	}
 }
 
+// TestMimeCharsets: the real program converts text from the charsets mail
+// comes in (show), and decodes file names written in them (unpack), from
+// its own table of charset names rather than x/text's indexes.
+func TestMimeCharsets(t *testing.T) {
+	r := NewRoot(t)
+	for _, tc := range []struct{ charset, encoded, want string }{
+		{"KOI8-R", "\xf0\xd2\xc9\xd7\xc5\xd4", "Привет"},
+		{"windows-1252", "caf\xe9 \x80", "café €"},
+		{"Shift_JIS", "\x82\xb1\x82\xf1\x82\xc9\x82\xbf\x82\xcd", "こんにちは"},
+		{"ISO-2022-JP", "\x1b$B$3$s$K$A$O\x1b(B", "こんにちは"},
+		{" gb2312", "\xc4\xe3\xba\xc3", "你好"},
+		{"Big5", "\xa7\x41\xa6\x6e", "你好"},
+		{"x-unknown", "plain", "plain"},
+	} {
+		msg := "Subject: x\nMIME-Version: 1.0\nContent-Type: text/plain; charset=\"" + tc.charset + "\"\n" +
+			"Content-Transfer-Encoding: 8bit\n\n" + tc.encoded + "\n"
+		res := r.Run(msg, nil, "tern-mime", "show")
+		if res.Code != 0 || res.Stdout != tc.want+"\n" {
+			t.Errorf("show %s: %s\nwant %q", tc.charset, res, tc.want)
+		}
+	}
+	// The same charsets in names: RFC 2231 and RFC 2047.
+	out := r.Path("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	msg := "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n" +
+		"--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment; filename*=koi8-r''%F0%D2%C9%D7%C5%D4.bin\n\none\n" +
+		"--b\nContent-Type: application/octet-stream; name=\"=?shift_jis?b?grGC8YLJgr+CzQ==?=.bin\"\n\ntwo\n--b--\n"
+	res := r.Run(msg, nil, "tern-mime", "unpack", "-C", out)
+	if res.Code != 0 {
+		t.Fatalf("unpack: %s", res)
+	}
+	for _, name := range []string{"Привет.bin", "こんにちは.bin"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("unpack: %v\n%s", err, res)
+		}
+	}
+}
+
 // TestMimeAgainstMunpack: a message tern-mime packs is read right by
 // munpack too (Debian mpack), for an ASCII name, the common case.
 func TestMimeAgainstMunpack(t *testing.T) {
