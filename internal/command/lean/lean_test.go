@@ -182,3 +182,41 @@ func goList(pkg string) (string, error) {
 	out, err := exec.Command("go", "list", "-deps", pkg).Output()
 	return string(out), err
 }
+
+// FuzzSameAsUrfave: for any command line (arguments separated by NUL in
+// the fuzzed string), lean and urfave/cli agree on success and on every
+// value.
+func FuzzSameAsUrfave(f *testing.F) {
+	for _, s := range []string{"-m\x00x\x00md", "--from=a\x00-v\x00--\x00-x", "--max-size\x000x1f", "-quota-hard=0\x00a\x00b", "--=x", "-\x00-m"} {
+		f.Add(s)
+	}
+	for _, k := range []string{"TERN_FOLDER", "SENDER", "TERN_FROM", "TERN_QUOTA_HARD", "TERN_MAX_SIZE", "TERN_VERBOSE"} {
+		f.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		args := strings.Split(s, "\x00")
+		for _, a := range args {
+			// Both print help and stop; the help texts differ by design.
+			if a == "-h" || a == "--help" || a == "-help" || strings.HasPrefix(a, "-h=") || strings.HasPrefix(a, "--help=") || strings.HasPrefix(a, "-help=") {
+				return
+			}
+		}
+		argv := append([]string{"tern-test"}, args...)
+		var want, got string
+		var discard bytes.Buffer
+		wantCode := command.Run(urfaveApp(func(c *cli.Context) error {
+			want = fmt.Sprintf("folder=%q from=%q quota-hard=%v max-size=%d verbose=%v args=%q",
+				c.String("folder"), c.String("from"), c.Bool("quota-hard"), c.Int64("max-size"), c.Bool("verbose"), c.Args().Slice())
+			return nil
+		}), argv, &discard)
+		gotCode := Run(&App{Name: "tern-test", Flags: testFlags, Action: func(c *Context) error {
+			got = fmt.Sprintf("folder=%q from=%q quota-hard=%v max-size=%d verbose=%v args=%q",
+				c.String("folder"), c.String("from"), c.Bool("quota-hard"), c.Int64("max-size"), c.Bool("verbose"), c.Args())
+			return nil
+		}}, argv, os.LookupEnv, &discard, &discard)
+		if gotCode != wantCode || got != want {
+			t.Errorf("%q: lean %d %s\nurfave/cli %d %s", args, gotCode, got, wantCode, want)
+		}
+	})
+}
