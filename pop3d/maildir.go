@@ -169,8 +169,9 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 		touched = make([]bool, len(b.list))
 	}
 	gone := make([]maildir.Listed, 0, len(deleted))
-	flag := make([]maildir.Listed, 0, len(retrieved))
-	var move []maildir.Listed
+	// Not sized by retrieved: a download of a mailbox seen before flags
+	// nothing, and 100,000 retrieved would be 4 MB for nothing.
+	var flag, move []maildir.Listed
 	for _, i := range deleted {
 		if touched != nil {
 			touched[i] = true
