@@ -57,7 +57,13 @@ func BenchmarkOpenMaildir(b *testing.B) {
 // BenchmarkColdSession is the first session on 10,000 messages in new/:
 // the login, then a QUIT after every message was retrieved.
 func BenchmarkColdSession(b *testing.B) {
-	const n = 10000
+	n := 10000
+	if testing.Short() {
+		n = 1000
+	}
+	if s := os.Getenv("TERN_BENCH_MESSAGES"); s != "" {
+		fmt.Sscan(s, &n)
+	}
 	all := make([]int, n)
 	for i := range all {
 		all[i] = i

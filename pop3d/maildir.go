@@ -169,8 +169,6 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 		touched = make([]bool, len(b.list))
 	}
 	gone := make([]maildir.Listed, 0, len(deleted))
-	// Not sized by retrieved: a download of a mailbox seen before flags
-	// nothing, and 100,000 retrieved would be 4 MB for nothing.
 	var flag, move []maildir.Listed
 	for _, i := range deleted {
 		if touched != nil {
@@ -181,6 +179,15 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	// Only messages that were unseen at login need the flag: a session
 	// that downloads a mailbox it has seen before (leave-on-server
 	// clients) then changes nothing, whatever its size.
+	nflag := 0
+	for _, i := range retrieved {
+		if l := b.list[i]; l.New || !strings.Contains(l.Flags(), "S") {
+			nflag++
+		}
+	}
+	if nflag > 0 {
+		flag = make([]maildir.Listed, 0, nflag)
+	}
 	for _, i := range retrieved {
 		if touched != nil {
 			touched[i] = true
