@@ -19,11 +19,12 @@ const LockName = "tern-pop3.lock"
 
 // MaildirBox is a Maildir's INBOX as a POP3 maildrop.
 type MaildirBox struct {
-	inbox *maildir.Folder
-	lock  *os.File
-	list  []maildir.Listed // as of login: where each file was, its flags
-	fresh int              // how many of them are in new/
-	msgs  []Message
+	inbox  *maildir.Folder
+	lock   *os.File
+	list   []maildir.Listed // as of login: where each file was, its flags
+	fresh  int              // how many of them are in new/
+	unseen int              // how many are in new/ or lack the Seen flag
+	msgs   []Message
 }
 
 // OpenMaildir takes the POP3 session lock of the Maildir at path (making
@@ -89,9 +90,13 @@ func (b *MaildirBox) load(store *maildir.Store) error {
 	// size of each message are kept for the session.
 	msgs := make([]Message, len(list))
 	for i, l := range list {
-		msgs[i] = Message{UID: l.Unique(), Size: l.RFC822Size}
+		u := l.Unique()
+		msgs[i] = Message{UID: u, Size: l.RFC822Size}
 		if l.New {
 			b.fresh++
+		}
+		if l.New || !strings.Contains(l.Name[len(u):], "S") {
+			b.unseen++
 		}
 	}
 	b.list, b.msgs = list, msgs
@@ -179,20 +184,17 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	// Only messages that were unseen at login need the flag: a session
 	// that downloads a mailbox it has seen before (leave-on-server
 	// clients) then changes nothing, whatever its size.
-	nflag := 0
-	for _, i := range retrieved {
-		if l := b.list[i]; l.New || !strings.Contains(l.Flags(), "S") {
-			nflag++
-		}
-	}
-	if nflag > 0 {
-		flag = make([]maildir.Listed, 0, nflag)
-	}
-	for _, i := range retrieved {
+	// Counted at login: when every message was seen already, the
+	// 100,000 retrieved ones are not looked at again.
+	for j := 0; j < len(retrieved) && b.unseen > 0; j++ {
+		i := retrieved[j]
 		if touched != nil {
 			touched[i] = true
 		}
 		if l := b.list[i]; l.New || !strings.Contains(l.Flags(), "S") {
+			if flag == nil {
+				flag = make([]maildir.Listed, 0, min(b.unseen, len(retrieved)))
+			}
 			flag = append(flag, l)
 		}
 	}
