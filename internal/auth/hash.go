@@ -129,7 +129,7 @@ func ParseHash(field string) (*Hash, error) {
 	case SchemeSHA512, SchemeSHA256:
 		sc := shaCrypt[scheme]
 		if !strings.HasPrefix(text, sc.prefix) {
-			return nil, fmt.Errorf("bad {%s} hash: want %s...", scheme, sc.prefix)
+			return nil, fmt.Errorf("bad {%s} hash: want one starting with %s", scheme, sc.prefix)
 		}
 		// The stored form is $6$[rounds=N$]salt$hash; the salt part is
 		// what the hash is made again from.
