@@ -66,7 +66,7 @@ row() { printf '%-22s %8s %10s %10s %8s\n' "$@"; }
 # just deleted (ext4 without a journal skips recently deleted ones, a scan
 # that took a third of tern-smtpd's CPU when the queue was emptied between
 # sends).
-tern_count() { "$work/bin/tern-queue" --list 2>/dev/null | grep -c . || true; }
+tern_count() { "$work/bin/tern-queue" --list 2>/dev/null | grep -c '^[0-9a-f]\{21\} ' || true; }
 postfix_count() { find "$pf/spool/hold" -type f | wc -l; }
 
 # Every target, started once: NAME PORT.
@@ -86,9 +86,11 @@ tcpserver -c 64 -b 128 -R -H -l 0 127.0.0.1 "$p" "$work/bin/tern-smtpd" --greet-
 pids="$pids $!"
 targets="$targets tcpserver:$p"
 
-# tern-smtpd --listen: as root, a process per connection.
+# tern-smtpd --listen: as root, a process per connection. A connection
+# counts against --max-connections until its process is reaped: at 32
+# sessions reconnecting at once, 64 was reached for an instant.
 p=$(port)
-"$work/bin/tern-smtpd" --greet-delay 0 --listen "127.0.0.1:$p" --max-connections 64 --max-per-ip 64 2>"$work/listen.log" &
+"$work/bin/tern-smtpd" --greet-delay 0 --listen "127.0.0.1:$p" --max-connections 128 --max-per-ip 128 2>"$work/listen.log" &
 pids="$pids $!"
 targets="$targets listen:$p"
 
@@ -99,7 +101,7 @@ targets="$targets listen:$p"
 if [ "$(id -u)" = 0 ]; then
 	chmod 755 "$work"
 	p=$(port)
-	"$work/bin/tern-smtpd" --greet-delay 0 --listen "127.0.0.1:$p" --user nobody --max-connections 64 --max-per-ip 64 2>"$work/listen-user.log" &
+	"$work/bin/tern-smtpd" --greet-delay 0 --listen "127.0.0.1:$p" --user nobody --max-connections 128 --max-per-ip 128 2>"$work/listen-user.log" &
 	pids="$pids $!"
 	targets="$targets user:$p"
 fi
