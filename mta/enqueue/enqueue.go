@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tern-mail/tern/internal/sysexit"
@@ -60,6 +61,11 @@ func Run(o Options, env Env) (string, error) {
 	return Submit(q, o, env)
 }
 
+// readers are Submit's input buffers: tern-smtpd queues thousands of
+// messages a minute in one process, and a 64 KiB buffer made for each was
+// most of what it allocated.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 // Submit is Run into a queue already open: tern-smtpd queues each message
 // this way, in its own process, with the same checks and the same verdicts
 // as the tern-enqueue program (see tern-smtpd(8)). o.Queue is not used.
@@ -91,7 +97,12 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 			return "", err
 		}
 	}
-	in := bufio.NewReaderSize(env.Stdin, 64<<10)
+	in := readers.Get().(*bufio.Reader)
+	in.Reset(env.Stdin)
+	defer func() {
+		in.Reset(nil)
+		readers.Put(in)
+	}()
 	h, err := readHeader(in, o.DotEnds)
 	if err != nil {
 		return "", err

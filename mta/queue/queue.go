@@ -189,7 +189,13 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 	if _, err := tmp.Write(head.Bytes()); err != nil {
 		return "", tempErr("write %s", tmpName, err)
 	}
-	if _, err := io.Copy(tmp, msg); err != nil {
+	buf := copyBuffers.Get().(*[]byte)
+	// Plain Reader and Writer: io.Copy would otherwise go through
+	// msg's WriteTo or the file's ReadFrom, each allocating its own
+	// 32 KiB buffer for every message.
+	_, err = io.CopyBuffer(struct{ io.Writer }{tmp}, struct{ io.Reader }{msg}, *buf)
+	copyBuffers.Put(buf)
+	if err != nil {
 		var se *sysexit.Error
 		if errors.As(err, &se) {
 			return "", err // the reader's own verdict (too large, bad data)
@@ -217,6 +223,9 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 	}
 	return e.ID, nil
 }
+
+// copyBuffers hold a message on its way into the queue.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // create makes a temporary file in sub, readable only by its owner.
 func (q *Queue) create(sub string) (*os.File, error) {
