@@ -2,6 +2,9 @@ package queue
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,5 +65,40 @@ func TestGroupSyncError(t *testing.T) {
 	ran := false
 	if err := g.Do(func() error { ran = true; return nil }); err != nil || !ran {
 		t.Fatalf("after a failure: err %v, ran %v", err, ran)
+	}
+}
+
+// TestInjectAfterQueueRemade: a Queue kept open (tern-smtpd's) while its
+// incoming/ is replaced syncs the new directory, not the one it opened.
+func TestInjectAfterQueueRemade(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject := func() {
+		t.Helper()
+		e := &Envelope{Sender: "a@b.example", UID: -1, Recipients: []*Recipient{{Addr: "c@d.example", State: Queued}}}
+		if _, err := q.Inject(e, strings.NewReader("Subject: x\n\nbody\n"), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inject()
+	old, _ := q.inDir.Stat()
+	in := filepath.Join(dir, Incoming)
+	if err := os.Rename(in, in+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(in, 0o733); err != nil {
+		t.Fatal(err)
+	}
+	inject()
+	held, _ := q.inDir.Stat()
+	now, _ := os.Stat(in)
+	if os.SameFile(held, old) || !os.SameFile(held, now) {
+		t.Fatal("after incoming/ was made anew, the queue still syncs the old directory")
+	}
+	if ids, _ := q.Incoming(); len(ids) != 1 {
+		t.Fatalf("new incoming/ holds %v", ids)
 	}
 }

@@ -260,9 +260,21 @@ func unwrapPath(err error) error {
 }
 
 // syncIncoming makes the entries renamed into incoming/ durable.
+// It runs under q.incoming, one call at a time.
 func (q *Queue) syncIncoming() error {
+	dir := filepath.Join(q.Dir, Incoming)
+	if q.inDir != nil {
+		// The descriptor must still be the directory the renames went
+		// to: an administrator may have made the queue anew.
+		now, err1 := os.Stat(dir)
+		held, err2 := q.inDir.Stat()
+		if err1 != nil || err2 != nil || !os.SameFile(now, held) {
+			q.inDir.Close()
+			q.inDir, _ = os.Open(dir)
+		}
+	}
 	if q.inDir == nil {
-		return syncDir(filepath.Join(q.Dir, Incoming))
+		return syncDir(dir)
 	}
 	if err := q.inDir.Sync(); err != nil {
 		return tempErr("fsync directory %s", q.inDir.Name(), err)
