@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -576,6 +577,115 @@ func TestSmtpdEnqueueStatus(t *testing.T) {
 	if args := queuedArgs(t, r); args[0] != "-v -f  -- bob@example.org" {
 		t.Errorf("null sender arguments: %q", args)
 	}
+}
+
+// TestSmtpdCrash: tern-smtpd killed with SIGKILL again and again while
+// four clients send: every message it answered 250 is in the queue, whole,
+// under the queue ID it gave.
+func TestSmtpdCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP: -short")
+	}
+	r, _ := smtpdRoot(t)
+	args := []string{"--greet-delay", "0", "--rdns=false"}
+	if os.Getuid() == 0 {
+		// One process for every connection, so that a kill takes them all.
+		r.OpenUp()
+		args = append(args, "--user", "nobody")
+	}
+	p, addr := startSmtpd(t, r, nil, args...)
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{} // queue ID -> the message's Subject
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	for c := 0; c < 4; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				subject := fmt.Sprintf("crash-%d-%d", c, n)
+				if qid, err := sendOne(addr, subject); err == nil {
+					mu.Lock()
+					acked[qid] = subject
+					mu.Unlock()
+				} else {
+					time.Sleep(10 * time.Millisecond) // down: being restarted
+				}
+			}
+		}()
+	}
+	listening := regexp.MustCompile(`listening addr=`)
+	for k := 0; k < 6; k++ {
+		time.Sleep(time.Duration(100+37*k) * time.Millisecond)
+		p.Kill()
+		p.Wait(5 * time.Second)
+		p = r.Start(nil, nil, "tern-smtpd", append([]string{"--listen", addr}, args...)...)
+		restarted := p
+		t.Cleanup(restarted.Kill)
+		Eventually(t, 10*time.Second, "tern-smtpd listens again", func() bool { return listening.MatchString(restarted.Stderr()) })
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if len(acked) < 20 {
+		t.Fatalf("only %d messages accepted: the test proves nothing", len(acked))
+	}
+	for qid, subject := range acked {
+		b, err := os.ReadFile(filepath.Join(r.Queue, "incoming", qid))
+		if err != nil || !strings.Contains(string(b), "\nSubject: "+subject+"\n") || !strings.HasSuffix(string(b), "\n\nbody\n") {
+			t.Errorf("answered 250 as %s (%s), not in the queue whole: %v\n%s", qid, subject, err, b)
+		}
+	}
+	t.Logf("%d messages answered 250 across 6 kills, all in the queue", len(acked))
+}
+
+// sendOne sends one message in its own connection and returns the queue
+// ID of the 250 reply.
+func sendOne(addr, subject string) (string, error) {
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := smtp.NewClient(nc, "127.0.0.1")
+	if err != nil {
+		nc.Close()
+		return "", err
+	}
+	defer c.Close()
+	if err := c.Mail("a@remote.example"); err != nil {
+		return "", err
+	}
+	if err := c.Rcpt("bob@example.org"); err != nil {
+		return "", err
+	}
+	id, err := c.Text.Cmd("DATA")
+	if err != nil {
+		return "", err
+	}
+	c.Text.StartResponse(id)
+	_, _, err = c.Text.ReadResponse(354)
+	c.Text.EndResponse(id)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(c.Text.W, "Subject: %s\r\n\r\nbody\r\n.\r\n", subject)
+	if err := c.Text.W.Flush(); err != nil {
+		return "", err
+	}
+	_, msg, err := c.Text.ReadResponse(250)
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(msg)
+	return f[len(f)-1], nil
 }
 
 // TestSmtpdQueueMissing: queueing in process, a queue directory that is
