@@ -587,12 +587,8 @@ func TestSmtpdCrash(t *testing.T) {
 		t.Skip("SKIP: -short")
 	}
 	r, _ := smtpdRoot(t)
-	args := []string{"--greet-delay", "0", "--rdns=false"}
-	if os.Getuid() == 0 {
-		// One process for every connection, so that a kill takes them all.
-		r.OpenUp()
-		args = append(args, "--user", "nobody")
-	}
+	// One process for every connection, so that a kill takes them all.
+	args := oneProcess(r)
 	p, addr := startSmtpd(t, r, nil, args...)
 	var (
 		mu    sync.Mutex
@@ -666,6 +662,12 @@ func sendOne(addr, subject string) (string, error) {
 	if err := c.Rcpt("bob@example.org"); err != nil {
 		return "", err
 	}
+	return dataQID(c, subject)
+}
+
+// dataQID sends DATA with a small message and returns the queue ID of the
+// 250 reply (net/smtp's Data hides the reply's text).
+func dataQID(c *smtp.Client, subject string) (string, error) {
 	id, err := c.Text.Cmd("DATA")
 	if err != nil {
 		return "", err
@@ -686,6 +688,18 @@ func sendOne(addr, subject string) (string, error) {
 	}
 	f := strings.Fields(msg)
 	return f[len(f)-1], nil
+}
+
+// oneProcess is tern-smtpd's arguments for serving every connection in
+// one process: --user when the test runs as root (which forks otherwise),
+// with the root opened up for that user.
+func oneProcess(r *Root) []string {
+	args := []string{"--greet-delay", "0", "--rdns=false"}
+	if os.Getuid() == 0 {
+		r.OpenUp()
+		args = append(args, "--user", "nobody")
+	}
+	return args
 }
 
 // TestSmtpdQueueMissing: queueing in process, a queue directory that is
@@ -715,12 +729,7 @@ func TestSmtpdQueueMissing(t *testing.T) {
 // root-owned queue it opened before giving up root.
 func TestSmtpdControlReload(t *testing.T) {
 	r, _ := smtpdRoot(t)
-	args := []string{"--greet-delay", "0", "--rdns=false"}
-	if os.Getuid() == 0 {
-		r.OpenUp()
-		args = append(args, "--user", "nobody")
-	}
-	p, addr := startSmtpd(t, r, nil, args...)
+	p, addr := startSmtpd(t, r, nil, oneProcess(r)...)
 	if strings.Contains(p.Stderr(), "fork=true") {
 		t.Fatalf("want one process for every connection:\n%s", p.Stderr())
 	}
@@ -1065,25 +1074,12 @@ func TestSmtpdQueueConcurrent(t *testing.T) {
 					errs <- err
 					return
 				}
-				id, err := c.Text.Cmd("DATA")
-				if err == nil {
-					c.Text.StartResponse(id)
-					_, _, err = c.Text.ReadResponse(354)
-					c.Text.EndResponse(id)
-				}
+				qid, err := dataQID(c, fmt.Sprintf("%d.%d", i, j))
 				if err != nil {
 					errs <- err
 					return
 				}
-				fmt.Fprintf(c.Text.W, "Subject: %d.%d\r\n\r\nbody\r\n.\r\n", i, j)
-				c.Text.W.Flush()
-				_, msg, err := c.Text.ReadResponse(250)
-				if err != nil {
-					errs <- err
-					return
-				}
-				f := strings.Fields(msg)
-				qids <- f[len(f)-1]
+				qids <- qid
 			}
 			errs <- c.Quit()
 		}()
