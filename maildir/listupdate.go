@@ -28,44 +28,31 @@ func (f *Folder) AddFlagsListed(list []Listed, flags string) error {
 	if err != nil || len(list) == 0 {
 		return err
 	}
-	dirs, err := f.openDirs()
-	if err != nil {
-		return err
-	}
-	defer dirs.close()
 	var moved []string
 	var from, to []byte
-	for len(list) > 0 {
-		n := min(len(list), renameBatch)
-		// Under the folder's lock, as every rename in tern, so that a
-		// Sync never misses a message in the middle of one.
-		lk, err := f.lock()
-		if err != nil {
-			return err
+	err = f.eachListed(list, func(dirs folderDirs, l Listed) error {
+		unique, old := splitName(l.Name)
+		to = appendFlagged(append(append(to[:0], unique...), ":2,"...), old, flags)
+		if !l.New && string(to) == l.Name {
+			return nil // already so (the comparison makes no string)
 		}
-		for _, l := range list[:n] {
-			unique, old := splitName(l.Name)
-			to = appendFlagged(append(append(to[:0], unique...), ":2,"...), old, flags)
-			if !l.New && string(to) == l.Name {
-				continue // already so (the comparison makes no string)
-			}
-			to = append(to, 0)
-			from = append(append(from[:0], l.Name...), 0)
-			fromDir := dirs.cur
-			if l.New {
-				fromDir = dirs.new
-			}
-			err = renameat(fromDir, from, dirs.cur, to)
-			switch {
-			case errors.Is(err, unix.ENOENT):
-				moved = append(moved, unique)
-			case err != nil:
-				lk.unlock()
-				return fmt.Errorf("maildir: set flags of %s: %w", filepath.Join(f.path, l.Dir(), l.Name), err)
-			}
+		to = append(to, 0)
+		from = append(append(from[:0], l.Name...), 0)
+		fromDir := dirs.cur
+		if l.New {
+			fromDir = dirs.new
 		}
-		lk.unlock()
-		list = list[n:]
+		err := renameat(fromDir, from, dirs.cur, to)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			moved = append(moved, unique)
+		case err != nil:
+			return fmt.Errorf("maildir: set flags of %s: %w", filepath.Join(f.path, l.Dir(), l.Name), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(moved) == 0 {
 		return nil
@@ -84,44 +71,34 @@ func (f *Folder) RemoveListed(list []Listed) error {
 	if len(list) == 0 {
 		return nil
 	}
-	dirs, err := f.openDirs()
-	if err != nil {
-		return err
-	}
-	defer dirs.close()
 	var moved []string
 	var size, count int64
 	var name []byte
-	for len(list) > 0 {
-		n := min(len(list), renameBatch)
-		lk, err := f.lock()
-		if err != nil {
-			return err
+	err := f.eachListed(list, func(dirs folderDirs, l Listed) error {
+		dir := dirs.cur
+		if l.New {
+			dir = dirs.new
 		}
-		for _, l := range list[:n] {
-			dir := dirs.cur
-			if l.New {
-				dir = dirs.new
-			}
-			name = append(append(name[:0], l.Name...), 0)
-			err := unlinkat(dir, name)
-			switch {
-			case err == nil:
-				size += l.Size
-				count++
-			case errors.Is(err, unix.ENOENT):
-				moved = append(moved, l.Unique())
-			default:
-				lk.unlock()
-				f.store.addQuotaUsage(-size, -count)
-				return fmt.Errorf("maildir: remove message %s: %w", filepath.Join(f.path, l.Dir(), l.Name), err)
-			}
+		name = append(append(name[:0], l.Name...), 0)
+		err := unlinkat(dir, name)
+		switch {
+		case err == nil:
+			size += l.Size
+			count++
+		case errors.Is(err, unix.ENOENT):
+			moved = append(moved, l.Unique())
+		default:
+			return fmt.Errorf("maildir: remove message %s: %w", filepath.Join(f.path, l.Dir(), l.Name), err)
 		}
-		lk.unlock()
-		list = list[n:]
-	}
+		return nil
+	})
+	// The quota file is told of what was removed, even when not all of it
+	// was.
 	if count > 0 {
 		f.store.addQuotaUsage(-size, -count)
+	}
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, u := range moved {
@@ -130,6 +107,34 @@ func (f *Folder) RemoveListed(list []Listed) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// eachListed calls do for each message of list with new/ and cur/ open,
+// in batches of renameBatch, each under the folder's lock as every rename
+// in tern is, so that a Sync never misses a message in the middle of one.
+// It stops at do's first error.
+func (f *Folder) eachListed(list []Listed, do func(folderDirs, Listed) error) error {
+	dirs, err := f.openDirs()
+	if err != nil {
+		return err
+	}
+	defer dirs.close()
+	for len(list) > 0 {
+		n := min(len(list), renameBatch)
+		lk, err := f.lock()
+		if err != nil {
+			return err
+		}
+		for _, l := range list[:n] {
+			if err := do(dirs, l); err != nil {
+				lk.unlock()
+				return err
+			}
+		}
+		lk.unlock()
+		list = list[n:]
+	}
+	return nil
 }
 
 // appendFlagged appends the union of two sets of flag letters, sorted, as
