@@ -99,15 +99,23 @@ func placeOf(rel string) place {
 	return place{name: name, cur: dir == "cur"}
 }
 
+// readNewCur reads the names in new/ and then in cur/: in that order, a
+// message moving from one to the other meanwhile is seen at least once.
+func (f *Folder) readNewCur() (newNames, curNames []string, err error) {
+	if newNames, err = readDirNames(filepath.Join(f.path, "new")); err != nil {
+		return nil, nil, err
+	}
+	if curNames, err = readDirNames(filepath.Join(f.path, "cur")); err != nil {
+		return nil, nil, err
+	}
+	return newNames, curNames, nil
+}
+
 // scan maps every message's unique name to where it is. new/ is read before
 // cur/, so a message that moves from new/ to cur/ meanwhile is seen at least
 // once.
 func (f *Folder) scan() (map[string]place, error) {
-	newNames, err := readDirNames(filepath.Join(f.path, "new"))
-	if err != nil {
-		return nil, err
-	}
-	curNames, err := readDirNames(filepath.Join(f.path, "cur"))
+	newNames, curNames, err := f.readNewCur()
 	if err != nil {
 		return nil, err
 	}

@@ -230,11 +230,7 @@ func appendCur(list, cached []Listed) []Listed {
 // the other meanwhile is seen at least once; where it is seen twice, its
 // place in cur/ wins, as in scan.
 func (f *Folder) listDirs() ([]Listed, error) {
-	newNames, err := readDirNames(filepath.Join(f.path, "new"))
-	if err != nil {
-		return nil, err
-	}
-	curNames, err := readDirNames(filepath.Join(f.path, "cur"))
+	newNames, curNames, err := f.readNewCur()
 	if err != nil {
 		return nil, err
 	}
