@@ -568,18 +568,24 @@ func (f *Folder) EachMessage(fn func(Message) error) error {
 	}
 	f.mu.Unlock()
 	for _, a := range places {
-		m, err := f.messageAt(a.p, a.uid)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(m); err != nil {
+		if err := f.visit(a.p, a.uid, fn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// visit calls fn with the message at p, skipping it when it has gone
+// meanwhile (expunged by another program).
+func (f *Folder) visit(p place, uid uint32, fn func(Message) error) error {
+	m, err := f.messageAt(p, uid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fn(m)
 }
 
 // uidOf returns the UID of a message from the current list, 0 if it has
@@ -897,14 +903,7 @@ func (f *Folder) EachOnDisk(fn func(Message) error) error {
 		return 0
 	})
 	for _, e := range entries {
-		m, err := f.messageAt(e.p, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(m); err != nil {
+		if err := f.visit(e.p, 0, fn); err != nil {
 			return err
 		}
 	}
