@@ -87,6 +87,17 @@ type listedEntry struct {
 	} `json:"recipients"`
 }
 
+// startQueue runs the tern-queue daemon, its log shown if the test fails.
+func (r *Root) startQueue(args ...string) *Proc {
+	p := r.Start(nil, nil, "tern-queue", args...)
+	r.T.Cleanup(func() {
+		if r.T.Failed() {
+			r.T.Log(p.Stderr())
+		}
+	})
+	return p
+}
+
 func (r *Root) list() []listedEntry {
 	r.T.Helper()
 	res := r.Run("", nil, "tern-queue", "--list", "--json")
@@ -589,12 +600,7 @@ func TestQueueDamagedEntry(t *testing.T) {
 func TestQueueDaemon(t *testing.T) {
 	r := newQueueRoot(t)
 	// A long scan interval: only inotify can make this fast.
-	p := r.Start(nil, nil, "tern-queue", "--scan-interval", "1h")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(p.Stderr())
-		}
-	})
+	p := r.startQueue("--scan-interval", "1h")
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	r.enqueue(plainMsg, "-f", "joe@example.net", "--", "bob@example.org")
@@ -646,12 +652,7 @@ func TestQueueNewMailNotStarved(t *testing.T) {
 		r.enqueue(plainMsg, "-f", "joe@example.net", "--", "bob@example.org")
 	}
 	r.runQueue("--concurrency", "6")
-	p := r.Start(nil, nil, "tern-queue", "--concurrency", "2", "--now", "+1h", "--warn-after", "100h")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(p.Stderr())
-		}
-	})
+	p := r.startQueue("--concurrency", "2", "--now", "+1h", "--warn-after", "100h")
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	r.enqueue(plainMsg, "-f", "joe@example.net", "--", "carol@example.org")
