@@ -718,8 +718,15 @@ func TestSmtpdQueueMissing(t *testing.T) {
 	}
 	c.transaction("a@remote.example", "bob@example.org")
 	c.expect("Subject: x\r\n\r\nbody\r\n.", "250 2.0.0 ")
-	if ids, _ := filepath.Glob(filepath.Join(dir, "incoming", "[0-9a-f]*")); len(ids) != 1 {
+	ids, _ := filepath.Glob(filepath.Join(dir, "incoming", "[0-9a-f]*"))
+	if len(ids) != 1 {
 		t.Fatalf("queue entries in %s: %q", dir, ids)
+	}
+	// The fields tern-enqueue's code adds name this host as the control
+	// directory does.
+	b, _ := os.ReadFile(ids[0])
+	if want := "Message-ID: <" + filepath.Base(ids[0]) + "@mx.test>\n"; !strings.Contains(string(b), want) {
+		t.Errorf("queued entry lacks %q:\n%s", want, b)
 	}
 }
 

@@ -77,7 +77,7 @@ func run(c *cli.Context) error {
 
 	var enq smtpd.Enqueuer = &smtpd.Pipe{Command: c.String("enqueue"), Env: os.Environ()}
 	if c.String("enqueue") == "" {
-		d := &smtpd.Direct{Queue: c.String("queue"), Conf: cf.Dir, Now: time.Now, Host: os.Hostname}
+		d := &smtpd.Direct{Queue: c.String("queue"), Now: time.Now, Host: func() string { return watch.Current().Hostname }}
 		if err := d.Open(); err != nil {
 			log.Warn("queue not open; each message tries again", "err", err)
 		}

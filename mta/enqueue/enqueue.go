@@ -33,6 +33,7 @@ type Options struct {
 	ID             string   // the queue ID, made beforehand by the caller with the Queue's NewID; "" for a new one
 	Queue          string   // queue directory
 	Conf           string   // control directory, for the hostname file
+	Host           string   // this host's name when the caller knows it (tern-smtpd's control directory); "" reads Conf
 	Sender         string   // -f; "" or "<>" is the null sender when SenderSet
 	SenderSet      bool     //
 	Recipients     []string // arguments
@@ -70,9 +71,12 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10
 // this way, in its own process, with the same checks and the same verdicts
 // as the tern-enqueue program (see tern-smtpd(8)). o.Queue is not used.
 func Submit(q *queue.Queue, o Options, env Env) (string, error) {
-	host, err := hostname(o.Conf, env.Hostname)
-	if err != nil {
-		return "", err
+	host := o.Host
+	if host == "" {
+		var err error
+		if host, err = hostname(o.Conf, env.Hostname); err != nil {
+			return "", err
+		}
 	}
 	sender, err := o.sender(env.User, host)
 	if err != nil {

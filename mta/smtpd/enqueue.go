@@ -154,10 +154,11 @@ func (c *capped) Write(p []byte) (int, error) {
 // more than the queue write itself. It is what tern-smtpd uses unless
 // --enqueue names a program to pipe to (a filter, or tern-enqueue itself).
 type Direct struct {
-	Queue string                 // queue directory
-	Conf  string                 // control directory, for its hostname file
-	Now   func() time.Time       //
-	Host  func() (string, error) // the system's host name, when the control directory has none
+	Queue string           // queue directory
+	Now   func() time.Time //
+	// Host is this host's name, as the control directory (already loaded,
+	// and watched) gives it: not read again for every message.
+	Host func() string
 
 	mu sync.Mutex
 	q  *queue.Queue // opened at the first message, and again after a failure
@@ -172,11 +173,11 @@ func (d *Direct) Enqueue(_ context.Context, env Envelope, msg io.Reader) (string
 	}
 	qid, err := enqueue.Submit(q, enqueue.Options{
 		ID:         env.ID,
-		Conf:       d.Conf,
+		Host:       d.Host(),
 		Sender:     env.Sender,
 		SenderSet:  true,
 		Recipients: env.Recipients,
-	}, enqueue.Env{Stdin: msg, Now: d.Now, Hostname: d.Host})
+	}, enqueue.Env{Stdin: msg, Now: d.Now})
 	if err != nil {
 		status := sysexit.Code(err)
 		return "", &EnqueueError{Status: status, Temporary: status == sysexit.TempFail, Err: fmt.Errorf("queue: %w", err)}
