@@ -61,6 +61,10 @@ type Options struct {
 	// Fork serves each accepted connection in a process of its own. It is
 	// always on when the listener runs as root.
 	Fork bool
+	// Shared, if set, is called once when this process is about to serve
+	// every connection itself (listening, without Fork), as the user it
+	// serves as: the moment to set up what many connections share.
+	Shared func()
 	// MaxConns and MaxPerIP limit concurrent connections in all and from
 	// one client address; over the limit a client gets Busy and is
 	// closed. Zero means the defaults, 100 and 10.
@@ -214,6 +218,9 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 			return sysexit.Wrap(sysexit.OSErr, fmt.Errorf("find this program to run per connection: %w", err))
 		}
 		o.Exe = exe
+	}
+	if !o.Fork && o.Shared != nil {
+		o.Shared()
 	}
 	s := &server{o: o, h: h, ids: src, perIP: map[netip.Addr]int{}, conns: map[*Conn]bool{}, procs: map[*os.Process]bool{}}
 	return s.serve(ctx, lns)

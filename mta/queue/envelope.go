@@ -245,6 +245,12 @@ func (e *Envelope) parseLine(line string) error {
 		}
 	case "hold":
 		e.Hold = true
+	case "seal":
+		// A prepared entry's (see pool.go): checked by ReclaimPool when
+		// its writer did not finish; nothing to keep.
+		if !validSeal(val) {
+			return fmt.Errorf("seal: %q is not a length and a CRC", val)
+		}
 	case "warned":
 		e.Warned, err = time.Parse(time.RFC3339, val)
 	default:

@@ -64,6 +64,7 @@ type Queue struct {
 	// needs a descriptor, and a process that later drops privileges
 	// (tern-smtpd --user) keeps the one it opened before.
 	inDir *os.File
+	pool  *pool // prepared entries (KeepReady), or nil
 }
 
 // NewID returns a queue ID for a message arriving at t that no earlier call
@@ -134,18 +135,7 @@ func NewID(t time.Time, pid int) string {
 
 // ValidID reports whether s has the shape of a queue ID; names in the queue
 // directories that do not are never taken for entries.
-func ValidID(s string) bool {
-	if len(s) != 21 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func ValidID(s string) bool { return len(s) == 21 && validHex(s) }
 
 // IDTime is the arrival time written in an ID.
 func IDTime(id string) time.Time {
@@ -158,13 +148,22 @@ func IDTime(id string) time.Time {
 
 // Inject writes one submission into incoming/: the envelope, an empty line,
 // and the message copied from msg. It returns the queue ID only once the
-// file and the directory entry are on disk (fsync of both): from then on
-// the message is the queue's. e.Arrived is set here, and e.ID when empty.
+// message is on disk under a name that is too: the file and then the
+// directory flushed after the rename, or, with KeepReady, one fdatasync of
+// a prepared entry whose name was (see pool.go). From then on the message
+// is the queue's. e.Arrived is set here, and e.ID when empty.
 //
 // Every failure is temporary (75): a full disk, a missing queue or a
 // permission problem is for the administrator to fix, and the sender should
 // keep the message until then.
 func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error) {
+	e.Arrived = now
+	if e.ID == "" {
+		e.ID = q.NewID(now)
+	}
+	if pe, ok := q.take(); ok {
+		return q.injectPrepared(pe, e, msg)
+	}
 	tmp, err := q.create(Incoming)
 	if err != nil {
 		return "", err
@@ -177,30 +176,16 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 			os.Remove(tmpName)
 		}
 	}()
-	e.Arrived = now
-	if e.ID == "" {
-		e.ID = q.NewID(now)
-	}
 	var head bytes.Buffer
 	if err := e.Marshal(&head); err != nil {
 		return "", err
 	}
 	head.WriteByte('\n')
-	if _, err := tmp.Write(head.Bytes()); err != nil {
-		return "", tempErr("write %s", tmpName, err)
-	}
 	buf := copyBuffers.Get().(*[]byte)
-	// Plain Reader and Writer: io.Copy would otherwise go through
-	// msg's WriteTo or the file's ReadFrom, each allocating its own
-	// 32 KiB buffer for every message.
-	_, err = io.CopyBuffer(struct{ io.Writer }{tmp}, struct{ io.Reader }{msg}, *buf)
+	err = copyFilled(tmp, head.Bytes(), msg, *buf)
 	copyBuffers.Put(buf)
 	if err != nil {
-		var se *sysexit.Error
-		if errors.As(err, &se) {
-			return "", err // the reader's own verdict (too large, bad data)
-		}
-		return "", tempErr("write %s", tmpName, err)
+		return "", copyErr(tmpName, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return "", tempErr("fsync %s", tmpName, err)
@@ -222,6 +207,50 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 		return "", err
 	}
 	return e.ID, nil
+}
+
+// copyFilled writes head and then everything r gives to w, passing buf
+// to w only when full (or at the end). Readers of an SMTP DATA stream
+// give one line a call; written as they come, a 4 KB message cost 64
+// write(2)s, now one.
+func copyFilled(w io.Writer, head []byte, r io.Reader, buf []byte) error {
+	n := 0
+	for len(head) > 0 {
+		c := copy(buf[n:], head)
+		head, n = head[c:], n+c
+		if n == len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			n = 0
+		}
+	}
+	for {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if n == len(buf) || err == io.EOF && n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			n = 0
+		}
+		if err == io.EOF {
+			return nil
+		}
+	}
+}
+
+// copyErr is the error of a failed copy into the queue: the reader's own
+// verdict (too large, bad data), or a temporary failure to write.
+func copyErr(name string, err error) error {
+	var se *sysexit.Error
+	if errors.As(err, &se) {
+		return err
+	}
+	return tempErr("write %s", name, err)
 }
 
 // copyBuffers hold a message on its way into the queue.
@@ -271,6 +300,7 @@ func (q *Queue) syncIncoming() error {
 		if err1 != nil || err2 != nil || !os.SameFile(now, held) {
 			q.inDir.Close()
 			q.inDir, _ = os.Open(dir)
+			q.drain() // prepared in the old one
 		}
 	}
 	if q.inDir == nil {
@@ -592,6 +622,7 @@ func (q *Queue) Recover(now time.Time) ([]string, error) {
 		}
 		notes = append(notes, q.MoveAside(id, errors.New("envelope without message")).Error())
 	}
+	notes = append(notes, q.ReclaimPool()...)
 	for _, sub := range []string{Incoming, Env} {
 		d := filepath.Join(q.Dir, sub)
 		ents, err := os.ReadDir(d)

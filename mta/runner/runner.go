@@ -238,6 +238,11 @@ func (r *Runner) Run(ctx context.Context) error {
 // known. After a flush request, every entry is due at once and its deferred
 // recipients are tried whatever their next-try time.
 func (r *Runner) scan() {
+	// Prepared entries of a tern-smtpd that stopped (see queue.KeepReady):
+	// a sealed one becomes a submission the loop below takes in.
+	for _, n := range r.q.ReclaimPool() {
+		r.log.Warn("recovery", "did", n)
+	}
 	ids, err := r.q.Incoming()
 	if err != nil {
 		r.log.Error("scan", "err", err)

@@ -202,6 +202,28 @@ func (d *Direct) Open() error {
 	return err
 }
 
+// KeepReady makes the queue keep n prepared entries (queue.KeepReady):
+// for a process that serves every connection itself, once it runs as the
+// user it serves as.
+func (d *Direct) KeepReady(n int) error {
+	q, err := d.open()
+	if err != nil {
+		return err
+	}
+	q.KeepReady(n)
+	return nil
+}
+
+// Close removes the prepared entries not used.
+func (d *Direct) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.q == nil {
+		return nil
+	}
+	return d.q.Close()
+}
+
 // open opens the queue once: one Queue gives IDs that differ even when two
 // connections queue in the same nanosecond. A queue that cannot be opened
 // (not mounted yet) is a temporary failure of that message, not of the
