@@ -44,6 +44,16 @@ func newMessage(i int) (*Envelope, string) {
 }
 
 func TestPoolInject(t *testing.T) {
+	for _, tmpfile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("O_TMPFILE=%v", tmpfile), func(t *testing.T) {
+			noTmpfile = !tmpfile
+			defer func() { noTmpfile = false }()
+			testPoolInject(t)
+		})
+	}
+}
+
+func testPoolInject(t *testing.T) {
 	q, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
