@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,6 +483,32 @@ func TestImplicitTLS(t *testing.T) {
 	}
 	if err := Run(context.Background(), Options{ImplicitTLS: true, Listen: []string{"127.0.0.1:0"}}, lineHandler); err == nil {
 		t.Fatal("implicit TLS without a certificate was accepted")
+	}
+}
+
+func TestSharedCalledOnceInProcess(t *testing.T) {
+	var calls atomic.Int32
+	addr, _, stop := listen(t, Options{Shared: func() { calls.Add(1) }}, lineHandler)
+	for range 3 {
+		c, r := dial(t, addr)
+		readLine(t, r)
+		c.Close()
+	}
+	stop()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("Shared called %d times serving in one process, want 1", n)
+	}
+	// A process per connection: nothing is shared, and Run must not say so.
+	calls.Store(0)
+	o := Options{Listen: []string{"127.0.0.1:0"}, euid: func() int { return 0 }, Shared: func() { calls.Add(1) },
+		Args: []string{"true"}, Exe: "/bin/true", Log: logging.New("test", io.Discard, nil)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // serves no connection, returns at once
+	if err := Run(ctx, o, lineHandler); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("Shared called %d times with Fork", n)
 	}
 }
 
