@@ -259,8 +259,8 @@ func TestServeListen(t *testing.T) {
 // LISTEN_PID, the pid of the process meant to use them. Go's exec cannot
 // set a variable to the child's own pid, so a shell does it: $$ is its
 // pid, and exec keeps it.
-func listenFDsCmd(r *Root, f *os.File) *exec.Cmd {
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, Bin("echod"), "--drain-idle", "200ms")
+func listenFDsCmd(r *Root, f *os.File, prog string, args ...string) *exec.Cmd {
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, Bin(prog)}, args...)...)
 	cmd.Env = r.Env()
 	cmd.ExtraFiles = []*os.File{f}
 	return cmd
@@ -277,7 +277,7 @@ func TestServeListenFDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := StartCmd(t, listenFDsCmd(r, f), nil)
+	p := StartCmd(t, listenFDsCmd(r, f, "echod", "--drain-idle", "200ms"), nil)
 	f.Close()
 	addr := ln.Addr().String()
 	ln.Close() // echod holds its own copy
@@ -317,7 +317,7 @@ func TestServeListenFDsAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.Close()
-	p := StartCmd(t, listenFDsCmd(r, f), nil)
+	p := StartCmd(t, listenFDsCmd(r, f, "echod", "--drain-idle", "200ms"), nil)
 	f.Close()
 	_, remote := l.greeting()
 	if remote != l.c.LocalAddr().String() {

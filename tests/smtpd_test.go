@@ -677,6 +677,56 @@ func TestSmtpdCrash(t *testing.T) {
 	}
 }
 
+// TestSmtpdSharedSocket: started as contrib/tern-smtpd-shared.service is,
+// with the listening socket from systemd (LISTEN_FDS), tern-smtpd serves
+// every connection itself and queues into entries it made ahead; on
+// SIGTERM it removes those it did not use, and every message it accepted
+// is in the queue under its ID.
+func TestSmtpdSharedSocket(t *testing.T) {
+	r, _ := smtpdRoot(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := StartCmd(t, listenFDsCmd(r, f, "tern-smtpd", oneProcess(r)...), nil)
+	f.Close()
+	addr := ln.Addr().String()
+	ln.Close()
+	pool := func() []string {
+		m, _ := filepath.Glob(filepath.Join(r.Queue, "incoming", ".pool-*"))
+		return m
+	}
+	Eventually(t, 10*time.Second, "entries made ahead", func() bool { return len(pool()) > 0 })
+	var ids []string
+	for i := range 5 {
+		qid, err := sendOne(addr, fmt.Sprintf("shared-%d", i))
+		if err != nil {
+			t.Fatalf("message %d: %v\n%s", i, err, p.Stderr())
+		}
+		ids = append(ids, qid)
+	}
+	p.Signal(syscall.SIGTERM)
+	if res, ok := p.Wait(10 * time.Second); !ok || res.Code != 0 {
+		t.Fatalf("after SIGTERM:\n%s", res)
+	}
+	if left := pool(); len(left) != 0 {
+		t.Errorf("entries made ahead left after SIGTERM: %v", left)
+	}
+	for i, qid := range ids {
+		b, err := os.ReadFile(filepath.Join(r.Queue, "incoming", qid))
+		if err != nil || !strings.Contains(string(b), fmt.Sprintf("\nSubject: shared-%d\n", i)) {
+			t.Errorf("message %d (%s) not in the queue: %v", i, qid, err)
+		}
+		if !strings.HasPrefix(string(b), "tern-queue 1\nseal ") {
+			t.Errorf("message %d (%s) did not go into an entry made ahead:\n%.80s", i, qid, b)
+		}
+	}
+}
+
 // sendOne sends one message in its own connection and returns the queue
 // ID of the 250 reply.
 func sendOne(addr, subject string) (string, error) {
