@@ -180,29 +180,17 @@ func (e entry) discard() {
 
 // prepare makes one empty entry, locked before it has its .pool- name,
 // so that every .pool- file not locked is one whose process is gone: an
-// unnamed file (O_TMPFILE) locked and then linked in, or, where the file
-// system cannot, a temporary file locked and then renamed.
+// unnamed file (O_TMPFILE) locked and then linked in, or, where that
+// cannot be done (a file system without O_TMPFILE, no /proc), a temporary
+// file locked and then renamed.
 func (q *Queue) prepare() (entry, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return entry{}, err
 	}
 	name := q.path(Incoming, PoolPrefix+hex.EncodeToString(b[:]))
-	fd, err := -1, errNoTmpfile
-	if !noTmpfile {
-		fd, err = unix.Open(filepath.Join(q.Dir, Incoming), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	}
-	if err == nil {
-		f := os.NewFile(uintptr(fd), name)
-		err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
-		}
-		if err != nil {
-			f.Close()
-			return entry{}, err
-		}
-		return entry{f: f, name: name}, nil
+	if e, ok := q.prepareUnnamed(name); ok {
+		return e, nil
 	}
 	f, err := q.create(Incoming)
 	if err != nil {
@@ -222,10 +210,28 @@ func (q *Queue) prepare() (entry, error) {
 	return e, nil
 }
 
+func (q *Queue) prepareUnnamed(name string) (entry, bool) {
+	if noTmpfile {
+		return entry{}, false
+	}
+	fd, err := unix.Open(filepath.Join(q.Dir, Incoming), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return entry{}, false
+	}
+	f := os.NewFile(uintptr(fd), name)
+	err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == nil {
+		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	if err != nil {
+		f.Close()
+		return entry{}, false
+	}
+	return entry{f: f, name: name}, true
+}
+
 // noTmpfile makes prepare take its second way (tests).
 var noTmpfile = false
-
-var errNoTmpfile = errors.New("O_TMPFILE not used")
 
 // take returns a prepared entry, if one is ready.
 func (q *Queue) take() (entry, bool) {
