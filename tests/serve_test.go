@@ -266,21 +266,27 @@ func listenFDsCmd(r *Root, f *os.File, prog string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func TestServeListenFDs(t *testing.T) {
-	needEchod(t)
-	r := NewRoot(t)
+// startListenFDs starts prog with a listening socket on a free loopback
+// port as systemd passes it (Accept=no), and returns its address.
+func startListenFDs(t *testing.T, r *Root, prog string, args ...string) (*Proc, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close() // the program holds its own copy
 	f, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := StartCmd(t, listenFDsCmd(r, f, "echod", "--drain-idle", "200ms"), nil)
-	f.Close()
-	addr := ln.Addr().String()
-	ln.Close() // echod holds its own copy
+	defer f.Close()
+	return StartCmd(t, listenFDsCmd(r, f, prog, args...), nil), ln.Addr().String()
+}
+
+func TestServeListenFDs(t *testing.T) {
+	needEchod(t)
+	r := NewRoot(t)
+	p, addr := startListenFDs(t, r, "echod", "--drain-idle", "200ms")
 	for i := range 2 {
 		l := dialEcho(t, addr)
 		l.greeting()

@@ -684,18 +684,7 @@ func TestSmtpdCrash(t *testing.T) {
 // is in the queue under its ID.
 func TestSmtpdSharedSocket(t *testing.T) {
 	r, _ := smtpdRoot(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := StartCmd(t, listenFDsCmd(r, f, "tern-smtpd", oneProcess(r)...), nil)
-	f.Close()
-	addr := ln.Addr().String()
-	ln.Close()
+	p, addr := startListenFDs(t, r, "tern-smtpd", oneProcess(r)...)
 	pool := func() []string {
 		m, _ := filepath.Glob(filepath.Join(r.Queue, "incoming", ".pool-*"))
 		return m
