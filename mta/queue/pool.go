@@ -456,8 +456,17 @@ func (q *Queue) reclaim(name string) (note string, renamed bool) {
 			return "", false
 		}
 	}
+	// A rename that a crash cut in two (on a file system without a
+	// journal, the new name and the old can both survive): the entry is
+	// in incoming/ already, and this is its old name.
+	if in, err := os.Lstat(q.path(Incoming, id)); err == nil && os.SameFile(st, in) {
+		if os.Remove(p) == nil {
+			return "removed " + name + ", a second name of " + id + " (a rename cut short)", false
+		}
+		return "", false
+	}
 	// Only now: a crash in tern-queue's Ingest can leave this name and
-	// mess/ID on one file, removed above.
+	// mess/ID on one file, removed above, or the one just above.
 	if sys, _ := st.Sys().(*syscall.Stat_t); sys == nil || sys.Nlink != 1 {
 		return q.moveAside(Incoming, name, errors.New("not a plain file with one link")).Error(), false
 	}

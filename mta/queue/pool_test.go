@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -189,6 +190,9 @@ func TestReclaimPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Link(q.MessagePath(linked), in(PoolPrefix+"linked"))
+	// A rename cut in two: both names on the file.
+	both, _ := sealedEntry(t, q, 5)
+	os.Link(in(both), in(PoolPrefix+"both"))
 	// Left empty by a process that is gone; and one a live process holds.
 	os.WriteFile(in(PoolPrefix+"orphan"), nil, 0o600)
 	live, _ := q.prepare()
@@ -197,8 +201,8 @@ func TestReclaimPool(t *testing.T) {
 
 	notes := q.ReclaimPool()
 	t.Log(strings.Join(notes, "\n"))
-	if len(notes) != 6 {
-		t.Errorf("%d notes, want 6", len(notes))
+	if len(notes) != 7 {
+		t.Errorf("%d notes, want 7", len(notes))
 	}
 	left := map[string]bool{}
 	for _, n := range poolNames(t, q) {
@@ -207,11 +211,13 @@ func TestReclaimPool(t *testing.T) {
 	if len(left) != 1 || !left[filepath.Base(live.name)] {
 		t.Errorf("prepared entries left: %v; want only the live one", left)
 	}
-	if ids, _ := q.Incoming(); len(ids) != 1 || ids[0] != undone {
-		t.Errorf("incoming: %v, want %s back", ids, undone)
+	if ids, _ := q.Incoming(); len(ids) != 2 || strings.Join(ids, " ") != strings.Join(sortedIDs(undone, both), " ") {
+		t.Errorf("incoming: %v, want %s back and %s", ids, undone, both)
 	}
-	if e, err := q.Ingest(undone); err != nil || e.ID != undone {
-		t.Errorf("taking in the reclaimed entry: %v", err)
+	for _, id := range []string{undone, both} {
+		if e, err := q.Ingest(id); err != nil || e.ID != id {
+			t.Errorf("taking in %s: %v", id, err)
+		}
 	}
 	bad, _ := os.ReadDir(filepath.Join(q.Dir, Bad))
 	var names []string
@@ -225,6 +231,11 @@ func TestReclaimPool(t *testing.T) {
 	if err := syscall.Flock(int(live.f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Errorf("live entry's lock: %v", err)
 	}
+}
+
+func sortedIDs(ids ...string) []string {
+	sort.Strings(ids)
+	return ids
 }
 
 // FuzzCheckSeal: whatever a local user leaves in incoming/ as a .pool-

@@ -634,6 +634,10 @@ func (q *Queue) Recover(now time.Time) ([]string, error) {
 				continue
 			}
 			info, err := de.Info()
+			if err == nil && sub == Incoming && q.secondName(de.Name(), info) {
+				notes = append(notes, "removed "+filepath.Join(sub, de.Name())+", a second name of a submission (a rename cut short)")
+				continue
+			}
 			// In env/ only tern-queue writes, and only one runs: any temporary
 			// file there is from a crash.
 			if err == nil && (sub == Env || now.Sub(info.ModTime()) > StaleTemp) {
@@ -644,6 +648,29 @@ func (q *Queue) Recover(now time.Time) ([]string, error) {
 		}
 	}
 	return notes, nil
+}
+
+// secondName removes incoming/name if it is a temporary file that is also
+// the submission its envelope names: on a file system without a journal,
+// a crash during the rename can leave both names, and the submission
+// would then be refused for its second link.
+func (q *Queue) secondName(name string, info fs.FileInfo) bool {
+	sys, _ := info.Sys().(*syscall.Stat_t)
+	if sys == nil || sys.Nlink != 2 || !info.Mode().IsRegular() {
+		return false
+	}
+	p := q.path(Incoming, name)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	e, _, err := ParseEnvelope(f)
+	f.Close()
+	if err != nil {
+		return false
+	}
+	sub, err := os.Lstat(q.path(Incoming, e.ID))
+	return err == nil && os.SameFile(info, sub) && os.Remove(p) == nil
 }
 
 // RequestFlush asks the running tern-queue to retry everything now.

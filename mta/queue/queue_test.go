@@ -119,10 +119,17 @@ func TestInjectIngestRemove(t *testing.T) {
 	}
 	// A crash in Remove: envelope gone, message left.
 	os.Remove(q.EnvelopePath(e2.ID))
+	// A crash in Inject's rename: the temporary name left beside the new.
+	id3, _ := q.Inject(&Envelope{Sender: "<>", UID: -1, Recipients: []*Recipient{{Addr: "x@y.example", State: Queued}}}, strings.NewReader("m\n"), now.Add(2*time.Millisecond))
+	os.Link(filepath.Join(dir, Incoming, id3), filepath.Join(dir, Incoming, ".tmp-0123456789abcdef"))
 	notes, err := q.Recover(now)
-	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "finished entry "+id2) {
+	if err != nil || len(notes) != 2 || !strings.Contains(notes[0], "finished entry "+id2) || !strings.Contains(notes[1], "second name") {
 		t.Errorf("Recover: %v, %v", notes, err)
 	}
+	if _, err := q.Ingest(id3); err != nil {
+		t.Errorf("the submission whose rename was cut short: %v", err)
+	}
+	q.Remove(id3)
 	if err := q.Remove(id); err != nil {
 		t.Fatal(err)
 	}
