@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -259,4 +260,59 @@ func FuzzCheckSeal(f *testing.F) {
 			t.Fatalf("accepted with id %q", id)
 		}
 	})
+}
+
+// TestPoolConcurrent: many callers on a small pool, so that some messages
+// go into entries made ahead and some the usual way while the pool is
+// refilled; every message is in incoming/ once, and Close leaves nothing
+// else there.
+func TestPoolConcurrent(t *testing.T) {
+	q, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.KeepReady(4)
+	const callers, each = 8, 40
+	ids := make(chan string, callers*each)
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				e, text := newMessage(c*each + i)
+				id, err := q.Inject(e, strings.NewReader(text), time.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	q.Close()
+	seen := map[string]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Errorf("ID %s given twice", id)
+		}
+		seen[id] = true
+	}
+	in, _ := q.Incoming()
+	if len(in) != callers*each || len(seen) != callers*each {
+		t.Errorf("%d in incoming/, %d IDs, want %d", len(in), len(seen), callers*each)
+	}
+	ents, _ := os.ReadDir(filepath.Join(q.Dir, Incoming))
+	for _, e := range ents {
+		if !ValidID(e.Name()) {
+			t.Errorf("left in incoming/: %s", e.Name())
+		}
+	}
+	for _, id := range in {
+		if _, err := q.Ingest(id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
 }
