@@ -316,3 +316,47 @@ func TestPoolConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolIncomingMadeAnew: an administrator replaces incoming/ under a
+// running tern-smtpd. The entries made in the old one are dropped (a
+// message may be refused for now, never lost or put there), and the next
+// messages go into the new one.
+func TestPoolIncomingMadeAnew(t *testing.T) {
+	q, _ := Open(t.TempDir())
+	q.KeepReady(4)
+	defer q.Close()
+	waitPool(t, q, 4)
+	in := filepath.Join(q.Dir, Incoming)
+	if err := os.Rename(in, in+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(in, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	var ids []string
+	for i := range 10 {
+		e, text := newMessage(i)
+		id, err := q.Inject(e, strings.NewReader(text), time.Now())
+		if err != nil {
+			refused++
+			continue
+		}
+		ids = append(ids, id)
+	}
+	t.Logf("%d of 10 refused", refused)
+	if refused > 1 || len(ids) < 9 {
+		t.Errorf("%d of 10 refused after incoming/ was made anew", refused)
+	}
+	for _, id := range ids {
+		if _, err := os.Stat(filepath.Join(in, id)); err != nil {
+			t.Errorf("%s not in the new incoming/: %v", id, err)
+		}
+	}
+	old, _ := os.ReadDir(in + ".old")
+	for _, e := range old {
+		if ValidID(e.Name()) {
+			t.Errorf("a message went into the old incoming/: %s", e.Name())
+		}
+	}
+}
