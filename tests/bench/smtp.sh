@@ -14,11 +14,17 @@
 #   sh tests/bench/smtp.sh                      N=2000 ROUNDS=3
 #   N=300 ROUNDS=1 SESSIONS=8 sh tests/bench/smtp.sh
 #
-# DROP_CACHES=1 empties the kernel's caches first (root). On ext4 without
-# a journal, every new file skips the inodes deleted in the last 12 hours
-# (dirtytime_expire_seconds) whose inode table blocks are in the cache, a
-# scan a machine that has just run the tests pays on every create, tern's
-# and Postfix's alike, and the first round more than the others.
+# On ext4 without a journal, every new file skips the inodes deleted in
+# the last 12 hours (dirtytime_expire_seconds) whose inode table blocks
+# are in the cache: a machine that has just run the tests, or this script
+# (it deletes its queues at the end), pays a scan on every create, and
+# how much depends on the block group a run's directories land in, so
+# results swing from run to run. Two opt-in remedies (root):
+#   DROP_CACHES=1  empties the kernel's caches first (helps until the
+#                  blocks are read again);
+#   FRESH_FS=1     runs on an ext4 file system made for the run (a 4 GiB
+#                  sparse image in /var/tmp, loop-mounted; FRESH_FS_OPTS
+#                  passes mkfs.ext4 options, e.g. "-O ^has_journal").
 #
 # Needs (Debian): postfix (smtp-source, smtp-sink), ucspi-tcp (tcpserver),
 # python3 (free ports). Run as root: Postfix's master must be.
@@ -35,14 +41,31 @@ if [ "${DROP_CACHES:-}" = 1 ]; then
 	sync
 	echo 3 > /proc/sys/vm/drop_caches
 fi
-work=$(mktemp -d "${TMPDIR:-/tmp}/tern-smtp-bench.XXXXXX")
+base=${TMPDIR:-/tmp}
+fresh=
+if [ "${FRESH_FS:-}" = 1 ]; then
+	fresh=$(mktemp -d /var/tmp/tern-smtp-fs.XXXXXX)
+	chmod 755 "$fresh" # Postfix runs as postfix below it
+	truncate -s 4G "$fresh/img"
+	# shellcheck disable=SC2086 # options are words
+	mkfs.ext4 -q -F ${FRESH_FS_OPTS:-} "$fresh/img"
+	mkdir "$fresh/mnt"
+	mount -o loop "$fresh/img" "$fresh/mnt"
+	chmod 1777 "$fresh/mnt"
+	base=$fresh/mnt
+fi
+work=$(mktemp -d "$base/tern-smtp-bench.XXXXXX")
 chmod 755 "$work"
 pids=
 cleanup() {
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
 	[ -f "$work/pf/etc/main.cf" ] && postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
 	wait 2>/dev/null || true
-	rm -rf "$work"
+	if [ -n "$fresh" ]; then
+		umount "$fresh/mnt" && rm -rf "$fresh"
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT INT TERM
 
