@@ -62,7 +62,13 @@ cleanup() {
 	[ -f "$work/pf/etc/main.cf" ] && postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
 	wait 2>/dev/null || true
 	if [ -n "$fresh" ]; then
-		umount "$fresh/mnt" && rm -rf "$fresh"
+		# Postfix's processes leave a moment after "postfix stop".
+		i=0
+		until umount "$fresh/mnt" 2>/dev/null; do
+			i=$((i + 1)); [ $i -lt 40 ] || { echo "smtp.sh: $fresh/mnt is still busy; unmount it yourself"; return; }
+			sleep 0.25
+		done
+		rm -rf "$fresh"
 	else
 		rm -rf "$work"
 	fi
