@@ -50,15 +50,20 @@ const sealKey = "seal "
 // and per-connection tern-smtpd 0.12 ms that never write a seal.
 var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
-// sealOffset is where the seal's value starts in a prepared entry.
-const sealOffset = len(Format) + 1 + len(sealKey)
+// sealOffset is where the seal's value starts in a prepared entry, and
+// sealEnd where the seal line ends (what the seal covers starts).
+const (
+	sealOffset   = len(Format) + 1 + len(sealKey)
+	sealValueLen = 16 + 1 + 8
+	sealEnd      = sealOffset + sealValueLen + 1
+)
 
 // sealValue formats a seal's value: 16 hex digits of length, a space,
 // 8 of CRC-32C.
 func sealValue(n int64, sum uint32) string { return fmt.Sprintf("%016x %08x", n, sum) }
 
 func validSeal(v string) bool {
-	if len(v) != 25 || v[16] != ' ' {
+	if len(v) != sealValueLen || v[16] != ' ' {
 		return false
 	}
 	return validHex(v[:16]) && validHex(v[17:])
@@ -307,11 +312,11 @@ func (q *Queue) injectPrepared(pe entry, e *Envelope, msg io.Reader) (string, er
 	}
 	// Marshal's first line is the format; the seal goes right after it.
 	rest, _ := bytes.CutPrefix(env.Bytes(), []byte(Format+"\n"))
-	head := make([]byte, 0, sealOffset+26+len(rest)+1)
+	head := make([]byte, 0, sealEnd+len(rest)+1)
 	head = append(head, Format+"\n"+sealKey+sealValue(0, 0)+"\n"...)
 	head = append(head, rest...)
 	head = append(head, '\n')
-	sw := &sealWriter{w: f, skip: sealOffset + 26, crc: crc32.New(castagnoli())}
+	sw := &sealWriter{w: f, skip: sealEnd, crc: crc32.New(castagnoli())}
 	buf := copyBuffers.Get().(*[]byte)
 	err := copyFilled(sw, head, msg, *buf)
 	copyBuffers.Put(buf)

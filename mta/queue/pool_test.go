@@ -155,7 +155,7 @@ func TestSealCoversEveryByte(t *testing.T) {
 			t.Fatalf("byte %d changed (%q), seal still holds", i, b[i])
 		}
 	}
-	for _, n := range []int{len(b) - 1, len(b) / 2, sealOffset + 25, 0} {
+	for _, n := range []int{len(b) - 1, len(b) / 2, sealEnd - 1, 0} {
 		if check(b[:n]) == nil {
 			t.Errorf("cut to %d bytes, seal still holds", n)
 		}
@@ -163,7 +163,7 @@ func TestSealCoversEveryByte(t *testing.T) {
 	if check(append(bytes.Clone(b), "more\n"...)) == nil {
 		t.Errorf("grown, seal still holds")
 	}
-	unsealed := bytes.Replace(b, b[sealOffset:sealOffset+25], []byte(sealValue(0, 0)), 1)
+	unsealed := bytes.Replace(b, b[sealOffset:sealOffset+sealValueLen], []byte(sealValue(0, 0)), 1)
 	if check(unsealed) == nil {
 		t.Errorf("seal never written, and it holds")
 	}
