@@ -134,15 +134,22 @@ func (p *pool) empty() {
 	}
 }
 
-// fill tops the pool up whenever it is half empty: one batch of files, one
-// fsync of incoming/ for all their names. After a failure (a full disk) it
-// waits a second, and Inject meanwhile writes the usual way.
+// prepareBatch is how many entries one fsync of incoming/ makes durable:
+// small enough that the first are ready soon after a start or a burst,
+// large enough that the flush is shared.
+const prepareBatch = 8
+
+// fill tops the pool up whenever it is half empty, in batches of files
+// whose names one fsync of incoming/ makes durable. After a failure (a
+// full disk) it waits a second, and Inject meanwhile writes the usual way.
 func (q *Queue) fill(p *pool) {
 	defer close(p.done)
+	topping := true // until full again, once half empty
 	for {
-		if missing := cap(p.ready) - len(p.ready); missing >= cap(p.ready)/2 {
+		if missing := cap(p.ready) - len(p.ready); topping && missing > 0 {
+			n := min(missing, prepareBatch)
 			var made []entry
-			for range missing {
+			for range n {
 				e, err := q.prepare()
 				if err != nil {
 					break
@@ -158,19 +165,26 @@ func (q *Queue) fill(p *pool) {
 			for _, e := range made {
 				p.ready <- e // room was counted above; only fill adds
 			}
-			if len(made) < missing {
+			if len(made) < n {
 				select {
 				case <-p.stop:
 					return
 				case <-time.After(time.Second):
 				}
-				continue
 			}
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			continue
 		}
+		topping = false
 		select {
 		case <-p.stop:
 			return
 		case <-p.refill:
+			topping = true
 		}
 	}
 }
