@@ -24,7 +24,9 @@
 #                  blocks are read again);
 #   FRESH_FS=1     runs on an ext4 file system made for the run (a 4 GiB
 #                  sparse image in /var/tmp, loop-mounted; FRESH_FS_OPTS
-#                  passes mkfs.ext4 options, e.g. "-O ^has_journal").
+#                  passes mkfs.ext4 options, e.g. "-O ^has_journal");
+#                  removing the image at the end keeps the disk busy for
+#                  a while: let the load settle before the next run.
 #
 # Needs (Debian): postfix (smtp-source, smtp-sink), ucspi-tcp (tcpserver),
 # python3 (free ports). Run as root: Postfix's master must be.
