@@ -153,3 +153,37 @@ func benchInject(b *testing.B, conc int, ahead bool) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkIngestBacklog: taking in a backlog of 4 KiB submissions one
+// Ingest at a time, or with IngestAll in batches of 128 (tern-queue's
+// scan). ns/op is the cost per message.
+func BenchmarkIngestBacklog(b *testing.B) {
+	for _, batch := range []int{1, 128} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			q, err := Open(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 64)
+			var ids []string
+			for i := 0; i < b.N; i++ {
+				e := &Envelope{Sender: "a@b.example", UID: -1, Recipients: []*Recipient{{Addr: "c@d.example", State: Queued}}}
+				id, err := q.Inject(e, strings.NewReader(body), time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids = append(ids, id)
+			}
+			b.ResetTimer()
+			for len(ids) > 0 {
+				n := min(len(ids), batch)
+				for _, in := range q.IngestAll(ids[:n]) {
+					if in.Err != nil {
+						b.Fatal(in.Err)
+					}
+				}
+				ids = ids[n:]
+			}
+		})
+	}
+}

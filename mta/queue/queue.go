@@ -393,11 +393,87 @@ func renameNoReplace(from, to string) error {
 // Ingest) completes. A damaged submission is moved to bad/ and the error
 // says why; ErrNotExist means another pass took it.
 func (q *Queue) Ingest(id string) (*Envelope, error) {
-	in := q.path(Incoming, id)
-	if e, err := q.Load(id); err == nil {
-		// A crash between the two steps: finish the move.
-		return e, q.finishIngest(id)
+	r := q.IngestAll([]string{id})[0]
+	return r.Envelope, r.Err
+}
+
+// Ingested is what IngestAll did with one submission: its envelope, or
+// the error Ingest would have returned.
+type Ingested struct {
+	ID       string
+	Envelope *Envelope
+	Err      error
+}
+
+// IngestAll is Ingest for many submissions at once, with the same steps
+// and the same crash safety, but one flush of each directory for all of
+// them: every envelope is written and env/ flushed before the first
+// submission is renamed to mess/, then mess/ and incoming/ are flushed
+// once. Only each envelope's own file is flushed one by one. A backlog
+// (a flood, or tern-queue started after a while) is taken in at several
+// times the rate of one Ingest after another.
+func (q *Queue) IngestAll(ids []string) []Ingested {
+	out := make([]Ingested, len(ids))
+	var written, finish []int
+	for i, id := range ids {
+		out[i].ID = id
+		if e, err := q.Load(id); err == nil {
+			// A crash between the two steps: finish the move.
+			out[i].Envelope = e
+			finish = append(finish, i)
+			continue
+		}
+		e, err := q.check(id)
+		if err == nil {
+			err = q.writeEnvelope(e)
+		}
+		out[i].Envelope, out[i].Err = e, err
+		if err == nil {
+			written = append(written, i)
+		}
 	}
+	if len(written) > 0 {
+		if err := syncDir(filepath.Join(q.Dir, Env)); err != nil {
+			// The envelopes may not be on disk: leave the submissions
+			// where they are; the next pass finishes them.
+			for _, i := range written {
+				out[i].Envelope, out[i].Err = nil, err
+			}
+			written = nil
+		}
+	}
+	finish = append(finish, written...)
+	var moved []int
+	for _, i := range finish {
+		id := ids[i]
+		in, mess := q.path(Incoming, id), q.path(Mess, id)
+		if err := os.Rename(in, mess); err != nil {
+			if _, serr := os.Stat(mess); errors.Is(err, fs.ErrNotExist) && serr == nil {
+				continue // moved already
+			}
+			out[i].Envelope, out[i].Err = nil, tempErr("move %s", in, err)
+			continue
+		}
+		moved = append(moved, i)
+	}
+	if len(moved) > 0 {
+		err := syncDir(filepath.Join(q.Dir, Mess))
+		if err == nil {
+			err = syncDir(filepath.Join(q.Dir, Incoming))
+		}
+		if err != nil {
+			for _, i := range moved {
+				out[i].Envelope, out[i].Err = nil, err
+			}
+		}
+	}
+	return out
+}
+
+// check reads and checks submission incoming/id and returns its envelope
+// as the queue will keep it; a damaged one is moved to bad/.
+func (q *Queue) check(id string) (*Envelope, error) {
+	in := q.path(Incoming, id)
 	f, err := os.OpenFile(in, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -446,26 +522,7 @@ func (q *Queue) Ingest(id string) (*Envelope, error) {
 	e.Offset = used
 	e.Size = st.Size() - used
 	e.Hold, e.Warned = false, time.Time{}
-	if err := q.Save(e); err != nil {
-		return nil, err
-	}
-	return e, q.finishIngest(id)
-}
-
-func (q *Queue) finishIngest(id string) error {
-	in, mess := q.path(Incoming, id), q.path(Mess, id)
-	if err := os.Rename(in, mess); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			if _, serr := os.Stat(mess); serr == nil {
-				return nil
-			}
-		}
-		return tempErr("move %s", in, err)
-	}
-	if err := syncDir(filepath.Join(q.Dir, Mess)); err != nil {
-		return err
-	}
-	return syncDir(filepath.Join(q.Dir, Incoming))
+	return e, nil
 }
 
 // Load reads the live envelope of entry id.
@@ -499,6 +556,14 @@ func (e *DamagedError) Unwrap() error { return e.Err }
 // Save replaces the live envelope of e.ID: temporary file, fsync, rename,
 // fsync of env/.
 func (q *Queue) Save(e *Envelope) error {
+	if err := q.writeEnvelope(e); err != nil {
+		return err
+	}
+	return syncDir(filepath.Join(q.Dir, Env))
+}
+
+// writeEnvelope is Save but for the flush of env/.
+func (q *Queue) writeEnvelope(e *Envelope) error {
 	tmp, err := q.create(Env)
 	if err != nil {
 		return err
@@ -518,7 +583,7 @@ func (q *Queue) Save(e *Envelope) error {
 		os.Remove(name)
 		return tempErr("write envelope %s", q.path(Env, e.ID), err)
 	}
-	return syncDir(filepath.Join(q.Dir, Env))
+	return nil
 }
 
 // Message opens the message of entry id, positioned at its first byte.

@@ -2,6 +2,9 @@ package queue
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,4 +190,68 @@ func FuzzParseEnvelope(f *testing.F) {
 			t.Fatalf("not stable:\n%s\n---\n%s", out.String(), out2.String())
 		}
 	})
+}
+
+// TestIngestAll: one batch with good submissions, damaged ones, one whose
+// take-in a crash interrupted, and one gone meanwhile: each gets what
+// Ingest alone would give it.
+func TestIngestAll(t *testing.T) {
+	dir := t.TempDir()
+	q, _ := Open(dir)
+	now := time.Now()
+	inject := func(i int) string {
+		e := &Envelope{Sender: "a@b.example", UID: -1, Recipients: []*Recipient{{Addr: "bob@example.org", State: Queued}}}
+		id, err := q.Inject(e, strings.NewReader(fmt.Sprintf("Subject: %d\n\nbody\n", i)), now.Add(time.Duration(i)*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	good := []string{inject(0), inject(1), inject(2)}
+	half := inject(3) // env/ written, the submission not moved yet
+	if _, err := q.Ingest(half); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(q.MessagePath(half), filepath.Join(dir, Incoming, half))
+	broken := NewID(now.Add(-time.Hour), 7)
+	os.WriteFile(filepath.Join(dir, Incoming, broken), []byte("tern-queue 1\nid "+broken+"\n\nno sender\n"), 0o600)
+	gone := NewID(now.Add(-time.Hour), 8)
+
+	ids := append(append([]string{}, good...), half, broken, gone)
+	res := q.IngestAll(ids)
+	for i, r := range res {
+		if r.ID != ids[i] {
+			t.Fatalf("result %d is for %s, not %s", i, r.ID, ids[i])
+		}
+	}
+	for i, r := range res[:4] {
+		if r.Err != nil || r.Envelope == nil || r.Envelope.ID != ids[i] {
+			t.Errorf("%s: %+v", ids[i], r)
+			continue
+		}
+		m, err := q.Message(r.Envelope)
+		if err != nil {
+			t.Errorf("%s: %v", ids[i], err)
+			continue
+		}
+		b := new(bytes.Buffer)
+		b.ReadFrom(m)
+		m.Close()
+		if want := fmt.Sprintf("Subject: %d\n\nbody\n", i); b.String() != want {
+			t.Errorf("%s: message %q, want %q", ids[i], b.String(), want)
+		}
+	}
+	var de *DamagedError
+	if !errors.As(res[4].Err, &de) {
+		t.Errorf("damaged submission: %v", res[4].Err)
+	}
+	if !errors.Is(res[5].Err, fs.ErrNotExist) {
+		t.Errorf("submission gone: %v", res[5].Err)
+	}
+	if in, _ := q.Incoming(); len(in) != 0 {
+		t.Errorf("left in incoming/: %v", in)
+	}
+	if live, _ := q.IDs(); len(live) != 4 {
+		t.Errorf("%d live entries, want 4", len(live))
+	}
 }

@@ -211,18 +211,34 @@ func (r *Runner) Run(ctx context.Context) error {
 		case d := <-done:
 			r.finished(d)
 		case ev := <-events:
-			name := filepath.Base(ev.Name)
-			if name == queue.FlushName && ev.Op&(fsnotify.Create|fsnotify.Write) != 0 {
-				if r.q.TakeFlush() {
-					r.log.Info("flush requested")
-					r.flush = true
-					r.scan()
+			// Submissions that arrived together are taken in together
+			// (one flush of each directory): the events already waiting
+			// are read too.
+			var ids []string
+		drain:
+			for {
+				name := filepath.Base(ev.Name)
+				if name == queue.FlushName && ev.Op&(fsnotify.Create|fsnotify.Write) != 0 {
+					if r.q.TakeFlush() {
+						r.log.Info("flush requested")
+						r.flush = true
+						r.scan()
+					}
+				} else if queue.ValidID(name) && ev.Op&fsnotify.Create != 0 {
+					// Create covers a rename into incoming/ (IN_MOVED_TO); fsnotify's
+					// Rename is the name leaving, when tern-queue takes it in.
+					ids = append(ids, name)
 				}
-			} else if queue.ValidID(name) && ev.Op&fsnotify.Create != 0 {
-				// Create covers a rename into incoming/ (IN_MOVED_TO); fsnotify's
-				// Rename is the name leaving, when tern-queue takes it in.
-				r.ingest(name)
+				if len(ids) >= ingestBatch {
+					break
+				}
+				select {
+				case ev = <-events:
+				default:
+					break drain
+				}
 			}
+			r.ingest(ids...)
 		case err := <-watchErrs:
 			// An overflow loses events: the scan finds what they were about.
 			r.log.Warn("watching incoming", "err", err)
@@ -247,9 +263,7 @@ func (r *Runner) scan() {
 	if err != nil {
 		r.log.Error("scan", "err", err)
 	}
-	for _, id := range ids {
-		r.ingest(id)
-	}
+	r.ingest(ids...)
 	if r.q.TakeFlush() {
 		r.flush = true
 	}
@@ -317,14 +331,32 @@ func (r *Runner) damaged(id string, err error) {
 }
 
 // ingest takes one submission in and puts it at the end of the fresh list.
-func (r *Runner) ingest(id string) {
+func (r *Runner) ingest(ids ...string) {
 	r.mu.Lock()
-	known := r.known[id]
-	r.mu.Unlock()
-	if known {
-		return
+	var todo []string
+	for _, id := range ids {
+		if !r.known[id] {
+			todo = append(todo, id)
+		}
 	}
-	e, err := r.q.Ingest(id)
+	r.mu.Unlock()
+	for len(todo) > 0 {
+		n := min(len(todo), ingestBatch)
+		for _, in := range r.q.IngestAll(todo[:n]) {
+			r.took(in)
+		}
+		todo = todo[n:]
+	}
+}
+
+// ingestBatch bounds how many submissions are taken in at once: enough to
+// share the directory flushes, few enough that the first are delivered
+// soon during a flood.
+const ingestBatch = 128
+
+// took records one submission taken in (or says why not).
+func (r *Runner) took(in queue.Ingested) {
+	id, e, err := in.ID, in.Envelope, in.Err
 	if err != nil {
 		if os.IsNotExist(err) || errors.Is(err, queue.ErrBusy) {
 			return
