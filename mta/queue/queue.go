@@ -60,6 +60,7 @@ type Queue struct {
 	mu       sync.Mutex
 	lastNS   int64     // the time in the last ID this Queue gave out
 	incoming groupSync // fsyncs of incoming/ after Inject's renames
+	env      groupSync // fsyncs of env/ after tern-queue's concurrent attempts
 	// inDir is incoming/ opened for reading when Open could: fsync(2)
 	// needs a descriptor, and a process that later drops privileges
 	// (tern-smtpd --user) keeps the one it opened before.
@@ -312,6 +313,12 @@ func (q *Queue) syncIncoming() error {
 	return nil
 }
 
+// syncEnv makes the changes to env/ made so far durable; the attempts
+// tern-queue runs at once share the flush (see groupSync).
+func (q *Queue) syncEnv() error {
+	return q.env.Do(func() error { return syncDir(filepath.Join(q.Dir, Env)) })
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if errors.Is(err, fs.ErrPermission) {
@@ -433,7 +440,7 @@ func (q *Queue) IngestAll(ids []string) []Ingested {
 		}
 	}
 	if len(written) > 0 {
-		if err := syncDir(filepath.Join(q.Dir, Env)); err != nil {
+		if err := q.syncEnv(); err != nil {
 			// The envelopes may not be on disk: leave the submissions
 			// where they are; the next pass finishes them.
 			for _, i := range written {
@@ -559,7 +566,7 @@ func (q *Queue) Save(e *Envelope) error {
 	if err := q.writeEnvelope(e); err != nil {
 		return err
 	}
-	return syncDir(filepath.Join(q.Dir, Env))
+	return q.syncEnv()
 }
 
 // writeEnvelope is Save but for the flush of env/.
@@ -623,7 +630,7 @@ func (q *Queue) Remove(id string) error {
 	if err := os.Remove(q.path(Env, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return tempErr("remove %s", q.path(Env, id), err)
 	}
-	if err := syncDir(filepath.Join(q.Dir, Env)); err != nil {
+	if err := q.syncEnv(); err != nil {
 		return err
 	}
 	if err := os.Remove(q.path(Mess, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
