@@ -334,8 +334,10 @@ func (r *Runner) damaged(id string, err error) {
 func (r *Runner) ingest(ids ...string) {
 	r.mu.Lock()
 	var todo []string
+	seen := map[string]bool{} // inotify may report a name twice
 	for _, id := range ids {
-		if !r.known[id] {
+		if !r.known[id] && !seen[id] {
+			seen[id] = true
 			todo = append(todo, id)
 		}
 	}
