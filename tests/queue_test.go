@@ -8,8 +8,10 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -825,5 +827,49 @@ func TestQueueBounceAndWarningTogether(t *testing.T) {
 	}
 	if !actions["failed"] || !actions["delayed"] {
 		t.Errorf("actions %v", actions)
+	}
+}
+
+// TestQueueDaemonBurst: many submissions at once reach the daemon as a
+// burst of inotify events, taken in together (queue.IngestAll): each is
+// taken in once and delivered once, with no scan to fall back on.
+func TestQueueDaemonBurst(t *testing.T) {
+	r := newQueueRoot(t)
+	p := r.startQueue("--scan-interval", "1h")
+	time.Sleep(200 * time.Millisecond)
+	const senders, each = 8, 20
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				msg := strings.Replace(plainMsg, "Subject: ", fmt.Sprintf("Subject: burst-%d-%d ", s, i), 1)
+				if res := r.Run(msg, nil, "tern-enqueue", "-f", "joe@example.net", "--", "bob@example.org"); res.Code != 0 {
+					t.Errorf("tern-enqueue: %v", res)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	md := filepath.Join(r.home("bob"), "Maildir", "new")
+	Eventually(t, 30*time.Second, "every message delivered", func() bool { return len(files(t, md)) >= senders*each })
+	time.Sleep(200 * time.Millisecond)
+	if n := len(files(t, md)); n != senders*each {
+		t.Errorf("%d delivered, want %d", n, senders*each)
+	}
+	if n := strings.Count(p.Stderr(), "info: new qid="); n != senders*each {
+		t.Errorf("%d taken in, want %d", n, senders*each)
+	}
+	seen := map[string]bool{}
+	for _, name := range files(t, md) {
+		b, _ := os.ReadFile(filepath.Join(md, name))
+		m := regexp.MustCompile(`Subject: (burst-\d+-\d+)`).FindSubmatch(b)
+		if m == nil || seen[string(m[1])] {
+			t.Errorf("%s: subject missing or seen twice", name)
+			continue
+		}
+		seen[string(m[1])] = true
 	}
 }

@@ -141,7 +141,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	var events chan fsnotify.Event
 	var watchErrs chan error
 	if !r.o.Once {
-		w, err := fsnotify.NewWatcher()
+		// Buffered, so that the events of a burst wait in the channel
+		// while a batch is taken in, and the next batch finds them.
+		w, err := fsnotify.NewBufferedWatcher(4 * ingestBatch)
 		if err != nil {
 			return sysexit.Wrap(sysexit.TempFail, fmt.Errorf("watch %s: %w", r.q.Dir, err))
 		}
