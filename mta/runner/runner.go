@@ -332,7 +332,8 @@ func (r *Runner) damaged(id string, err error) {
 	r.log.Error("read entry", "qid", id, "err", err)
 }
 
-// ingest takes one submission in and puts it at the end of the fresh list.
+// ingest takes submissions in, in batches, and puts each at the end of
+// the fresh list.
 func (r *Runner) ingest(ids ...string) {
 	r.mu.Lock()
 	var todo []string
