@@ -425,7 +425,13 @@ func (q *Queue) IngestAll(ids []string) []Ingested {
 	for i, id := range ids {
 		out[i].ID = id
 		if e, err := q.Load(id); err == nil {
-			// A crash between the two steps: finish the move.
+			// A crash between the two steps: finish the move, if this
+			// is that submission, not a file someone else put under
+			// the ID of a queued entry to replace its message.
+			if err := q.sameSubmission(e); err != nil {
+				out[i].Err = err
+				continue
+			}
 			out[i].Envelope = e
 			finish = append(finish, i)
 			continue
@@ -475,6 +481,25 @@ func (q *Queue) IngestAll(ids []string) []Ingested {
 		}
 	}
 	return out
+}
+
+// sameSubmission checks that incoming/ID is the submission whose
+// envelope e was written from: its message not moved yet, the file owned
+// by the submitter e names. Anything else is moved to bad/.
+func (q *Queue) sameSubmission(e *Envelope) error {
+	in := q.path(Incoming, e.ID)
+	st, err := os.Lstat(in)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(q.MessagePath(e.ID)); err == nil {
+		return q.moveAside(Incoming, e.ID, errors.New("an entry with this ID is queued already"))
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	if !st.Mode().IsRegular() || sys == nil || int(sys.Uid) != e.UID {
+		return q.moveAside(Incoming, e.ID, fmt.Errorf("not the submission of queued entry %s (owner or type differ)", e.ID))
+	}
+	return nil
 }
 
 // check reads and checks submission incoming/id and returns its envelope

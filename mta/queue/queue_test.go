@@ -213,6 +213,8 @@ func TestIngestAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Rename(q.MessagePath(half), filepath.Join(dir, Incoming, half))
+	// A file put under the ID of a queued entry, to replace its message.
+	impostor := good[0]
 	broken := NewID(now.Add(-time.Hour), 7)
 	os.WriteFile(filepath.Join(dir, Incoming, broken), []byte("tern-queue 1\nid "+broken+"\n\nno sender\n"), 0o600)
 	gone := NewID(now.Add(-time.Hour), 8)
@@ -250,6 +252,18 @@ func TestIngestAll(t *testing.T) {
 	}
 	if in, _ := q.Incoming(); len(in) != 0 {
 		t.Errorf("left in incoming/: %v", in)
+	}
+	os.WriteFile(filepath.Join(dir, Incoming, impostor), []byte("tern-queue 1\nid "+impostor+"\n\nother text\n"), 0o600)
+	if _, err := q.Ingest(impostor); !errors.As(err, &de) {
+		t.Errorf("a file under a queued entry's ID: %v", err)
+	}
+	e0, _ := q.Load(impostor)
+	m, _ := q.Message(e0)
+	b := new(bytes.Buffer)
+	b.ReadFrom(m)
+	m.Close()
+	if b.String() != "Subject: 0\n\nbody\n" {
+		t.Errorf("the queued message was replaced: %q", b.String())
 	}
 	if live, _ := q.IDs(); len(live) != 4 {
 		t.Errorf("%d live entries, want 4", len(live))
