@@ -1,6 +1,8 @@
 // Package queue is tern's queue directory: the on-disk format of
 // tern-queue(5) and every step that changes it, each one crash-safe
-// (temporary file, fsync, rename, fsync of the directory).
+// (temporary file, fsync, rename, fsync of the directory; or, for a
+// process that queues many messages, one flush into an entry whose name
+// was made durable beforehand: pool.go).
 //
 // The permission model is Postfix's maildrop rather than qmail's setuid
 // qmail-queue: incoming/ is world-writable and sticky (mode 1733, no read),
@@ -59,7 +61,7 @@ type Queue struct {
 
 	mu       sync.Mutex
 	lastNS   int64     // the time in the last ID this Queue gave out
-	incoming groupSync // fsyncs of incoming/ after Inject's renames
+	incoming groupSync // fsyncs of incoming/ after Inject's renames and the pool's batches
 	env      groupSync // fsyncs of env/ after tern-queue's concurrent attempts
 	// inDir is incoming/ opened for reading when Open could: fsync(2)
 	// needs a descriptor, and a process that later drops privileges
