@@ -15,6 +15,27 @@ type Route struct {
 	Addr   netip.Addr // for a literal host "[192.0.2.1]": connect there, no MX or A lookup
 	Port   int        // 0: the default (25)
 	Line   int
+	TLS    TLSPolicy  // tls= after the host; "" means TLSMay
+	Auth   *RouteAuth // auth=FILE after the host: credentials for the smarthost, or nil
+}
+
+// TLSPolicy is a route's tls= option: how much TLS the next hop must give.
+type TLSPolicy string
+
+// TLS policies of a route.
+const (
+	TLSMay     TLSPolicy = "may"     // STARTTLS when offered, certificate not checked (RFC 7435); plaintext if it fails
+	TLSEncrypt TLSPolicy = "encrypt" // STARTTLS required, certificate not checked
+	TLSVerify  TLSPolicy = "verify"  // STARTTLS required, certificate valid for the route's host name
+	TLSNone    TLSPolicy = "none"    // never STARTTLS
+)
+
+// RouteAuth is what a route's auth=FILE holds: "user password" on one line.
+// It is sent only over TLS.
+type RouteAuth struct {
+	File     string
+	User     string
+	Password string
 }
 
 // Routes is the routes file in order.

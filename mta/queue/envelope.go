@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tern-mail/tern/mta"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // Format is the first line of every envelope; a later, incompatible format
@@ -71,6 +72,14 @@ type Recipient struct {
 	Status   string    // last enhanced status code (RFC 3463), "" before the first try
 	Parent   string    // the address this one was expanded from, or ""
 	Answer   string    // the last answer, one line
+	// RFC 3461 parameters from RCPT, kept for the next hop and for the
+	// notices tern sends.
+	Notify transport.Notify // 0 when not given
+	ORcpt  string           // "addr-type;address", decoded; "" if none
+	// Where the last remote attempt went and what came back, for --list
+	// and the DSN's Remote-MTA and Diagnostic-Code: smtp.
+	RemoteMTA string // "mx.example.org[192.0.2.7]:25", "" for local
+	DiagType  string // "smtp" or "X-Unix"; "" means X-Unix
 }
 
 // Envelope is everything about a queued message except its text.
@@ -85,6 +94,14 @@ type Envelope struct {
 	Hold       bool
 	Warned     time.Time // when the delay warning went out; zero if not yet
 	Recipients []*Recipient
+	// What the SMTP conversation said about the message, which delivery
+	// must honour at the next hop (see transport.Message).
+	SMTPUTF8   bool   // RFC 6531
+	Body       string // RFC 6152 BODY=: "", "7BIT" or "8BITMIME"
+	EightBit   bool   // the text has an octet over 127
+	EnvID      string // RFC 3461 ENVID, decoded
+	Ret        string // RFC 3461 RET: "FULL", "HDRS" or ""
+	RequireTLS bool   // RFC 8689
 }
 
 // Marshal writes the envelope in the line format of tern-queue(5).
