@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/idna"
 
@@ -28,8 +30,8 @@ const DefaultPort = 25
 const MaxMX = 16
 
 // Router finds the targets of a domain. Its fields are set once; it is
-// safe for concurrent use. Make a new one (it is cheap) when the control
-// directory is read again and Hostname changes.
+// safe for concurrent use, and used by pointer. Make a new one (it is
+// cheap) when the control directory is read again and Hostname changes.
 type Router struct {
 	Resolver resolver.Resolver
 	// Hostname is this host's name (the control directory's hostname):
@@ -37,7 +39,7 @@ type Router struct {
 	Hostname string
 	// SelfAddrs returns this host's addresses: an MX host with one of
 	// them is this host. Nil means the addresses of the machine's
-	// interfaces (InterfaceAddrs).
+	// interfaces (InterfaceAddrs), read again after selfTTL.
 	SelfAddrs func() ([]netip.Addr, error)
 	// Port is where MX hosts, and routes without a port, are reached;
 	// 0 means DefaultPort.
@@ -45,6 +47,19 @@ type Router struct {
 	// Shuffle orders MX hosts of equal preference; nil means at random
 	// (math/rand/v2's Shuffle).
 	Shuffle func(n int, swap func(i, j int))
+
+	ifaces atomic.Pointer[ifaceAddrs] // InterfaceAddrs' last answer
+}
+
+// selfTTL is how long the interface addresses are used before they are
+// read again: listing them costs a netlink round trip, as much as a
+// routing decision from cached DNS answers; an address added to the
+// machine is known within this time.
+const selfTTL = 5 * time.Second
+
+type ifaceAddrs struct {
+	addrs []netip.Addr
+	at    time.Time
 }
 
 // InterfaceAddrs returns the addresses of the machine's network
@@ -357,11 +372,18 @@ func (s selfAddrs) has(a netip.Addr) bool {
 }
 
 func (r *Router) selfSet() (selfAddrs, error) {
-	f := r.SelfAddrs
-	if f == nil {
-		f = InterfaceAddrs
+	if r.SelfAddrs == nil {
+		if c := r.ifaces.Load(); c != nil && time.Since(c.at) < selfTTL {
+			return c.addrs, nil
+		}
+		as, err := InterfaceAddrs()
+		if err != nil {
+			return nil, err
+		}
+		r.ifaces.Store(&ifaceAddrs{addrs: as, at: time.Now()})
+		return as, nil
 	}
-	as, err := f()
+	as, err := r.SelfAddrs()
 	if err != nil {
 		return nil, err
 	}
