@@ -29,6 +29,11 @@ const DefaultPort = 25
 // throws away our own entry and everything worse than it anyway.
 const MaxMX = 16
 
+// MaxAddrs bounds the addresses kept for one host, after ordering (so
+// both families stay): a hostile DNS answer can hold thousands, and no
+// client tries more than a few (Postfix's smtp_mx_address_limit is 5).
+const MaxAddrs = 16
+
 // Router finds the targets of a domain. Its fields are set once; it is
 // safe for concurrent use, and used by pointer. Make a new one (it is
 // cheap) when the control directory is read again and Hostname changes.
@@ -333,7 +338,7 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 }
 
 // order puts IPv6 and IPv4 addresses in alternation, IPv6 first, each in
-// the order given, leaving out those in skip.
+// the order given, leaving out those in skip, MaxAddrs at most.
 //
 // Postfix's smtp_address_preference=any picks the first family at
 // random; this alternation instead tries both families early on every
@@ -342,6 +347,9 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 func order(addrs, skip []netip.Addr) []netip.Addr {
 	var v6, v4 []netip.Addr
 	for _, a := range addrs {
+		if len(v6) >= MaxAddrs && len(v4) >= MaxAddrs {
+			break
+		}
 		switch {
 		case slices.Contains(skip, a):
 		case a.Is4():
@@ -350,12 +358,12 @@ func order(addrs, skip []netip.Addr) []netip.Addr {
 			v6 = append(v6, a)
 		}
 	}
-	out := make([]netip.Addr, 0, len(v6)+len(v4))
-	for i := 0; i < len(v6) || i < len(v4); i++ {
+	out := make([]netip.Addr, 0, min(len(v6)+len(v4), MaxAddrs))
+	for i := 0; (i < len(v6) || i < len(v4)) && len(out) < MaxAddrs; i++ {
 		if i < len(v6) {
 			out = append(out, v6[i])
 		}
-		if i < len(v4) {
+		if i < len(v4) && len(out) < MaxAddrs {
 			out = append(out, v4[i])
 		}
 	}
