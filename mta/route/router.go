@@ -279,9 +279,17 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 	}
 	shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
 	slices.SortStableFunc(hosts, func(a, b mx) int { return cmp.Compare(a.Pref, b.Pref) })
-	if len(hosts) > MaxMX {
-		hosts = hosts[:MaxMX]
+	// A host listed twice is tried at its best preference only.
+	kept := hosts[:0]
+	for _, h := range hosts {
+		if len(kept) == MaxMX {
+			break
+		}
+		if !slices.ContainsFunc(kept, func(k mx) bool { return k.Host == h.Host }) {
+			kept = append(kept, h)
+		}
 	}
+	hosts = kept
 	var wg sync.WaitGroup
 	for i := range hosts {
 		wg.Go(func() {
