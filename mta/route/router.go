@@ -106,7 +106,8 @@ func (r *Router) port() int {
 //     when the DNS failed): it is the administrator's to fix, and
 //     bouncing would punish the sender for it.
 //   - Otherwise the MX records, lowest preference first, equal ones in
-//     random order. None (NODATA): the domain itself is the one host
+//     random order, the first MaxMX hosts; a host listed twice counts at
+//     its best preference. None (NODATA): the domain itself is the one host
 //     (the implicit MX). A null MX "0 ." (RFC 7505): 5.1.10, permanent.
 //     No such domain: 5.1.2, permanent. The DNS failing: 4.4.3,
 //     temporary.
@@ -124,7 +125,8 @@ func (r *Router) port() int {
 //     content filter on [127.0.0.1]:10025 is not a loop).
 //   - Each host's addresses come IPv6 first, then IPv4, alternating
 //     (RFC 8305 §4), in the order the DNS gave within a family; an
-//     address already listed for a better host is not listed again.
+//     address already listed for a better host is not listed again;
+//     MaxAddrs at most.
 func (r *Router) Targets(ctx context.Context, domain string, rt *conf.Route) ([]Target, error) {
 	if rt != nil {
 		return r.routeTargets(ctx, domain, rt)

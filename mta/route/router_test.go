@@ -122,6 +122,10 @@ func TestTargets(t *testing.T) {
 	// IDN.
 	srv.MX("xn--bcher-kva.example", 10, "xn--mx-bcher-mlb.example")
 	srv.A("xn--mx-bcher-mlb.example", "192.0.2.20")
+	// A host listed twice.
+	srv.MX("dup.example", 30, "a.order.example")
+	srv.MX("dup.example", 20, "b.order.example")
+	srv.MX("dup.example", 10, "a.order.example")
 	// A route host: has an MX, which must not be used.
 	srv.A("relay.example", "192.0.2.30")
 	srv.MX("relay.example", 10, "c.order.example")
@@ -135,6 +139,7 @@ func TestTargets(t *testing.T) {
 		want   string
 	}{
 		{"preference order", "order.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
+		{"a host listed twice", "dup.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2"},
 		{"case and final dot", "ORDER.Example.", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
 		{"implicit MX", "implicit.example", nil, "implicit.example:2525=2001:db8::4,192.0.2.4"},
 		{"no MX, no address", "noaddr.example", nil, "5.4.4 permanent noaddr.example has no MX record and no address: no host to send to"},
