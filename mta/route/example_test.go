@@ -52,4 +52,3 @@ func ExampleRouter_Targets() {
 	// [192.0.2.25] 587 <nil>
 	// 5.1.10 false nomail.example accepts no mail: it publishes a null MX (RFC 7505)
 }
-
