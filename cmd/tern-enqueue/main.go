@@ -13,7 +13,6 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta/enqueue"
 	"github.com/tern-mail/tern/mta/queue"
-	"github.com/tern-mail/tern/mta/runner"
 	"github.com/urfave/cli/v2"
 )
 
@@ -63,9 +62,9 @@ func main() {
 			case c.Bool("noop"):
 				return nil
 			case c.Bool("list"):
-				return runner.List(dir, os.Stdout, false, time.Now())
+				return queue.List(dir, os.Stdout, false, time.Now())
 			case c.Bool("flush"):
-				return runner.Flush(dir)
+				return queue.Flush(dir)
 			}
 			login := ""
 			if u, err := user.Current(); err == nil {

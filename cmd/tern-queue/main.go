@@ -58,15 +58,22 @@ func main() {
 			now := func() time.Time { return time.Now().Add(off) }
 			switch {
 			case c.Bool("list"):
-				return runner.List(dir, os.Stdout, c.Bool("json"), now())
-			case c.IsSet("delete"):
-				return runner.Admin(dir, "delete", c.String("delete"))
-			case c.IsSet("hold"):
-				return runner.Admin(dir, "hold", c.String("hold"))
-			case c.IsSet("release"):
-				return runner.Admin(dir, "release", c.String("release"))
+				return queue.List(dir, os.Stdout, c.Bool("json"), now())
 			case c.Bool("flush") && !c.Bool("once"):
-				return runner.Flush(dir)
+				return queue.Flush(dir)
+			}
+			for _, op := range []struct {
+				flag string
+				do   func(*queue.Queue, string) error
+			}{{"delete", (*queue.Queue).Delete}, {"hold", (*queue.Queue).Hold}, {"release", (*queue.Queue).Release}} {
+				if !c.IsSet(op.flag) {
+					continue
+				}
+				q, err := queue.Open(dir)
+				if err != nil {
+					return err
+				}
+				return op.do(q, c.String(op.flag))
 			}
 			self, _ := os.Executable()
 			beside := func(flag, prog string) string {
