@@ -521,13 +521,15 @@ func TestQueueDelayWarning(t *testing.T) {
 	}
 }
 
-func TestQueueRemoteWaits(t *testing.T) {
+// TestQueueRemoteDeferred: until tern-queue has its SMTP transport, a
+// remote recipient is deferred with the reason in --list.
+func TestQueueRemoteDeferred(t *testing.T) {
 	r := newQueueRoot(t)
 	r.enqueue(plainMsg, "-f", "bob@example.org", "--", "someone@elsewhere.example")
 	r.runQueue()
 	res := r.Run("", nil, "tern-queue", "--list")
-	if !strings.Contains(res.Stdout, "remote") || !strings.Contains(res.Stdout, "someone@elsewhere.example") || !strings.Contains(res.Stdout, "remote delivery") {
-		t.Errorf("--list does not show the remote recipient waiting:\n%s", res.Stdout)
+	if !strings.Contains(res.Stdout, "deferred  someone@elsewhere.example (1 tries next ") || !strings.Contains(res.Stdout, "no smtp transport") {
+		t.Errorf("--list does not show the remote recipient deferred:\n%s", res.Stdout)
 	}
 }
 

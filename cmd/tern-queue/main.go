@@ -30,7 +30,8 @@ func main() {
 			&cli.StringFlag{Name: "queue", EnvVars: []string{"TERN_QUEUE"}, Value: queue.DefaultDir, Usage: "queue `DIR`"},
 			&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR`"},
 			&cli.StringFlag{Name: "deliver", EnvVars: []string{"TERN_DELIVER"}, Usage: "tern-deliver's `PATH` (default: beside tern-queue)"},
-			&cli.StringFlag{Name: "enqueue", EnvVars: []string{"TERN_ENQUEUE"}, Usage: "tern-enqueue's `PATH`, for .forward (default: beside tern-queue)"},
+			// Not TERN_ENQUEUE: that is tern-smtpd's filter (issue #19).
+			&cli.StringFlag{Name: "enqueue", EnvVars: []string{runner.EnqueuePathEnv}, Usage: "tern-enqueue's `PATH`, for .forward (default: beside tern-queue)"},
 			&cli.BoolFlag{Name: "once", EnvVars: []string{"TERN_ONCE"}, Usage: "deliver what is due, then exit (for cron)"},
 			&cli.IntFlag{Name: "concurrency", EnvVars: []string{"TERN_CONCURRENCY"}, Value: 8, Usage: "at most `N` messages in delivery at once"},
 			&cli.DurationFlag{Name: "max-age", EnvVars: []string{"TERN_MAX_AGE"}, Value: 5 * 24 * time.Hour, Usage: "bounce what is still deferred after `DURATION`"},
@@ -82,6 +83,12 @@ func main() {
 				}
 				return filepath.Join(filepath.Dir(self), prog)
 			}
+			log := logging.New("tern-queue", os.Stderr, nil)
+			if v := os.Getenv("TERN_ENQUEUE"); v != "" {
+				// Said, not silently ignored: a shared environment file
+				// may have meant it for tern-smtpd.
+				log.Warn("TERN_ENQUEUE is tern-smtpd's filter and is not read here; tern-enqueue's path is --enqueue or "+runner.EnqueuePathEnv, "TERN_ENQUEUE", v)
+			}
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 			r, err := runner.New(runner.Options{
@@ -90,7 +97,7 @@ func main() {
 				Concurrency: c.Int("concurrency"), MaxAge: c.Duration("max-age"), WarnAfter: c.Duration("warn-after"),
 				ScanInterval: c.Duration("scan-interval"), Timeout: c.Duration("timeout"),
 				Once: c.Bool("once"), Flush: c.Bool("flush"),
-			}, runner.Env{Log: logging.New("tern-queue", os.Stderr, nil), Now: now, Signals: sigs, Euid: os.Geteuid()})
+			}, runner.Env{Log: log, Now: now, Signals: sigs, Euid: os.Geteuid()})
 			if err != nil {
 				return err
 			}
