@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ type group struct {
 	// suspended is set when the hop was backed off: the results are
 	// deferrals made without a connection, due when the back-off ends.
 	suspended time.Time
+	booked    bool // the scheduler took the destination's slot for it
 }
 
 // taken is a recipient as it was when its delivery began: its results are
@@ -50,8 +52,17 @@ type notice struct {
 // again, record, unlock. So --hold and --delete work while a slow
 // transaction runs; what finishes after a --delete is not recorded, and a
 // recipient that changed meanwhile is not recorded twice.
-func (r *Runner) attempt(ctx context.Context, id string, force bool) {
+func (r *Runner) attempt(ctx context.Context, id string, force bool, booked []string) {
 	e, groups := r.prepare(ctx, id, force)
+	for _, g := range groups {
+		if i := slices.Index(booked, g.hop.Key); i >= 0 {
+			g.booked = true
+			booked = slices.Delete(booked, i, i+1)
+		}
+	}
+	for _, k := range booked {
+		r.dests.release(k) // a slot the entry did not need after all
+	}
 	if e == nil || len(groups) == 0 {
 		return
 	}
@@ -162,6 +173,14 @@ func (r *Runner) message(e *queue.Envelope) *transport.Message {
 // not tried: its recipients are deferred until the back-off ends.
 func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *group) {
 	key := g.hop.Key
+	held := g.booked
+	release := func() {
+		if held {
+			r.dests.release(key)
+			held = false
+		}
+	}
+	defer release()
 	fill := func(res transport.Result) {
 		g.results = make([]transport.Result, len(g.rcpts))
 		for i := range g.results {
@@ -179,12 +198,15 @@ func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *grou
 		fill(transport.Result{Status: "4.3.5", Temporary: true, DiagType: "X-Unix", Answer: fmt.Sprintf("no %s transport in this tern-queue", g.hop.Kind)})
 		return
 	}
-	if err := r.dests.acquire(ctx, key); err != nil {
-		fill(transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix", Answer: "tern-queue stopped before delivery began"})
-		return
+	if !held {
+		if err := r.dests.acquire(ctx, key); err != nil {
+			fill(transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix", Answer: "tern-queue stopped before delivery began"})
+			return
+		}
+		held = true
 	}
 	g.results = tr.Deliver(ctx, m, g.hop, g.rcpts)
-	r.dests.release(key)
+	release()
 	if len(g.results) != len(g.rcpts) {
 		r.log.Error("transport answered for the wrong number of recipients", "qid", m.ID, "transport", string(g.hop.Kind), "results", len(g.results), "recipients", len(g.rcpts))
 		fill(transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix", Answer: "the transport's answer was incomplete"})

@@ -49,6 +49,22 @@ func (d *destinations) full(key string) bool {
 	return d.running[key] >= d.limit
 }
 
+// book takes a slot of each of keys that has one free, for an entry the
+// scheduler is about to start: the slots are counted from now, before its
+// attempt routes it, so the next dispatch sees them taken.
+func (d *destinations) book(keys []string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var booked []string
+	for _, k := range keys {
+		if d.limited(k) && d.running[k] < d.limit {
+			d.running[k]++
+			booked = append(booked, k)
+		}
+	}
+	return booked
+}
+
 // acquire waits for a slot to key, or for ctx to end.
 func (d *destinations) acquire(ctx context.Context, key string) error {
 	if !d.limited(key) {

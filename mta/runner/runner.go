@@ -453,8 +453,9 @@ func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 			return
 		}
 		r.running++
+		booked := r.dests.book(r.keys[id])
 		go func() {
-			r.attempt(ctx, id, force)
+			r.attempt(ctx, id, force, booked)
 			done <- attemptDone{id, retry}
 		}()
 	}
