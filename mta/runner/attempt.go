@@ -557,7 +557,7 @@ func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipien
 		rr := mta.ReportRecipient{Final: rc.Addr, Original: rc.Parent, Action: act, Status: rc.Status, Diagnostic: rc.Answer, DiagType: rc.DiagType, LastAttempt: now}
 		if typ, addr, ok := strings.Cut(rc.ORcpt, ";"); ok {
 			// RFC 3464 §2.3.1: the ORCPT the sender gave, as given.
-			rr.Original, rr.OriginalType = addr, typ
+			rr.Original, rr.OriginalType = addr, strings.ToLower(typ)
 		}
 		if rc.RemoteMTA != "" {
 			rr.RemoteMTA = remoteHost(rc.RemoteMTA)
