@@ -793,7 +793,7 @@ func TestQueueCrash(t *testing.T) {
 // man page.
 func TestQueueManPages(t *testing.T) {
 	for page, flags := range map[string][]string{
-		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
+		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "destination-concurrency", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
 		"tern-enqueue.8": {"from", "read-recipients", "ignore-dots", "dot", "full-name", "verbose", "queue", "conf", "max-size", "list", "flush"},
 	} {
 		b, err := os.ReadFile(filepath.Join(mustRoot(t), "man", page))

@@ -33,7 +33,8 @@ func main() {
 			// Not TERN_ENQUEUE: that is tern-smtpd's filter (issue #19).
 			&cli.StringFlag{Name: "enqueue", EnvVars: []string{runner.EnqueuePathEnv}, Usage: "tern-enqueue's `PATH`, for .forward (default: beside tern-queue)"},
 			&cli.BoolFlag{Name: "once", EnvVars: []string{"TERN_ONCE"}, Usage: "deliver what is due, then exit (for cron)"},
-			&cli.IntFlag{Name: "concurrency", EnvVars: []string{"TERN_CONCURRENCY"}, Value: 8, Usage: "at most `N` messages in delivery at once"},
+			&cli.IntFlag{Name: "concurrency", EnvVars: []string{"TERN_CONCURRENCY"}, Value: 100, Usage: "at most `N` messages in delivery at once"},
+			&cli.IntFlag{Name: "destination-concurrency", EnvVars: []string{"TERN_DESTINATION_CONCURRENCY"}, Value: 20, Usage: "at most `N` deliveries at once to one destination (a domain's MX hosts, a routes-file host, or local delivery)"},
 			&cli.DurationFlag{Name: "max-age", EnvVars: []string{"TERN_MAX_AGE"}, Value: 5 * 24 * time.Hour, Usage: "bounce what is still deferred after `DURATION`"},
 			&cli.DurationFlag{Name: "warn-after", EnvVars: []string{"TERN_WARN_AFTER"}, Value: 4 * time.Hour, Usage: "send one delay warning after `DURATION`"},
 			&cli.DurationFlag{Name: "scan-interval", EnvVars: []string{"TERN_SCAN_INTERVAL"}, Value: time.Minute, Usage: "scan the queue every `DURATION` besides inotify"},
@@ -94,7 +95,7 @@ func main() {
 			r, err := runner.New(runner.Options{
 				Queue: dir, Conf: c.String("conf"),
 				Deliver: beside("deliver", "tern-deliver"), Enqueue: beside("enqueue", "tern-enqueue"),
-				Concurrency: c.Int("concurrency"), MaxAge: c.Duration("max-age"), WarnAfter: c.Duration("warn-after"),
+				Concurrency: c.Int("concurrency"), DestinationConcurrency: c.Int("destination-concurrency"), MaxAge: c.Duration("max-age"), WarnAfter: c.Duration("warn-after"),
 				ScanInterval: c.Duration("scan-interval"), Timeout: c.Duration("timeout"),
 				Once: c.Bool("once"), Flush: c.Bool("flush"),
 			}, runner.Env{Log: log, Now: now, Signals: sigs, Euid: os.Geteuid()})

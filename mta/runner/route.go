@@ -11,9 +11,10 @@ import (
 	"github.com/tern-mail/tern/mta/transport"
 )
 
-// localKey is the destination of every local delivery. Local deliveries
-// are bounded by --concurrency only: --destination-concurrency is for
-// remote hosts, which a slow or dead one must not monopolise.
+// localKey is the destination of every local delivery: this host, one
+// destination under --destination-concurrency like any other, so that a
+// flood of local mail leaves slots for remote mail and the other way
+// round.
 const localKey = "local"
 
 // routed is where routing sends one recipient: a hop to hand it to, or an
