@@ -571,7 +571,7 @@ func errText(err error) string {
 func replyResult(r smtpclient.Reply, relay, tlsVersion string) transport.Result {
 	return transport.Result{
 		Status:    r.Status(),
-		Temporary: r.Code < 500,
+		Temporary: r.Code/100 == 4,
 		Answer:    r.String(),
 		Reply:     r.Code,
 		RemoteMTA: relay,

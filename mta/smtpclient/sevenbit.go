@@ -89,10 +89,6 @@ func convertBody(w io.Writer, h textproto.Header, body io.Reader, depth int, wri
 	if err := check7BitHeader(h); err != nil {
 		return err
 	}
-	if depth == 0 && writeHeader && !h.Has("Mime-Version") {
-		// RFC 2045 §4: the encodings set below mean nothing without it.
-		h.Set("MIME-Version", "1.0")
-	}
 	// RFC 2045 §5.2: no Content-Type, or one that does not parse, is
 	// text/plain.
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
@@ -104,6 +100,10 @@ func convertBody(w io.Writer, h textproto.Header, body io.Reader, depth int, wri
 	put := func() error {
 		if !writeHeader {
 			return nil
+		}
+		if depth == 0 && !h.Has("Mime-Version") {
+			// RFC 2045 §4: the encodings set here mean nothing without it.
+			h.AddRaw([]byte("MIME-Version: 1.0\r\n"))
 		}
 		return textproto.WriteHeader(w, h)
 	}
