@@ -521,18 +521,6 @@ func TestQueueDelayWarning(t *testing.T) {
 	}
 }
 
-// TestQueueRemoteDeferred: until tern-queue has its SMTP transport, a
-// remote recipient is deferred with the reason in --list.
-func TestQueueRemoteDeferred(t *testing.T) {
-	r := newQueueRoot(t)
-	r.enqueue(plainMsg, "-f", "bob@example.org", "--", "someone@elsewhere.example")
-	r.runQueue()
-	res := r.Run("", nil, "tern-queue", "--list")
-	if !strings.Contains(res.Stdout, "deferred  someone@elsewhere.example (1 tries next ") || !strings.Contains(res.Stdout, "no smtp transport") {
-		t.Errorf("--list does not show the remote recipient deferred:\n%s", res.Stdout)
-	}
-}
-
 // TestQueueHold: a held entry is listed and not delivered until released;
 // a deleted one is gone without a bounce.
 func TestQueueHold(t *testing.T) {
@@ -793,7 +781,7 @@ func TestQueueCrash(t *testing.T) {
 // man page.
 func TestQueueManPages(t *testing.T) {
 	for page, flags := range map[string][]string{
-		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "destination-concurrency", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
+		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "destination-concurrency", "dns", "smtp-port", "smtp-connect-timeout", "smtp-greeting-timeout", "smtp-helo-timeout", "smtp-mail-timeout", "smtp-rcpt-timeout", "smtp-data-init-timeout", "smtp-data-block-timeout", "smtp-data-done-timeout", "smtp-command-timeout", "smtp-reuse-limit", "smtp-idle-timeout", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
 		"tern-enqueue.8": {"from", "read-recipients", "ignore-dots", "dot", "full-name", "verbose", "queue", "conf", "max-size", "list", "flush"},
 	} {
 		b, err := os.ReadFile(filepath.Join(mustRoot(t), "man", page))

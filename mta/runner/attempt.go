@@ -117,7 +117,7 @@ func (r *Runner) prepare(ctx context.Context, id string, force bool) (*queue.Env
 		if ctx.Err() != nil {
 			break
 		}
-		rt := route(c, rc.Addr)
+		rt := routeOf(c, rc.Addr)
 		switch {
 		case rt.alias != nil:
 			rc.Attempts++
@@ -193,7 +193,7 @@ func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *grou
 			Answer: fmt.Sprintf("delivery to %s suspended until %s: %s", key, dd.until.UTC().Format(time.RFC3339), dd.answer)})
 		return
 	}
-	tr := r.transports[g.hop.Kind]
+	tr := r.transport(g.hop.Kind)
 	if tr == nil {
 		fill(transport.Result{Status: "4.3.5", Temporary: true, DiagType: "X-Unix", Answer: fmt.Sprintf("no %s transport in this tern-queue", g.hop.Kind)})
 		return

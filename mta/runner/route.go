@@ -26,12 +26,12 @@ type routed struct {
 	alias   *conf.Recipient
 }
 
-// route decides where one recipient goes (issue #13 §0: route first, then
+// routeOf decides where one recipient goes (issue #13 §0: route first, then
 // hand a group to a transport). Alias targets that are commands or
 // Maildirs, and accounts, are local; an address in a domain not delivered
 // here goes over SMTP, to the routes file's host for its domain or else to
 // its MX hosts.
-func route(c *conf.Conf, addr string) routed {
+func routeOf(c *conf.Conf, addr string) routed {
 	if strings.HasPrefix(addr, "|") || strings.HasPrefix(addr, "/") {
 		return routed{hop: transport.Hop{Kind: transport.Local, Key: localKey}}
 	}
@@ -74,7 +74,7 @@ func smtpHop(c *conf.Conf, addr string) transport.Hop {
 // destination limits and back-offs an entry waits on. Aliases count as
 // local until they are expanded.
 func hopKey(c *conf.Conf, addr string) string {
-	r := route(c, addr)
+	r := routeOf(c, addr)
 	if r.decided != nil || r.alias != nil {
 		return localKey
 	}

@@ -34,8 +34,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/resolver"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/remote"
 	"github.com/tern-mail/tern/mta/transport"
 )
 
@@ -53,6 +55,7 @@ type Options struct {
 	WarnAfter              time.Duration // after this, one delay warning
 	ScanInterval           time.Duration // the fallback scan of the queue
 	Timeout                time.Duration // one delivery's limit
+	SMTP                   SMTPOptions   // remote delivery
 	Once                   bool          // one pass over what is due, then exit
 	Flush                  bool          // treat every deferred recipient as due
 }
@@ -64,8 +67,12 @@ type Env struct {
 	Signals <-chan os.Signal // SIGHUP re-reads the control directory; SIGTERM and SIGINT stop
 	Euid    int
 	// Transports by kind. The local one defaults to running tern-deliver
-	// (Local); without an SMTP one, remote recipients are deferred.
+	// (Local), the SMTP one to mta/remote over the resolver and dialer
+	// below.
 	Transports map[transport.Kind]transport.Transport
+	Resolver   resolver.Resolver // nil: --dns, else /etc/resolv.conf's servers
+	Dial       Dial              // nil: net.Dialer
+	SelfAddrs  SelfAddrs         // nil: the interfaces' addresses
 }
 
 // Retry schedule (tern-queue(8)): the delay after the nth failed attempt
@@ -96,6 +103,7 @@ type Runner struct {
 	conf   *conf.Conf
 
 	transports map[transport.Kind]transport.Transport
+	ownSMTP    *remote.Transport // the SMTP transport this runner made, under confMu
 	dests      *destinations
 
 	mu       sync.Mutex
@@ -129,6 +137,11 @@ func New(o Options, env Env) (*Runner, error) {
 	if r.transports[transport.Local] == nil {
 		r.transports[transport.Local] = &Local{Conf: r.currentConf, Program: o.Deliver, Enqueue: o.Enqueue, Queue: q.Dir, ConfDir: o.Conf, Timeout: o.Timeout, Euid: env.Euid}
 	}
+	if r.transports[transport.SMTP] == nil {
+		if r.ownSMTP, err = r.smtpTransport(c); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
@@ -158,8 +171,10 @@ func (r *Runner) reload() {
 		return
 	}
 	r.confMu.Lock()
+	old := r.conf
 	r.conf = c
 	r.confMu.Unlock()
+	r.reloadSMTP(old, c)
 	r.log.Info("re-read the control directory", "dir", r.o.Conf)
 }
 
@@ -171,6 +186,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	defer func() {
+		// QUIT the connections kept for reuse.
+		if t, ok := r.transport(transport.SMTP).(*remote.Transport); ok && t == r.ownSMTP {
+			t.Close()
+		}
+	}()
 	notes, err := r.q.Recover(r.env.Now())
 	if err != nil {
 		return err
