@@ -48,12 +48,16 @@ type sunk struct {
 	data  []byte
 }
 
-// newSink starts an MX host on a random 127.0.0.x (never 127.0.0.1,
+// newSink starts an MX host on a random 127.x.y.z (never 127.0.0.1,
 // which is one of this host's own addresses: a loop), on a free port.
-func newSink(t *testing.T) *sink {
+func newSink(t *testing.T) *sink { return newSinkAt(t, 0) }
+
+// newSinkAt is newSink on a given port (0: a free one), for several MX
+// hosts that tern-queue reaches on one --smtp-port.
+func newSinkAt(t *testing.T, port int) *sink {
 	t.Helper()
 	s := &sink{t: t}
-	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		s.mu.Lock()
 		s.conns++
 		s.mu.Unlock()
@@ -65,8 +69,8 @@ func newSink(t *testing.T) *sink {
 	var l net.Listener
 	var err error
 	for try := 0; try < 20; try++ {
-		s.ip = fmt.Sprintf("127.0.%d.%d", rand.Intn(250)+1, rand.Intn(250)+2)
-		if l, err = net.Listen("tcp", s.ip+":0"); err == nil {
+		s.ip = fmt.Sprintf("127.%d.%d.%d", rand.Intn(250), rand.Intn(250)+1, rand.Intn(250)+2)
+		if l, err = net.Listen("tcp", net.JoinHostPort(s.ip, strconv.Itoa(port))); err == nil {
 			break
 		}
 	}

@@ -56,7 +56,11 @@ func (r *Runner) smtpTransport(c *conf.Conf) (*remote.Transport, error) {
 		Targets: targets, Dial: r.env.Dial, Now: r.env.Now, Hostname: c.Hostname,
 		Client: r.o.SMTP.Client, ConnectTimeout: r.o.SMTP.ConnectTimeout,
 		MaxMessagesPerConn: r.o.SMTP.ReuseLimit, IdleTimeout: r.o.SMTP.IdleTimeout,
-		Log: r.log,
+		// Room for a connection of every delivery that can run at once:
+		// with fewer, a busy run closes connections it opens again
+		// straight away.
+		MaxIdle: max(remote.DefaultMaxIdle, r.o.Concurrency),
+		Log:     r.log,
 	}), nil
 }
 
