@@ -38,6 +38,7 @@ type received struct {
 	RcptOpts []smtp.RcptOptions
 	Data     []byte
 	TLS      bool
+	Helo     string // the name in the last EHLO or HELO
 }
 
 // mx is a go-smtp server on a loopback address acting as an MX host,
@@ -157,7 +158,7 @@ func (s *mxSession) Reset()        { s.msg = received{} }
 func (s *mxSession) Logout() error { return nil }
 
 func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
-	s.msg = received{From: from}
+	s.msg = received{From: from, Helo: s.c.Hostname()}
 	if opts != nil {
 		s.msg.Opts = *opts
 	}

@@ -523,6 +523,11 @@ func (d *delivery) connect(ctx context.Context, tg route.Target, a netip.Addr, p
 			cl.Close()
 			_, r := fail("4.7.5", "TLS with "+relay+" failed: "+errText(err))
 			r.tlsFailed = true
+			if d.m.RequireTLS {
+				// RFC 8689 §5: what cannot go over verified TLS fails.
+				r.res.Status, r.res.Temporary = "5.7.30", false
+				r.res.Answer = "REQUIRETLS: " + r.res.Answer
+			}
 			return nil, r
 		}
 		c.tls = tlsName(cl.TLS().Version)
