@@ -480,9 +480,19 @@ func (d *delivery) connect(ctx context.Context, tg route.Target, a netip.Addr, p
 	if err != nil {
 		return fail("4.4.1", "connect to "+relay+": "+err.Error())
 	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx.Err() != nil {
+		nc.Close()
+		return fail("4.4.7", "delivery cut short: "+ctx.Err().Error())
+	}
+	// A cancelled context reaches a blocked read through the deadline:
+	// the connection's while the greeting is awaited, the client's after.
+	stopGreeting := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	cl, err := smtpclient.New(nc, d.t.o.Client)
+	stopGreeting()
+	if err == nil {
+		stop := context.AfterFunc(ctx, cl.Abort)
+		defer stop()
+	}
 	if err != nil {
 		var re *smtpclient.ReplyError
 		if errors.As(err, &re) {

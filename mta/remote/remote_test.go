@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -495,3 +496,23 @@ func TestDeliverIPv6(t *testing.T) {
 }
 
 var _ = conf.TLSMay
+
+// A cancelled context ends a delivery stuck on a silent host at once,
+// whatever the SMTP time limits say.
+func TestDeliverContextCancels(t *testing.T) {
+	tg, _ := scripted(t, "127.0.0.3", func(c net.Conn, r *bufio.Reader) {
+		fmt.Fprintf(c, "220 slow.test ESMTP\r\n")
+		io.Copy(io.Discard, r) // EHLO is never answered
+	})
+	h := newHarness(t, []route.Target{tg}, func(o *Options) { o.Client.EHLOTimeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res := h.tr.Deliver(ctx, message("C1", "s@sender.test", text), transport.Hop{Kind: transport.SMTP, Key: "k", Domain: "example.org"}, rcpts("a@example.org"))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Deliver took %v after its context ended", d)
+	}
+	if !res[0].Temporary {
+		t.Errorf("result %+v, want deferred", res[0])
+	}
+}
