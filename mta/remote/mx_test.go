@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -66,7 +65,6 @@ type mx struct {
 	conns      int
 	transcript bytes.Buffer // what clients wrote, before any TLS
 	auths      []string     // "user tls=true"
-	quits      int
 }
 
 type mxOpt func(*mx)
@@ -451,5 +449,3 @@ func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 var errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again"}
 var errPerm = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-
-func isErr(err, target error) bool { return errors.Is(err, target) }
