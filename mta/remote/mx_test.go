@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,12 +48,16 @@ type received struct {
 // mx is a go-smtp server on a loopback address acting as an MX host,
 // keeping what it received and what the client wrote, byte for byte.
 type mx struct {
-	t    *testing.T
-	ap   netip.AddrPort
-	srv  *smtp.Server
-	hide []string // EHLO lines dropped from the server's replies: "250-8BITMIME"
+	t   *testing.T
+	ap  netip.AddrPort
+	srv *smtp.Server
+	l   net.Listener
+	// serving starts the server once; hooks are set before.
+	serving sync.Once
+	hide    []string // EHLO lines dropped from the server's replies: "250-8BITMIME"
 
 	// Hooks deciding answers; nil accepts.
+	mail func(from string) error
 	rcpt func(to string) error
 	data func(body []byte) error
 
@@ -87,12 +92,15 @@ func newMX(t *testing.T, ip string, port int, opts ...mxOpt) *mx {
 		t.Fatalf("listen on %s:%d: %v", ip, port, err)
 	}
 	m.ap = netip.MustParseAddrPort(l.Addr().String())
-	go m.srv.Serve(&recordingListener{Listener: l, m: m})
-	t.Cleanup(func() { m.srv.Close() })
+	m.l = &recordingListener{Listener: l, m: m}
+	t.Cleanup(func() { m.srv.Close(); l.Close() })
 	return m
 }
 
+// target is the host as routing would give it; it starts the server, so
+// a test sets the hooks first.
 func (m *mx) target(host string) route.Target {
+	m.serving.Do(func() { go m.srv.Serve(m.l) })
 	return route.Target{Host: host, Addrs: []netip.Addr{m.ap.Addr()}, Port: int(m.ap.Port())}
 }
 
@@ -164,6 +172,11 @@ func (s *mxSession) Reset()        { s.msg = received{} }
 func (s *mxSession) Logout() error { return nil }
 
 func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
+	if s.m.mail != nil {
+		if err := s.m.mail(from); err != nil {
+			return err
+		}
+	}
 	s.msg = received{From: from, Helo: s.c.Hostname()}
 	if opts != nil {
 		s.msg.Opts = *opts
@@ -262,14 +275,14 @@ func testTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 
 // scripted is a server that misbehaves as a test needs: it runs serve on
 // every connection.
-func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) (route.Target, *int) {
+func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) (route.Target, *atomic.Int32) {
 	t.Helper()
 	l, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	n := new(int)
+	n := new(atomic.Int32)
 	var wg sync.WaitGroup
 	var conns []net.Conn
 	go func() {
@@ -279,7 +292,7 @@ func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) 
 				return
 			}
 			mu.Lock()
-			*n++
+			n.Add(1)
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
