@@ -316,6 +316,11 @@ func (d *delivery) run(ctx context.Context) {
 			}
 			if r, failed := d.tryAddr(ctx, tg, a); failed {
 				last = r
+				if len(d.pending) > 0 {
+					// The recipients' own lines come at the end; this says
+					// why a host was passed over.
+					d.t.o.Log.Info("smtp: host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
+				}
 			}
 		}
 	}
