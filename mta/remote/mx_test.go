@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,28 +40,36 @@ type received struct {
 	RcptOpts []smtp.RcptOptions
 	Data     []byte
 	TLS      bool
+	Helo     string // the name in the last EHLO or HELO
+	Len      int64  // with sink: the text's length
+	Sum      string // with sink: its SHA-256, hex
 }
 
 // mx is a go-smtp server on a loopback address acting as an MX host,
 // keeping what it received and what the client wrote, byte for byte.
 type mx struct {
-	t    *testing.T
-	ap   netip.AddrPort
-	srv  *smtp.Server
-	hide []string // EHLO lines dropped from the server's replies: "250-8BITMIME"
+	t   *testing.T
+	ap  netip.AddrPort
+	srv *smtp.Server
+	l   net.Listener
+	// serving starts the server once; hooks are set before.
+	serving sync.Once
+	hide    []string // EHLO lines dropped from the server's replies: "250-8BITMIME"
 
 	// Hooks deciding answers; nil accepts.
+	mail func(from string) error
 	rcpt func(to string) error
 	data func(body []byte) error
 
 	user, pass string // AUTH PLAIN credentials, when set
+	// sink keeps only the length and SHA-256 of each text, for big ones.
+	sink bool
 
 	mu         sync.Mutex
 	msgs       []received
 	conns      int
 	transcript bytes.Buffer // what clients wrote, before any TLS
 	auths      []string     // "user tls=true"
-	quits      int
 }
 
 type mxOpt func(*mx)
@@ -82,12 +92,15 @@ func newMX(t *testing.T, ip string, port int, opts ...mxOpt) *mx {
 		t.Fatalf("listen on %s:%d: %v", ip, port, err)
 	}
 	m.ap = netip.MustParseAddrPort(l.Addr().String())
-	go m.srv.Serve(&recordingListener{Listener: l, m: m})
-	t.Cleanup(func() { m.srv.Close() })
+	m.l = &recordingListener{Listener: l, m: m}
+	t.Cleanup(func() { m.srv.Close(); l.Close() })
 	return m
 }
 
+// target is the host as routing would give it; it starts the server, so
+// a test sets the hooks first.
 func (m *mx) target(host string) route.Target {
+	m.serving.Do(func() { go m.srv.Serve(m.l) })
 	return route.Target{Host: host, Addrs: []netip.Addr{m.ap.Addr()}, Port: int(m.ap.Port())}
 }
 
@@ -133,7 +146,9 @@ type recordingConn struct {
 func (c *recordingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.m.mu.Lock()
-	c.m.transcript.Write(p[:n])
+	if !c.m.sink {
+		c.m.transcript.Write(p[:n])
+	}
 	c.m.mu.Unlock()
 	return n, err
 }
@@ -157,7 +172,12 @@ func (s *mxSession) Reset()        { s.msg = received{} }
 func (s *mxSession) Logout() error { return nil }
 
 func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
-	s.msg = received{From: from}
+	if s.m.mail != nil {
+		if err := s.m.mail(from); err != nil {
+			return err
+		}
+	}
+	s.msg = received{From: from, Helo: s.c.Hostname()}
 	if opts != nil {
 		s.msg.Opts = *opts
 	}
@@ -180,6 +200,18 @@ func (s *mxSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *mxSession) Data(r io.Reader) error {
+	if s.m.sink {
+		h := sha256.New()
+		n, err := io.Copy(h, r)
+		if err != nil {
+			return err
+		}
+		s.msg.Len, s.msg.Sum = n, hex.EncodeToString(h.Sum(nil))
+		s.m.mu.Lock()
+		s.m.msgs = append(s.m.msgs, s.msg)
+		s.m.mu.Unlock()
+		return nil
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -243,14 +275,14 @@ func testTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 
 // scripted is a server that misbehaves as a test needs: it runs serve on
 // every connection.
-func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) (route.Target, *int) {
+func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) (route.Target, *atomic.Int32) {
 	t.Helper()
 	l, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	n := new(int)
+	n := new(atomic.Int32)
 	var wg sync.WaitGroup
 	var conns []net.Conn
 	go func() {
@@ -260,7 +292,7 @@ func scripted(t *testing.T, ip string, serve func(c net.Conn, r *bufio.Reader)) 
 				return
 			}
 			mu.Lock()
-			*n++
+			n.Add(1)
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
@@ -328,9 +360,11 @@ type writeLogConn struct {
 }
 
 func (c *writeLogConn) Write(p []byte) (int, error) {
-	c.d.mu.Lock()
-	c.d.writes = append(c.d.writes, string(p))
-	c.d.mu.Unlock()
+	if len(p) < 4096 { // commands, not the text
+		c.d.mu.Lock()
+		c.d.writes = append(c.d.writes, string(p))
+		c.d.mu.Unlock()
+	}
 	return c.Conn.Write(p)
 }
 
@@ -428,5 +462,3 @@ func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 var errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again"}
 var errPerm = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-
-func isErr(err, target error) bool { return errors.Is(err, target) }

@@ -316,6 +316,11 @@ func (d *delivery) run(ctx context.Context) {
 			}
 			if r, failed := d.tryAddr(ctx, tg, a); failed {
 				last = r
+				if len(d.pending) > 0 {
+					// The recipients' own lines come at the end; this says
+					// why a host was passed over.
+					d.t.o.Log.Info("smtp: host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
+				}
 			}
 		}
 	}
@@ -480,9 +485,19 @@ func (d *delivery) connect(ctx context.Context, tg route.Target, a netip.Addr, p
 	if err != nil {
 		return fail("4.4.1", "connect to "+relay+": "+err.Error())
 	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx.Err() != nil {
+		nc.Close()
+		return fail("4.4.7", "delivery cut short: "+ctx.Err().Error())
+	}
+	// A cancelled context reaches a blocked read through the deadline:
+	// the connection's while the greeting is awaited, the client's after.
+	stopGreeting := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	cl, err := smtpclient.New(nc, d.t.o.Client)
+	stopGreeting()
+	if err == nil {
+		stop := context.AfterFunc(ctx, cl.Abort)
+		defer stop()
+	}
 	if err != nil {
 		var re *smtpclient.ReplyError
 		if errors.As(err, &re) {
@@ -523,6 +538,11 @@ func (d *delivery) connect(ctx context.Context, tg route.Target, a netip.Addr, p
 			cl.Close()
 			_, r := fail("4.7.5", "TLS with "+relay+" failed: "+errText(err))
 			r.tlsFailed = true
+			if d.m.RequireTLS {
+				// RFC 8689 §5: what cannot go over verified TLS fails.
+				r.res.Status, r.res.Temporary = "5.7.30", false
+				r.res.Answer = "REQUIRETLS: " + r.res.Answer
+			}
 			return nil, r
 		}
 		c.tls = tlsName(cl.TLS().Version)

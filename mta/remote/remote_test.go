@@ -2,11 +2,14 @@ package remote
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,7 +142,7 @@ func TestDeliverFallsBack(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var first route.Target
-			var contacted *int
+			var contacted *atomic.Int32
 			if tt.serve == nil {
 				first = refusedTarget(t, "127.0.0.3")
 			} else {
@@ -158,7 +161,7 @@ func TestDeliverFallsBack(t *testing.T) {
 			if got := good.received(); len(got) != 1 || len(got[0].Rcpts) != 2 || string(got[0].Data) != crlf(text) {
 				t.Errorf("mx2 received %+v", got)
 			}
-			if contacted != nil && *contacted == 0 {
+			if contacted != nil && contacted.Load() == 0 {
 				t.Errorf("the first host was never contacted")
 			}
 			// Alone, the failing host defers the recipients with its error.
@@ -181,6 +184,7 @@ func TestDeliverTriesEveryAddress(t *testing.T) {
 	dead := refusedTarget(t, "127.0.0.5")
 	// One host with a dead address first and the good one second, on one
 	// port: the good server's.
+	good.target("")
 	tg := route.Target{Host: "mx.example.org", Addrs: []netip.Addr{dead.Addrs[0], good.ap.Addr()}, Port: int(good.ap.Port())}
 	h := newHarness(t, []route.Target{{Host: "broken.example.org", Err: fmt.Errorf("SERVFAIL")}, tg}, nil)
 	res := h.deliver(message("Q4", "", text), transport.Hop{}, rcpts("x@example.org"))
@@ -402,14 +406,19 @@ func TestDeliverHELOFallback(t *testing.T) {
 		}
 	})
 	h := newHarness(t, []route.Target{tg}, nil)
-	res := h.deliver(message("Q16", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
-	h.tr.Close()
-	if !res[0].Delivered() || res[0].Answer != "250 taken" {
-		t.Fatalf("result %+v", res[0])
+	for _, id := range []string{"Q16", "Q17"} {
+		res := h.deliver(message(id, "s@sender.test", text), transport.Hop{}, rcpts("a@example.org", "b@example.org"))
+		if !res[0].Delivered() || res[0].Answer != "250 taken" || !res[1].Delivered() {
+			t.Fatalf("results %+v", res)
+		}
 	}
-	want := "EHLO tern.test|HELO tern.test|MAIL FROM:<s@sender.test>|RCPT TO:<a@example.org>|DATA"
-	if got := strings.Join(seen, "|"); !strings.HasPrefix(got, want) {
-		t.Errorf("conversation %q, want it to start %q", got, want)
+	h.tr.Close()
+	// Without PIPELINING one command at a time; the reused connection is
+	// reset before the second message.
+	tx := "MAIL FROM:<s@sender.test>|RCPT TO:<a@example.org>|RCPT TO:<b@example.org>|DATA"
+	want := "EHLO tern.test|HELO tern.test|" + tx + "|RSET|" + tx + "|QUIT"
+	if got := strings.Join(seen, "|"); got != want {
+		t.Errorf("conversation\n%q, want\n%q", got, want)
 	}
 }
 
@@ -495,3 +504,67 @@ func TestDeliverIPv6(t *testing.T) {
 }
 
 var _ = conf.TLSMay
+
+// A cancelled context ends a delivery stuck on a silent host at once,
+// whatever the SMTP time limits say.
+func TestDeliverContextCancels(t *testing.T) {
+	tg, _ := scripted(t, "127.0.0.3", func(c net.Conn, r *bufio.Reader) {
+		fmt.Fprintf(c, "220 slow.test ESMTP\r\n")
+		io.Copy(io.Discard, r) // EHLO is never answered
+	})
+	h := newHarness(t, []route.Target{tg}, func(o *Options) { o.Client.EHLOTimeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res := h.tr.Deliver(ctx, message("C1", "s@sender.test", text), transport.Hop{Kind: transport.SMTP, Key: "k", Domain: "example.org"}, rcpts("a@example.org"))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Deliver took %v after its context ended", d)
+	}
+	if !res[0].Temporary {
+		t.Errorf("result %+v, want deferred", res[0])
+	}
+}
+
+// A refused MAIL decides every recipient; a temporary one defers them.
+func TestDeliverMailRefused(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0)
+	m.mail = func(string) error {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "sender refused"}
+	}
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	res := h.deliver(message("M1", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org", "b@example.org"))
+	for _, r := range res {
+		if r.Status != "5.7.1" || r.Temporary || r.Answer != "553 5.7.1 sender refused" {
+			t.Errorf("result %+v", r)
+		}
+	}
+}
+
+// Concurrent deliveries to one place share the cache; every message
+// arrives and no more connections are opened than deliveries ran at once.
+func TestDeliverConcurrent(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0)
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	const workers, each = 6, 5
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				res := h.tr.Deliver(context.Background(), message(fmt.Sprint(w, "-", i), "s@sender.test", text),
+					transport.Hop{Kind: transport.SMTP, Key: "smtp:example.org", Domain: "example.org"}, rcpts("a@example.org"))
+				if !res[0].Delivered() {
+					t.Errorf("%d-%d: %+v", w, i, res[0])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(m.received()); n != workers*each {
+		t.Errorf("%d messages received, want %d", n, workers*each)
+	}
+	if n := m.connCount(); n > workers {
+		t.Errorf("%d connections for %d concurrent senders", n, workers)
+	}
+}

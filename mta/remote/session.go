@@ -181,6 +181,8 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			d.decideSome(accepted, result("4.3.0", true, "reading the queued message: "+be.Err.Error()))
 			return false, transport.Result{}, false, false
 		case errors.As(err, &re):
+			// A refused DATA may leave the transaction open.
+			reset = true
 			r := replyResult(re.Reply, c.relay, c.tls)
 			if r.Temporary {
 				d.leaveSome(accepted, r)

@@ -443,13 +443,13 @@ func (c *Client) Data(write func(w io.Writer) error) (Reply, error) {
 	if r, err := c.do(c.o.DataInitTimeout, 354, "DATA", "DATA"); err != nil {
 		return r, err
 	}
-	bw := &blockWriter{c: c}
-	dw := newDotWriter(bw)
+	dw := newDotWriter(c.bw)
+	rw := &renewingWriter{c: c, w: dw}
 	c.setDeadline(c.o.DataBlockTimeout)
-	bw.renewed = time.Now()
-	if err := write(dw); err != nil {
-		if bw.err != nil {
-			return Reply{}, fmt.Errorf("sending the message: %w", bw.err)
+	rw.renewed = time.Now()
+	if err := write(rw); err != nil {
+		if rw.err != nil {
+			return Reply{}, fmt.Errorf("sending the message: %w", rw.err)
 		}
 		c.conn.Close()
 		return Reply{}, &BodyError{Err: err}
@@ -495,37 +495,26 @@ func (c *Client) Copy(r io.Reader) func(io.Writer) error {
 	}
 }
 
-// blockWriter is the buffered connection under the dot-stuffer; it
-// renews the deadline for the next block once a second at most, and keeps
-// a write error apart from the text's own read errors.
-type blockWriter struct {
+// renewingWriter is what the text is written to: it renews the
+// connection's deadline for the next block, once a second at most, and
+// keeps the connection's write errors apart from the text's read errors.
+type renewingWriter struct {
 	c       *Client
+	w       io.Writer
 	renewed time.Time
 	err     error
 }
 
-func (b *blockWriter) renew() {
-	if now := time.Now(); now.Sub(b.renewed) > time.Second {
-		b.c.setDeadline(b.c.o.DataBlockTimeout)
-		b.renewed = now
+func (r *renewingWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(r.renewed) > time.Second {
+		r.c.setDeadline(r.c.o.DataBlockTimeout)
+		r.renewed = now
 	}
-}
-
-func (b *blockWriter) Write(p []byte) (int, error) {
-	b.renew()
-	n, err := b.c.bw.Write(p)
+	n, err := r.w.Write(p)
 	if err != nil {
-		b.err = err
+		r.err = err
 	}
 	return n, err
-}
-
-func (b *blockWriter) WriteByte(x byte) error {
-	err := b.c.bw.WriteByte(x)
-	if err != nil {
-		b.err = err
-	}
-	return err
 }
 
 // Reset sends RSET (RFC 5321 §4.1.1.5).
