@@ -24,6 +24,16 @@ const Format = "tern-queue 2"
 // formatV1 is the format before the SMTP conversation's parameters.
 const formatV1 = "tern-queue 1"
 
+// The text line of a version 2 envelope, its second: whether the message
+// has an octet over 127. Both are as long, so one can be written over the
+// other in place (see Inject).
+const (
+	textLine7 = "7bit"
+	textLine8 = "8bit"
+	// textOffset is where the text line starts.
+	textOffset = len(Format) + 1
+)
+
 // formatVersion returns the version a first line names, or 0 for a line
 // that names none this version reads.
 func formatVersion(line string) int {
@@ -136,7 +146,14 @@ func (e *Envelope) Marshal(w io.Writer) error {
 		return fmt.Errorf("envelope %s: %w", e.ID, err)
 	}
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "%s\nid %s\narrived %s\nsender %s\n", Format, e.ID, e.Arrived.UTC().Format(time.RFC3339Nano), e.Sender)
+	// The text line comes right after the format line, at a place fixed
+	// so that Inject can write it over once the message is copied: only
+	// then does it know.
+	text := textLine7
+	if e.EightBit {
+		text = textLine8
+	}
+	fmt.Fprintf(bw, "%s\n%s\nid %s\narrived %s\nsender %s\n", Format, text, e.ID, e.Arrived.UTC().Format(time.RFC3339Nano), e.Sender)
 	if e.UID >= 0 {
 		fmt.Fprintf(bw, "uid %d\n", e.UID)
 	}
@@ -157,9 +174,6 @@ func (e *Envelope) Marshal(w io.Writer) error {
 	}
 	if e.Body != "" {
 		fmt.Fprintf(bw, "body %s\n", e.Body)
-	}
-	if e.EightBit {
-		bw.WriteString("8bit\n")
 	}
 	if e.EnvID != "" {
 		fmt.Fprintf(bw, "envid %s\n", mta.EncodeXtext(e.EnvID))
@@ -233,6 +247,7 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	br := bufio.NewReaderSize(io.LimitReader(r, MaxEnvelope), 64<<10)
 	e := &Envelope{UID: -1}
 	version := 0
+	sawText := false // version 2's 7bit or 8bit line
 	var used int64
 	lineNo := 0
 	sawSender := false
@@ -259,7 +274,7 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 			}
 			continue
 		}
-		if err := e.parseLine(line, version); err != nil {
+		if err := e.parseLine(line, version, &sawText); err != nil {
 			return nil, used, fmt.Errorf("line %d: %w", lineNo, err)
 		}
 		if strings.HasPrefix(line, "sender ") {
@@ -268,6 +283,14 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	}
 	if lineNo == 0 {
 		return nil, used, errors.New("empty envelope")
+	}
+	switch {
+	case version == 1:
+		// Nobody looked at a version 1 entry's text: it counts as 8-bit,
+		// so that delivery takes the care 8-bit text needs.
+		e.EightBit = true
+	case !sawText:
+		return nil, used, errors.New("no 7bit or 8bit line")
 	}
 	if e.ID == "" || !ValidID(e.ID) {
 		return nil, used, errors.New("no valid id line")
@@ -284,7 +307,7 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	return e, used, nil
 }
 
-func (e *Envelope) parseLine(line string, version int) error {
+func (e *Envelope) parseLine(line string, version int, sawText *bool) error {
 	key, val, _ := strings.Cut(line, " ")
 	if strings.HasPrefix(line, "rcpt\t") {
 		if len(e.Recipients) >= MaxRecipients {
@@ -335,7 +358,7 @@ func (e *Envelope) parseLine(line string, version int) error {
 		if version < 2 {
 			return fmt.Errorf("unknown line %q", key)
 		}
-		return e.parseConversationLine(line, key, val)
+		return e.parseConversationLine(line, key, val, sawText)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
@@ -401,7 +424,7 @@ func fitDiagType(s string) string {
 // conversation said about the message. A flag given twice, or a value
 // that breaks the bounds the SMTP server enforces, is an error: only a
 // damaged or forged file has one.
-func (e *Envelope) parseConversationLine(line, key, val string) error {
+func (e *Envelope) parseConversationLine(line, key, val string, sawText *bool) error {
 	flag := func(f *bool) error {
 		if line != key {
 			return fmt.Errorf("%s takes no value", key)
@@ -422,8 +445,12 @@ func (e *Envelope) parseConversationLine(line, key, val string) error {
 	switch key {
 	case "smtputf8":
 		return flag(&e.SMTPUTF8)
-	case "8bit":
-		return flag(&e.EightBit)
+	case textLine7, textLine8:
+		if err := flag(sawText); err != nil {
+			return fmt.Errorf("a second 7bit or 8bit line")
+		}
+		e.EightBit = key == textLine8
+		return nil
 	case "requiretls":
 		return flag(&e.RequireTLS)
 	case "body":

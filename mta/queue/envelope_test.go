@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"flag"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -114,11 +115,14 @@ func TestEnvelopeReadsV1(t *testing.T) {
 	if next, ok := e.NextTry(); !ok || !next.IsZero() {
 		t.Errorf("NextTry = %v, %v: the remote recipient is due now", next, ok)
 	}
-	if e.SMTPUTF8 || e.Body != "" || e.EightBit || e.EnvID != "" || e.Ret != "" || e.RequireTLS {
+	if e.SMTPUTF8 || e.Body != "" || e.EnvID != "" || e.Ret != "" || e.RequireTLS {
 		t.Errorf("a version 1 entry has no conversation parameters: %+v", e)
 	}
+	if !e.EightBit {
+		t.Errorf("a version 1 entry, whose text nobody looked at, is not taken for 8-bit")
+	}
 	text := marshal(t, e)
-	if !strings.HasPrefix(text, "tern-queue 2\n") || !strings.Contains(text, "\nrcpt\tdeferred\t1\t-\t4.3.2\tdave@elsewhere.example\t") {
+	if !strings.HasPrefix(text, "tern-queue 2\n8bit\n") || !strings.Contains(text, "\nrcpt\tdeferred\t1\t-\t4.3.2\tdave@elsewhere.example\t") {
 		t.Errorf("written again:\n%s", text)
 	}
 }
@@ -126,7 +130,7 @@ func TestEnvelopeReadsV1(t *testing.T) {
 // TestEnvelopeV2Refused: what ParseEnvelope refuses in a version 2
 // envelope, and that version 1 has none of version 2's lines or fields.
 func TestEnvelopeV2Refused(t *testing.T) {
-	good := "tern-queue 2\nid 18eb658cb4105cbc05b55\narrived 2026-11-25T21:02:11Z\nsender a@b.example\nrcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n"
+	good := "tern-queue 2\n7bit\nid 18eb658cb4105cbc05b55\narrived 2026-11-25T21:02:11Z\nsender a@b.example\nrcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n"
 	if _, _, err := ParseEnvelope(strings.NewReader(good)); err != nil {
 		t.Fatal(err)
 	}
@@ -136,10 +140,14 @@ func TestEnvelopeV2Refused(t *testing.T) {
 	field := func(f ...string) string { return head + rcpt + "\t" + strings.Join(f, "\t") + "\n" }
 	for name, in := range map[string]string{
 		"version 3":             strings.Replace(good, "tern-queue 2", "tern-queue 3", 1),
-		"v1 with smtputf8":      strings.Replace(line("smtputf8"), "tern-queue 2", "tern-queue 1", 1),
-		"v1 with a field":       strings.Replace(field("notify=NEVER"), "tern-queue 2", "tern-queue 1", 1),
+		"v1 with smtputf8":      strings.Replace(strings.Replace(line("smtputf8"), "7bit\n", "", 1), "tern-queue 2", "tern-queue 1", 1),
+		"v1 with a text line":   strings.Replace(good, "tern-queue 2", "tern-queue 1", 1),
+		"v1 with a field":       strings.Replace(strings.Replace(field("notify=NEVER"), "7bit\n", "", 1), "tern-queue 2", "tern-queue 1", 1),
 		"flag with a value":     line("smtputf8 yes"),
-		"flag twice":            line("8bit\n8bit"),
+		"flag twice":            line("requiretls\nrequiretls"),
+		"no text line":          strings.Replace(good, "7bit\n", "", 1),
+		"text line twice":       line("8bit"),
+		"text line with value":  strings.Replace(good, "7bit", "7bit yes", 1),
 		"body binary":           line("body BINARYMIME"),
 		"body lower case":       line("body 8bitmime"),
 		"body twice":            line("body 7BIT\nbody 7BIT"),
@@ -212,5 +220,138 @@ func TestEnvelopeMarshalRefuses(t *testing.T) {
 	}
 	if r := got.Recipients[1]; !strings.HasPrefix(r.RemoteMTA, "mx.example.net?[192.0.2.7]:25?xxx") || len(r.RemoteMTA) != maxRemoteMTA || r.DiagType != "" {
 		t.Errorf("remote-mta %q, diag %q", r.RemoteMTA, r.DiagType)
+	}
+}
+
+// TestInjectFindsEightBit: Inject finds an octet over 127 wherever it is
+// in the message, as it copies it, and the text line of the submission
+// says so; InjectScanned takes the caller's word and looks at nothing.
+// Both survive the take-in into env/.
+func TestInjectFindsEightBit(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 2000)
+	for _, c := range []struct {
+		name    string
+		text    string
+		scanned bool
+		known8  bool
+		want    bool
+	}{
+		{"ascii", "Subject: x\n\nbody\n", false, false, false},
+		{"8-bit header", "Subject: é\n\nbody\n", false, false, true},
+		{"8-bit at the end of a large body", "Subject: x\n\n" + big + "caf\xc3\xa9\n", false, false, true},
+		{"8-bit in the last octet", "Subject: x\n\n" + big + "\xff", false, false, true},
+		{"DEL is 7-bit", "Subject: x\n\n\x7f\n", false, false, false},
+		{"scanned, said 7-bit", "Subject: é\n\nbody\n", true, false, false},
+		{"scanned, said 8-bit", "Subject: x\n\nbody\n", true, true, true},
+		{"unscanned, said 8-bit", "Subject: x\n\nbody\n", false, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			q, err := Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &Envelope{Sender: "a@b.example", UID: -1, EightBit: c.known8, Recipients: []*Recipient{{Addr: "bob@example.org", State: Queued}}}
+			inject := q.Inject
+			if c.scanned {
+				inject = q.InjectScanned
+			}
+			id, err := inject(e, strings.NewReader(c.text), time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.EightBit != c.want {
+				t.Errorf("envelope says 8-bit %v, want %v", e.EightBit, c.want)
+			}
+			b, err := os.ReadFile(filepath.Join(q.Dir, Incoming, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := "7bit"
+			if c.want {
+				line = "8bit"
+			}
+			if !bytes.HasPrefix(b, []byte(Format+"\n"+line+"\n")) {
+				t.Errorf("submission starts %q, want the text line %q", b[:min(len(b), 40)], line)
+			}
+			if !bytes.HasSuffix(b, []byte(c.text)) {
+				t.Errorf("message changed")
+			}
+			got, err := q.Ingest(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.EightBit != c.want {
+				t.Errorf("taken in as 8-bit %v, want %v", got.EightBit, c.want)
+			}
+			if again, err := q.Load(id); err != nil || again.EightBit != c.want {
+				t.Errorf("env/ reads 8-bit %v (%v), want %v", again.EightBit, err, c.want)
+			}
+		})
+	}
+}
+
+// TestInjectPreparedOnlyScanned: a prepared entry's seal covers the text
+// line, so only a message whose text was looked at already goes into one.
+func TestInjectPreparedOnlyScanned(t *testing.T) {
+	q, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.KeepReady(2)
+	defer q.Close()
+	waitPool(t, q, 2)
+	sealed := func(id string) bool {
+		f, err := os.Open(filepath.Join(q.Dir, Incoming, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		_, err = checkSeal(f)
+		return err == nil
+	}
+	e, text := newMessage(1)
+	id, err := q.Inject(e, strings.NewReader(text+"\xe9\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sealed(id) || !e.EightBit {
+		t.Errorf("unscanned message: in a prepared entry %v, 8-bit %v", sealed(id), e.EightBit)
+	}
+	e, text = newMessage(2)
+	e.EightBit = true
+	id, err = q.InjectScanned(e, strings.NewReader(text+"\xe9\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sealed(id) {
+		t.Errorf("scanned message not in a prepared entry")
+	}
+	if got, err := q.Ingest(id); err != nil || !got.EightBit {
+		t.Errorf("taken in: %+v, %v", got, err)
+	}
+}
+
+// TestReclaimVersion1Prepared: a prepared entry that a version 1
+// tern-smtpd sealed, left as .pool- by a crash before its rename, is taken
+// in by this version after an upgrade.
+func TestReclaimVersion1Prepared(t *testing.T) {
+	q, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := NewID(time.Now(), 77)
+	rest := "id " + id + "\narrived 2026-11-25T21:02:11Z\nsender a@b.example\nrcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n\nSubject: old\n\nbody\n"
+	crc := crc32.Checksum([]byte(rest), crc32.MakeTable(crc32.Castagnoli))
+	v1 := formatV1 + "\n" + sealKey + sealValue(int64(len(rest)), crc) + "\n" + rest
+	if err := os.WriteFile(filepath.Join(q.Dir, Incoming, PoolPrefix+"v1"), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notes := q.ReclaimPool()
+	if ids, _ := q.Incoming(); len(ids) != 1 || ids[0] != id {
+		t.Fatalf("incoming: %v; notes %q", ids, notes)
+	}
+	e, err := q.Ingest(id)
+	if err != nil || !e.EightBit || e.Size != int64(len("Subject: old\n\nbody\n")) {
+		t.Errorf("taken in: %+v, %v", e, err)
 	}
 }
