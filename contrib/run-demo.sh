@@ -30,12 +30,14 @@ export HOME TERN_CONF TERN_QUEUE
 
 # The demo account. Run as root, the servers become the account after
 # login and refuse to serve mail as root, so the account is nobody's then.
-ids="::"
-if [ "$(id -u)" = 0 ]; then ids=":65534:65534:"; fi
+# The fields are user:hash:uid:gid:gecos:home:shell (tern-users(5)); an
+# empty uid and gid mean the servers' own.
+uid= gid=
+if [ "$(id -u)" = 0 ]; then uid=65534 gid=65534; fi
 echo localhost > "$CONF/hostname"
 echo localhost > "$CONF/domains"
-printf '# the demo account; make real ones with tern-passwd add\ndemo:%s%s:%s::\n' \
-	"$(echo demo | tern-passwd hash)" "$ids" "$HOME" > "$CONF/users"
+printf '# the demo account; make real ones with tern-passwd add\ndemo:%s:%s:%s::%s:\n' \
+	"$(echo demo | tern-passwd hash)" "$uid" "$gid" "$HOME" > "$CONF/users"
 
 i=0
 for subject in "Welcome to tern" "Your order has shipped" "Minutes of the meeting"; do

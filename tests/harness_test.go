@@ -310,12 +310,30 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// Need skips the test, loudly, when a program it drives is not installed.
+// debianPackage names the Debian package that brings each program a test
+// drives, so that a skip says what to install. .ci/run installs them all.
+var debianPackage = map[string]string{
+	"fetchmail": "fetchmail",
+	"getmail":   "getmail6",
+	"munpack":   "mpack",
+	"python3":   "python3",
+	"setpriv":   "util-linux",
+	"swaks":     "swaks",
+	"tcpserver": "ucspi-tcp",
+	"time":      "time",
+}
+
+// Need skips the test, loudly, when a program it drives is not installed,
+// naming the Debian package that brings it.
 func Need(t testing.TB, progs ...string) {
 	t.Helper()
 	for _, p := range progs {
+		pkg, ok := debianPackage[p]
+		if !ok {
+			t.Fatalf("Need(%q): add the program's Debian package to debianPackage (and to .ci/run)", p)
+		}
 		if _, err := exec.LookPath(p); err != nil {
-			skipLoudly(t, "%s is not installed (Debian: apt-get install the package that has it; .ci/run does)", p)
+			skipLoudly(t, "%s is not installed (Debian package %s; .ci/run installs it)", p, pkg)
 		}
 	}
 }

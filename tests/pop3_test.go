@@ -37,12 +37,14 @@ func newPOPAccount(t *testing.T, r *Root) *popAccount {
 	if res.Code != 0 {
 		t.Fatalf("tern-passwd hash: %v", res)
 	}
-	ids := "::"
+	// user:hash:uid:gid:gecos:home:shell (tern-users(5)); an empty uid
+	// and gid mean the server's own.
+	uid, gid := "", ""
 	if os.Geteuid() == 0 {
-		ids = ":65534:65534:"
+		uid, gid = "65534", "65534"
 		r.OpenUp()
 	}
-	r.WriteFile("etc/tern/users", "# test account\n"+a.user+":"+strings.TrimSpace(res.Stdout)+ids+":"+a.home+"::\n")
+	r.WriteFile("etc/tern/users", fmt.Sprintf("# test account\n%s:%s:%s:%s::%s:\n", a.user, strings.TrimSpace(res.Stdout), uid, gid, a.home))
 	if err := os.MkdirAll(a.home, 0o755); err != nil {
 		t.Fatal(err)
 	}
