@@ -32,24 +32,46 @@ type Folder struct {
 	list         *UIDList         // last list read, and the file it came from
 	listStat     unix.Stat_t
 	lastValidity uint32
+	kw           *Keywords // last tern-keywords read, and its stat
+	kwStat       unix.Stat_t
 }
 
-// Message is one message of a folder as found on disk.
+// Message is one message of a folder: the one type every caller of this
+// package sees, from a delivery, a listing or a session's view.
 type Message struct {
 	// UID is the message's IMAP UID, 0 where it has none yet.
 	UID uint32
+	// Seq is its sequence number in the View it came from, 0 elsewhere.
+	Seq uint32
 	// Unique is the file name without the ":2,<flags>" info; it does
-	// not change when the flags do.
+	// not change when the flags do. POP3's UIDL shows it.
 	Unique string
-	// Name is the file name in Dir, Path the whole path.
+	// Name is the file name in Dir, Path the whole path, as last seen.
 	Name, Path string
 	// Dir is "new" or "cur".
 	Dir string
-	// Flags are the maildir flag letters, sorted (see NormalizeFlags).
-	Flags string
+	// Flags are the message's flags in IMAP's terms: system flags
+	// (FlagSeen...) and keywords.
+	Flags []string
+	// Recent is \Recent in the View it came from (RFC 3501 §2.3.2).
+	Recent bool
 	// Size is the size on disk (S=); RFC822Size the size with every LF
 	// counted as CRLF (W=), which POP3 and IMAP report.
 	Size, RFC822Size int64
+	// Date is the internal date (RFC 9051 §2.3.3): the file's mtime,
+	// where Courier and Dovecot keep it too. Zero where not read.
+	Date time.Time
+
+	letters string // the flag letters of the name
+}
+
+// HasFlag reports whether the message has a flag (system flags matched
+// without regard to case).
+func (m Message) HasFlag(flag string) bool {
+	if c, ok := systemLetter(flag); ok {
+		return hasLetter(m.letters, c)
+	}
+	return slices.Contains(m.Flags, flag)
 }
 
 // Name returns the folder's UTF-8 name, "INBOX" for the root.
@@ -184,7 +206,8 @@ func (f *Folder) message(rel string, uid uint32) (Message, error) {
 
 func (f *Folder) messageAt(p place, uid uint32) (Message, error) {
 	unique, flags := splitName(p.name)
-	m := Message{UID: uid, Unique: unique, Name: p.name, Path: filepath.Join(f.path, p.dir(), p.name), Dir: p.dir(), Flags: flags}
+	m := Message{UID: uid, Unique: unique, Name: p.name, Path: filepath.Join(f.path, p.dir(), p.name), Dir: p.dir(), letters: flags}
+	m.Flags = imapFlags(flags, f.cachedKeywords())
 	m.Size, m.RFC822Size = nameSizes(unique)
 	if m.Size < 0 || m.RFC822Size < 0 {
 		if err := fileSizes(&m); err != nil {

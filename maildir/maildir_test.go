@@ -182,7 +182,7 @@ func TestFlagsAndCur(t *testing.T) {
 		t.Fatalf("MoveToCur: %+v %v", m2, err)
 	}
 	m3, err := f.SetFlags(m.Unique, "TSbaRSF")
-	if err != nil || m3.Flags != "FRSTab" || m3.Name != m.Unique+":2,FRSTab" {
+	if err != nil || m3.letters != "FRSTab" || m3.Name != m.Unique+":2,FRSTab" {
 		t.Fatalf("SetFlags: %+v %v", m3, err)
 	}
 	if _, err := f.SetFlags(m.Unique, "X"); err == nil {
@@ -191,14 +191,14 @@ func TestFlagsAndCur(t *testing.T) {
 	// Someone else renames the file: SetFlags finds it by its unique name.
 	os.Rename(m3.Path, filepath.Join(s.Root, "cur", m.Unique+":2,S"))
 	m4, err := f.SetFlags(m.Unique, "D")
-	if err != nil || m4.Flags != "D" {
+	if err != nil || m4.letters != "D" {
 		t.Fatalf("SetFlags after a foreign rename: %+v %v", m4, err)
 	}
 	if n := dirNames(t, filepath.Join(s.Root, "cur")); len(n) != 1 || n[0] != m.Unique+":2,D" {
 		t.Errorf("cur/ = %v", n)
 	}
-	m5, err := f.Deliver(strings.NewReader("x\n"), DeliverOptions{Flags: "SR"})
-	if err != nil || m5.Dir != "cur" || m5.Flags != "RS" {
+	m5, err := f.Deliver(strings.NewReader("x\n"), DeliverOptions{Flags: []string{`\Seen`, `\Answered`}})
+	if err != nil || m5.Dir != "cur" || m5.letters != "RS" {
 		t.Errorf("Deliver with flags: %+v %v", m5, err)
 	}
 	r, om, err := f.Open(m.Unique)
@@ -207,7 +207,7 @@ func TestFlagsAndCur(t *testing.T) {
 	}
 	b, _ := io.ReadAll(r)
 	r.Close()
-	if string(b) != "hello\n" || om.Flags != "D" {
+	if string(b) != "hello\n" || om.letters != "D" {
 		t.Errorf("Open: %q %+v", b, om)
 	}
 	if err := f.Remove(m.Unique); err != nil {
@@ -266,14 +266,8 @@ func TestKeywords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for i := 0; i < len(m.Flags); i++ {
-		if kw, ok := k3.Keyword(m.Flags[i]); ok {
-			got = append(got, kw)
-		}
-	}
-	if strings.Join(got, " ") != "$Forwarded Junk" || m.Flags != "Sab" {
-		t.Errorf("flags %q -> keywords %v", m.Flags, got)
+	if got := strings.Join(m.Flags, " "); got != `\Seen $Forwarded Junk` || m.letters != "Sab" {
+		t.Errorf("letters %q -> flags %q", m.letters, got)
 	}
 	if _, err := ParseKeywords(strings.NewReader("a x\na y\n")); err == nil {
 		t.Error("a letter twice was accepted")
@@ -410,7 +404,7 @@ func TestSizesFallback(t *testing.T) {
 	if err != nil || len(msgs) != 1 {
 		t.Fatal(msgs, err)
 	}
-	if m := msgs[0]; m.Size != 5 || m.RFC822Size != 7 || m.Flags != "S" || m.UID != 1 {
+	if m := msgs[0]; m.Size != 5 || m.RFC822Size != 7 || m.letters != "S" || m.UID != 1 {
 		t.Errorf("%+v", m)
 	}
 }

@@ -60,7 +60,7 @@ func TestSyncArrivalOrderAndNoReuse(t *testing.T) {
 	}
 	var got []string
 	for _, m := range msgs {
-		got = append(got, fmt.Sprintf("%d%s", m.UID, m.Flags))
+		got = append(got, fmt.Sprintf("%d%s", m.UID, m.letters))
 	}
 	if strings.Join(got, " ") != "1S 2 3 5" {
 		t.Errorf("messages %v, want UIDs 1S 2 3 5 (4 expunged, never reused)", got)
