@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -62,6 +63,7 @@ type front struct {
 	events   chan event
 
 	compressed bool
+	libGone    bool // imapserver ended the connection
 }
 
 // event is what the relay tells the command loop.
@@ -134,7 +136,7 @@ func (f *front) relay() {
 			// timeouts, an unknown command before login): so does
 			// the front, and its read of the client ends.
 			f.out.flush()
-			f.conn.Close()
+			f.stopReading()
 			f.events <- event{closed: true}
 			return
 		}
@@ -209,6 +211,20 @@ func (f *front) relay() {
 	}
 }
 
+// stopReading ends the command loop's wait for the client: with a
+// deadline where the connection takes one, so that its owner closes it
+// once, else by closing it.
+func (f *front) stopReading() {
+	f.mu.Lock()
+	f.libGone = true
+	f.mu.Unlock()
+	if d, ok := f.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
+		d.SetReadDeadline(time.Now())
+		return
+	}
+	f.conn.Close()
+}
+
 func (f *front) copyToClient(n int64) error {
 	f.out.mu.Lock()
 	defer f.out.mu.Unlock()
@@ -278,7 +294,7 @@ func (f *front) rewriteCaps(line []byte, authed bool) []byte {
 // rewriteGreeting names the host and the connection in the greeting.
 func (f *front) rewriteGreeting(line []byte) []byte {
 	i := bytes.LastIndexByte(line, ']')
-	if i < 0 || !bytes.HasPrefix(line, []byte("* ")) {
+	if i < 0 || !(bytes.HasPrefix(line, []byte("* OK [")) || bytes.HasPrefix(line, []byte("* PREAUTH ["))) {
 		return line
 	}
 	return append(line[:i+1:i+1], (" " + f.cfg.greeting())...)
@@ -402,6 +418,12 @@ func (f *front) serve(ctx context.Context) error {
 			if errors.Is(err, errLineTooLong) {
 				// The rest of the line cannot be told from a command.
 				f.out.line("* BYE [TOOBIG] command line longer than %d octets", MaxLine)
+				return nil
+			}
+			f.mu.Lock()
+			gone := f.libGone
+			f.mu.Unlock()
+			if gone {
 				return nil
 			}
 			if ctx.Err() != nil {
