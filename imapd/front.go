@@ -405,10 +405,8 @@ func (f *front) isAuthed() bool {
 
 // serve is the command loop.
 func (f *front) serve(ctx context.Context) error {
-	// The greeting comes first, from imapserver through the relay.
-	f.mu.Lock()
-	f.waitTag = "*"
-	f.mu.Unlock()
+	// The greeting comes first, from imapserver through the relay
+	// (waitTag is "*" from the start, see Serve).
 	if _, err := f.await(); err != nil {
 		return nil
 	}

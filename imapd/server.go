@@ -222,6 +222,9 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, cfg Config) error {
 		libR:   newReader(ours),
 		libW:   newWriter(ours),
 		events: make(chan event, 1),
+		// The greeting is the first line imapserver writes, and the
+		// relay must know to report it before it reads it.
+		waitTag: "*",
 	}
 	f.in = newReader(conn)
 	f.out = &clientOut{w: newWriter(conn)}

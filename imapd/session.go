@@ -292,6 +292,13 @@ func (s *Session) Create(name string, options *imap.CreateOptions) error {
 			}
 		}
 	}
+	// RFC 9051 §6.3.4: the levels above are made too, so that the
+	// hierarchy can be renamed and deleted level by level.
+	for i := strings.IndexByte(name, '.'); i >= 0; i = nextDot(name, i) {
+		if _, err := s.store.CreateFolder(name[:i]); err != nil && !errors.Is(err, fs.ErrExist) {
+			return s.internal("create "+name[:i], err)
+		}
+	}
 	if _, err := s.store.CreateFolder(name); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: fmt.Sprintf("mailbox %q exists", name)}
