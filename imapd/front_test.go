@@ -116,24 +116,27 @@ func login(w *wire) {
 // of a refused {N+} literal unread and runs it as commands. Through the
 // front the payload is swallowed and the mailbox is never created.
 func TestFrontRefusedLiteralPlusNotRun(t *testing.T) {
-	w := newWire(t, startFront(t, Config{}))
-	login(w)
-	payload := "x9 CREATE Injected\r\n" + strings.Repeat("y", 5000-len("x9 CREATE Injected\r\n"))
-	w.send("a2 SELECT {5000+}\r\n" + payload + "\r\n")
-	if l := w.expect("a2 "); !strings.HasPrefix(l, "a2 BAD [TOOBIG]") {
-		t.Errorf("SELECT with a 5000-octet literal: %q, want BAD [TOOBIG]", l)
-	}
-	w.send("a3 LIST \"\" *\r\n")
-	for {
-		l := w.line()
-		if strings.Contains(l, "Injected") {
-			t.Fatalf("the literal's payload ran as a command: %q", l)
+	for _, head := range []string{"", "x\r\n"} {
+		w := newWire(t, startFront(t, Config{}))
+		login(w)
+		payload := head + "x9 CREATE Injected\r\n"
+		payload += strings.Repeat("y", 5000-len(payload))
+		w.send("a2 SELECT {5000+}\r\n" + payload + "\r\n")
+		if l := w.expect("a2 "); !strings.HasPrefix(l, "a2 BAD [TOOBIG]") {
+			t.Errorf("SELECT with a 5000-octet literal: %q, want BAD [TOOBIG]", l)
 		}
-		if strings.HasPrefix(l, "x9 ") {
-			t.Fatalf("the literal's payload was answered: %q", l)
-		}
-		if strings.HasPrefix(l, "a3 ") {
-			break
+		w.send("a3 LIST \"\" *\r\n")
+		for {
+			l := w.line()
+			if strings.Contains(l, "Injected") {
+				t.Fatalf("the literal's payload ran as a command: %q", l)
+			}
+			if strings.HasPrefix(l, "x9 ") {
+				t.Fatalf("the literal's payload was answered: %q", l)
+			}
+			if strings.HasPrefix(l, "a3 ") {
+				break
+			}
 		}
 	}
 }

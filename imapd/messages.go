@@ -169,17 +169,47 @@ func (s *Session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.view.Copy(s.uidsOf(numSet), dst)
+	uids := s.uidsOf(numSet)
+	if err := s.checkQuota(uids); err != nil {
+		return nil, err
+	}
+	res, err := s.view.Copy(uids, dst)
 	if err != nil {
 		return nil, s.copyError(err)
 	}
 	return copyData(res), nil
 }
 
+// checkQuota refuses a COPY that would take the account over its quota
+// (RFC 9208 §4.3: OVERQUOTA). The store checks it for APPEND; COPY links
+// files without a look at maildirsize. MOVE stays within the account and
+// changes no usage.
+func (s *Session) checkQuota(uids []uint32) error {
+	q, has, err := s.Quota()
+	if err != nil {
+		return s.internal("read the quota", err)
+	}
+	if !has {
+		return nil
+	}
+	var size int64
+	for _, uid := range uids {
+		if m, err := s.view.Message(s.view.Seq(uid)); err == nil {
+			size += m.Size
+		}
+	}
+	if (q.MaxBytes > 0 && q.Bytes+size > q.MaxBytes) || (q.MaxMessages > 0 && q.Messages+int64(len(uids)) > q.MaxMessages) {
+		return errOverQuota
+	}
+	return nil
+}
+
+var errOverQuota = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "the mailbox is over its quota; delete some mail first"}
+
 func (s *Session) copyError(err error) error {
 	switch {
 	case errors.Is(err, maildir.ErrQuotaExceeded):
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "the mailbox is over its quota; delete some mail first"}
+		return errOverQuota
 	case errors.Is(err, maildir.ErrReadOnly):
 		return errReadOnly
 	}

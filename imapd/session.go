@@ -575,7 +575,7 @@ func (s *Session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 	m, validity, err := f.Append(r, flags, options.Time, int64(s.AppendLimit()))
 	switch {
 	case errors.Is(err, maildir.ErrQuotaExceeded):
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "the mailbox is over its quota; delete some mail first"}
+		return nil, errOverQuota
 	case errors.Is(err, maildir.ErrMessageTooLarge):
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: "the message is larger than the APPENDLIMIT"}
 	case errors.Is(err, maildir.ErrTooManyKeywords):
