@@ -2,8 +2,10 @@ package imapd
 
 import (
 	"bufio"
+	"compress/flate"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -357,5 +359,56 @@ func TestFrontClient(t *testing.T) {
 	}
 	if err := c.Logout().Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFrontCompress: after COMPRESS DEFLATE both directions are raw
+// deflate streams (RFC 4978), and a second COMPRESS is refused.
+func TestFrontCompress(t *testing.T) {
+	c := startFront(t, Config{})
+	w := newWire(t, c)
+	w.send("c COMPRESS DEFLATE\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "c BAD") {
+		t.Errorf("COMPRESS before login: %q", l)
+	}
+	login(w)
+	w.send("c COMPRESS DEFLATE\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("COMPRESS: %q", l)
+	}
+	zw, _ := flate.NewWriter(c, flate.BestSpeed)
+	zr := bufio.NewReader(flate.NewReader(io.MultiReader(w.br, c)))
+	send := func(s string) {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		zw.Write([]byte(s))
+		zw.Flush()
+	}
+	read := func(tag string) []string {
+		var lines []string
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			l, err := zr.ReadString('\n')
+			if err != nil {
+				t.Fatalf("read compressed: %v after %q", err, lines)
+			}
+			lines = append(lines, strings.TrimRight(l, "\r\n"))
+			if strings.HasPrefix(l, tag+" ") {
+				return lines
+			}
+		}
+	}
+	send("a CAPABILITY\r\n")
+	lines := read("a")
+	if strings.Contains(lines[0], "COMPRESS=DEFLATE") || !strings.HasSuffix(lines[1], "OK CAPABILITY completed") {
+		t.Errorf("capabilities once compressed: %q", lines)
+	}
+	send("b COMPRESS DEFLATE\r\n")
+	if lines := read("b"); !strings.HasPrefix(lines[0], "b NO [COMPRESSIONACTIVE]") {
+		t.Errorf("second COMPRESS: %q", lines)
+	}
+	msg := strings.Repeat("compressible line\r\n", 500)
+	send(fmt.Sprintf("p APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg))
+	if lines := read("p"); !strings.HasPrefix(lines[len(lines)-1], "p OK") {
+		t.Errorf("APPEND through COMPRESS: %q", lines)
 	}
 }

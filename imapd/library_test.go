@@ -23,7 +23,9 @@ func bare(t *testing.T) (*bufio.Reader, net.Conn) {
 	t.Helper()
 	mem := memBackend(t)
 	srv := imapserver.New(&imapserver.Options{
-		NewSession:   func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) { return mem.NewSession(), nil, nil },
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapLiteralPlus: {}},
 		InsecureAuth: true,
 		Logger:       nopLogger{},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/tern-mail/tern/internal/testcert"
 )
 
 // startIMAP starts tern-imapd --listen on a free loopback port.
@@ -325,5 +326,56 @@ func chownAccount(t *testing.T, a *popAccount) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// imaplibTLS logs in after STARTTLS, or over implicit TLS, and reads the
+// INBOX; the certificate is the test's own, so it is not verified.
+const imaplibTLS = `
+import imaplib, ssl, sys
+host, port, user, pw, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if mode == "starttls":
+    m = imaplib.IMAP4(host, port, timeout=20)
+    print("before", " ".join(sorted(m.capabilities)))
+    m.starttls(ssl_context=ctx)
+else:
+    m = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=20)
+print("after", " ".join(sorted(m.capabilities)))
+m.login(user, pw)
+typ, data = m.select("INBOX")
+print("select", data[0].decode())
+m.logout()
+`
+
+// TestIMAPTLS: STARTTLS, and implicit TLS with --tls; under TLS the
+// capabilities offer the logins and no STARTTLS.
+func TestIMAPTLS(t *testing.T) {
+	r := NewRoot(t)
+	a := newPOPAccount(t, r)
+	testcert.Write(t, r.Conf, 1)
+	for _, mode := range []string{"starttls", "tls"} {
+		args := []string{}
+		if mode == "tls" {
+			args = append(args, "--tls")
+		}
+		p, addr := startIMAP(t, r, args...)
+		host, port, _ := net.SplitHostPort(addr)
+		res := python(t, r, imaplibTLS, host, port, a.user, a.pass, mode)
+		if res.Code != 0 {
+			t.Fatalf("%s: %v\nserver:\n%s", mode, res, p.Stderr())
+		}
+		if mode == "starttls" && !strings.Contains(res.Stdout, "STARTTLS") {
+			t.Errorf("STARTTLS not offered:\n%s", res.Stdout)
+		}
+		if !strings.Contains(res.Stdout, "select 3") {
+			t.Errorf("%s: %s", mode, res.Stdout)
+		}
+		after := res.Stdout[strings.Index(res.Stdout, "after"):]
+		if strings.Contains(after, "STARTTLS") || strings.Contains(after, "LOGINDISABLED") || !strings.Contains(after, "AUTH=PLAIN") {
+			t.Errorf("%s: capabilities under TLS: %s", mode, after)
+		}
 	}
 }
