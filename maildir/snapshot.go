@@ -32,32 +32,14 @@ type snapshot struct {
 	entries        []indexEntry
 }
 
-// snapshot returns the folder's messages as they are now, with UIDs.
+// snapshot returns the folder's messages as they are now, with UIDs,
+// from the index. Its entries must not be changed.
 func (f *Folder) snapshot() (*snapshot, error) {
-	list, err := f.UIDList()
+	x, err := f.current()
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{validity: list.Validity, next: list.Next}
-	err = f.EachMessage(func(m Message) error {
-		var st unix.Stat_t
-		if err := unix.Stat(m.Path, &st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return fmt.Errorf("maildir: stat %s: %w", m.Path, err)
-		}
-		snap.entries = append(snap.entries, indexEntry{uid: m.UID, name: m.Name, new: m.Dir == "new", size: m.Size, rfc822: m.RFC822Size, date: st.Mtim.Sec})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	// EachMessage may have run a Sync that gave new UIDs.
-	if l, _, err := f.readUIDList(); err == nil && l.Validity == snap.validity {
-		snap.next = max(snap.next, l.Next)
-	}
-	return snap, nil
+	return &snapshot{validity: x.validity, next: x.next, entries: x.entries}, nil
 }
 
 // cachedKeywords returns the folder's keywords, read again only when
@@ -82,49 +64,6 @@ func (f *Folder) cachedKeywords() *Keywords {
 	f.kw, f.kwStat = kw, st
 	f.mu.Unlock()
 	return kw
-}
-
-// removeIfDeleted removes a message if its file has the T letter
-// (\Deleted) now, under the folder's lock. It reports whether it did; a
-// message already gone counts as removed.
-func (f *Folder) removeIfDeleted(unique string) (bool, error) {
-	lk, err := f.lock()
-	if err != nil {
-		return false, err
-	}
-	defer lk.unlock()
-	for try := 0; ; try++ {
-		rel, err := f.locate(unique)
-		if errors.Is(err, fs.ErrNotExist) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if _, letters := splitName(rel); !hasLetter(letters, 'T') {
-			return false, nil
-		}
-		p := filepath.Join(f.path, rel)
-		size, _ := nameSizes(unique)
-		if size < 0 {
-			if st, err := os.Stat(p); err == nil {
-				size = st.Size()
-			}
-		}
-		err = os.Remove(p)
-		if errors.Is(err, fs.ErrNotExist) && try < 3 {
-			f.setName(unique, "")
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("maildir: expunge: %w", err)
-		}
-		f.setName(unique, "")
-		if size >= 0 {
-			f.store.addQuotaUsage(-size, -1)
-		}
-		return true, nil
-	}
 }
 
 // newUnique makes a unique name for a message that comes into this folder
@@ -200,7 +139,8 @@ func (f *Folder) transfer(uniques []string, dst *Folder, srcKw *Keywords, move b
 }
 
 // renameOut renames a message of f to a path in another folder, under
-// f's lock as every rename in tern is.
+// f's lock as every rename in tern is, and records its leaving in f's
+// index.
 func (f *Folder) renameOut(unique, from, to string) error {
 	lk, err := f.lock()
 	if err != nil {
@@ -219,7 +159,7 @@ func (f *Folder) renameOut(unique, from, to string) error {
 		return fmt.Errorf("maildir: move message: %w", err)
 	}
 	f.setName(unique, "")
-	return nil
+	return f.recordLocked([]recorded{{unique: unique}})
 }
 
 // linkOrCopy hard-links from to to, or copies it (fsynced, mtime kept)
@@ -259,27 +199,6 @@ func linkOrCopy(from, to string) error {
 	return nil
 }
 
-// assignUIDs gives UIDs to messages just put into the folder, by unique
-// name ("" skipped), and returns the UIDVALIDITY and each one's UID.
-func (f *Folder) assignUIDs(uniques []string) (uint32, []uint32, error) {
-	list, err := f.Sync()
-	if err != nil {
-		return 0, nil, err
-	}
-	uids := make([]uint32, len(uniques))
-	for i, u := range uniques {
-		if u == "" {
-			continue
-		}
-		uid, ok := list.UID(u)
-		if !ok {
-			return 0, nil, fmt.Errorf("maildir: %s in %s got no UID", u, f.path)
-		}
-		uids[i] = uid
-	}
-	return list.Validity, uids, nil
-}
-
 // Append stores a message in the folder with flags in IMAP's terms and an
 // internal date (the zero time for now), durable before it returns, and
 // returns it with its UID and the folder's UIDVALIDITY (APPEND, RFC 9051
@@ -294,7 +213,7 @@ func (f *Folder) Append(r io.Reader, flags []string, date time.Time, maxSize int
 	if err != nil {
 		return Message{}, 0, err
 	}
-	validity, uids, err := f.assignUIDs([]string{m.Unique})
+	validity, uids, err := f.giveUIDs([]string{m.Unique})
 	if err != nil {
 		return Message{}, 0, err
 	}

@@ -3,11 +3,14 @@ package maildir
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrReadOnly is returned by a View's write calls when it was opened
@@ -49,6 +52,7 @@ type View struct {
 	msgs     []viewMsg
 	kw       *Keywords
 	kwList   []string
+	keepNew  bool
 	mu       sync.Mutex
 }
 
@@ -66,7 +70,23 @@ type viewMsg struct {
 // new/ move to cur/ and are \Recent in this view only (RFC 3501 §2.3.2):
 // no other session will see them as recent.
 func (f *Folder) View(readOnly bool) (*View, error) {
-	v := &View{f: f, readOnly: readOnly}
+	return f.OpenView(ViewOptions{ReadOnly: readOnly})
+}
+
+// ViewOptions change what OpenView does.
+type ViewOptions struct {
+	// ReadOnly refuses every write call (EXAMINE).
+	ReadOnly bool
+	// KeepNew leaves messages in new/ where they are, none \Recent: a
+	// POP3 maildrop moves them at QUIT (ClaimNew), when the session
+	// has committed.
+	KeepNew bool
+}
+
+// OpenView is View with options.
+func (f *Folder) OpenView(opt ViewOptions) (*View, error) {
+	readOnly := opt.ReadOnly || opt.KeepNew
+	v := &View{f: f, readOnly: opt.ReadOnly}
 	snap, err := f.snapshot()
 	if err != nil {
 		return nil, err
@@ -76,34 +96,39 @@ func (f *Folder) View(readOnly bool) (*View, error) {
 		return nil, err
 	}
 	v.msgs = make([]viewMsg, len(snap.entries))
-	var fresh []string
+	var fresh []int
 	for i, e := range snap.entries {
 		v.msgs[i] = viewMsg{e: e}
 		if e.new && !readOnly {
 			v.msgs[i].recent = true
-			fresh = append(fresh, e.unique())
+			fresh = append(fresh, i)
 		}
 	}
 	if err := v.claimRecent(fresh); err != nil {
 		return nil, err
 	}
+	v.keepNew = opt.KeepNew
 	return v, nil
 }
 
-// claimRecent moves messages from new/ to cur/, and follows them there.
-func (v *View) claimRecent(uniques []string) error {
-	if len(uniques) == 0 {
+// claimRecent moves the messages at these places of the view from new/
+// to cur/, and follows them there.
+func (v *View) claimRecent(at []int) error {
+	if len(at) == 0 {
 		return nil
 	}
-	if err := v.f.MoveToCurAll(uniques); err != nil {
+	items := make([]known, len(at))
+	for k, i := range at {
+		e := &v.msgs[i].e
+		items[k] = known{uid: e.uid, name: e.name, new: e.new}
+	}
+	out, err := v.f.renameKnown(items, func(old string) string { return old })
+	if err != nil {
 		return err
 	}
-	v.f.mu.Lock()
-	defer v.f.mu.Unlock()
-	for i := range v.msgs {
-		m := &v.msgs[i]
-		if p, ok := v.f.names[m.e.unique()]; ok && m.e.new {
-			m.e.name, m.e.new = p.name, !p.cur
+	for k, i := range at {
+		if out[k].name != "" {
+			v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
 		}
 	}
 	return nil
@@ -236,7 +261,105 @@ func (v *View) Open(uid uint32) (*os.File, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: UID %d", ErrNoSuchMessage, uid)
 	}
-	return v.f.OpenFile(v.msgs[i].e.unique())
+	e := &v.msgs[i].e
+	// Where the view saw it first; looked for only when it has moved.
+	// open(2) and os.NewFile, not os.Open: a regular file opened
+	// blocking is not put in Go's poller, which costs os.Open five
+	// system calls more a message (a POP3 session opens every one).
+	p := v.f.path + "/" + dirOf(e.new) + "/" + e.name
+	fd, err := openRetry(p, unix.O_RDONLY, 0)
+	if err == nil {
+		return os.NewFile(uintptr(fd), p), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return v.f.OpenFile(e.unique())
+}
+
+// Unique returns the unique name of the message at sequence number seq
+// (POP3's UIDL), "" when out of range. It makes no string.
+func (v *View) Unique(seq uint32) string {
+	if seq < 1 || int(seq) > len(v.msgs) {
+		return ""
+	}
+	return v.msgs[seq-1].e.unique()
+}
+
+// Size returns the RFC 822 size (LF counted as CRLF) of the message at
+// sequence number seq, -1 when out of range.
+func (v *View) Size(seq uint32) int64 {
+	if seq < 1 || int(seq) > len(v.msgs) {
+		return -1
+	}
+	return v.msgs[seq-1].e.rfc822
+}
+
+// IsNew reports whether the message at sequence number seq is in new/:
+// delivered and seen by no session yet.
+func (v *View) IsNew(seq uint32) bool {
+	return seq >= 1 && int(seq) <= len(v.msgs) && v.msgs[seq-1].e.new
+}
+
+// HasFlag reports whether the message at sequence number seq has a flag.
+func (v *View) HasFlag(seq uint32, flag string) bool {
+	if seq < 1 || int(seq) > len(v.msgs) {
+		return false
+	}
+	if c, ok := systemLetter(flag); ok {
+		return hasLetter(v.msgs[seq-1].e.letters(), c)
+	}
+	c, ok := v.kw.Letter(flag)
+	return ok && hasLetter(v.msgs[seq-1].e.letters(), c)
+}
+
+// Delete removes the messages with the given UIDs whatever their flags
+// (POP3's DELE at QUIT, RFC 1939 §6) and returns their EXPUNGE responses,
+// with those of expunges by others the view had not told yet. A message
+// already gone counts as removed.
+func (v *View) Delete(uids []uint32) ([]Expunged, error) {
+	if v.readOnly {
+		return nil, ErrReadOnly
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var at []int
+	var items []known
+	for _, uid := range uids {
+		if i, ok := v.index(uid); ok && !v.msgs[i].gone {
+			e := &v.msgs[i].e
+			at = append(at, i)
+			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
+		}
+	}
+	removed, err := v.f.removeKnown(items, nil)
+	for k, i := range at {
+		if removed[k] {
+			v.msgs[i].gone = true
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.dropGone(), nil
+}
+
+// ClaimNew moves the messages of the view still in new/ to cur/, their
+// flags kept: a POP3 session has seen them, and they are no longer new
+// to an IMAP client (qmail-pop3d and Dovecot do the same).
+func (v *View) ClaimNew() error {
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var at []int
+	for i := range v.msgs {
+		if v.msgs[i].e.new && !v.msgs[i].gone {
+			at = append(at, i)
+		}
+	}
+	return v.claimRecent(at)
 }
 
 // Expunged is one message gone from a view: the sequence number to send
@@ -322,16 +445,16 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 	if n := len(v.msgs); n > 0 {
 		lastUID = v.msgs[n-1].e.uid
 	}
-	var fresh []string
+	var fresh []int
 	added := len(v.msgs)
 	for ; j < len(cur); j++ {
 		if cur[j].uid <= lastUID {
 			continue
 		}
 		vm := viewMsg{e: cur[j]}
-		if cur[j].new && !v.readOnly {
+		if cur[j].new && !v.readOnly && !v.keepNew {
 			vm.recent = true
-			fresh = append(fresh, cur[j].unique())
+			fresh = append(fresh, len(v.msgs))
 		}
 		v.msgs = append(v.msgs, vm)
 	}
@@ -408,14 +531,17 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 	if !change.set && !change.hasSomething {
 		return v.messagesByUID(uids), nil
 	}
-	var uniques []string
+	var at []int
+	var items []known
 	for _, uid := range uids {
 		if i, ok := v.index(uid); ok && !v.msgs[i].gone {
-			uniques = append(uniques, v.msgs[i].e.unique())
+			e := &v.msgs[i].e
+			at = append(at, i)
+			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
 		}
 	}
-	slices.Sort(uniques)
-	if err := v.f.renameAll(uniques, change.apply, func(string, string) bool { return false }); err != nil {
+	out, err := v.f.renameKnown(items, change.apply)
+	if err != nil {
 		return nil, err
 	}
 	if err := v.loadKeywords(); err != nil {
@@ -423,22 +549,15 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 	}
 	// The view takes the names the renames left, so Poll does not tell
 	// the session of its own change again.
-	v.f.mu.Lock()
-	var out []uint32
-	for _, uid := range uids {
-		i, ok := v.index(uid)
-		if !ok || v.msgs[i].gone {
-			continue
+	done := make([]uint32, 0, len(at))
+	for k, i := range at {
+		if out[k].name == "" {
+			continue // gone: its expunge comes with a Poll
 		}
-		p, ok := v.f.names[v.msgs[i].e.unique()]
-		if !ok {
-			continue
-		}
-		v.msgs[i].e.name, v.msgs[i].e.new = p.name, !p.cur
-		out = append(out, uid)
+		v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
+		done = append(done, v.msgs[i].e.uid)
 	}
-	v.f.mu.Unlock()
-	return v.messagesByUID(out), nil
+	return v.messagesByUID(done), nil
 }
 
 func (v *View) messagesByUID(uids []uint32) []Message {
@@ -479,14 +598,19 @@ func (v *View) Expunge(uids []uint32) ([]Expunged, error) {
 			doomed = append(doomed, i)
 		}
 	}
-	for _, i := range doomed {
-		removed, err := v.f.removeIfDeleted(v.msgs[i].e.unique())
-		if err != nil {
-			return nil, err
-		}
-		if removed {
+	items := make([]known, len(doomed))
+	for k, i := range doomed {
+		e := &v.msgs[i].e
+		items[k] = known{uid: e.uid, name: e.name, new: e.new}
+	}
+	removed, err := v.f.removeKnown(items, func(letters string) bool { return hasLetter(letters, 'T') })
+	for k, i := range doomed {
+		if removed[k] {
 			v.msgs[i].gone = true
 		}
+	}
+	if err != nil {
+		return nil, err
 	}
 	return v.dropGone(), nil
 }
@@ -555,7 +679,7 @@ func (v *View) copyTo(uids []uint32, dst *Folder, move bool) (*CopyResult, error
 	if err != nil {
 		return nil, err
 	}
-	validity, dstUIDs, err := dst.assignUIDs(placed)
+	validity, dstUIDs, err := dst.giveUIDs(placed)
 	if err != nil {
 		return nil, err
 	}
@@ -572,6 +696,12 @@ func (v *View) copyTo(uids []uint32, dst *Folder, move bool) (*CopyResult, error
 	res.UIDValidity = validity
 	return res, nil
 }
+
+// Settle leaves the folder's index current after the view's changes, so
+// that the next session to open the folder reads the index alone (see
+// Folder.Settle). A session calls it when it is done changing, not after
+// every change.
+func (v *View) Settle() error { return v.f.Settle() }
 
 // Close ends the view. It holds no file or lock; Close is for symmetry
 // with the watch and for what a later index may keep per view.

@@ -12,12 +12,6 @@ import (
 	"time"
 )
 
-func viewUIDs(v *View) []uint32 {
-	var out []uint32
-	v.Each(1, v.Len(), func(m Message) bool { out = append(out, m.UID); return true })
-	return out
-}
-
 func mustPoll(t *testing.T, v *View, allowExpunge bool) *Changes {
 	t.Helper()
 	ch, err := v.Poll(allowExpunge)
