@@ -23,6 +23,7 @@ func TestMakeRunDemo(t *testing.T) {
 	cmd := exec.Command("sh", filepath.Join(root, "contrib", "run-demo.sh"))
 	cmd.Env = r.Env("TERN_BIN="+binDir, "TERN_DEMO_DIR="+r.Path("run"), "TERN_DEMO_ONCE=1",
 		fmt.Sprintf("TERN_DEMO_POP3=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("TERN_DEMO_IMAP=127.0.0.1:%d", freePort(t)),
 		fmt.Sprintf("TERN_DEMO_SMTP=127.0.0.1:%d", freePort(t)),
 		fmt.Sprintf("TERN_DEMO_SUBMIT=127.0.0.1:%d", freePort(t)))
 	res := RunCmd(t, cmd, "")
