@@ -176,9 +176,13 @@ func (w *wire) follow(b []byte) {
 	}
 	switch w.verb {
 	case "BDAT":
-		// RFC 3030 §2: the chunk's octets follow the command line.
-		if n, err := strconv.ParseInt(w.arg, 10, 64); err == nil && n > 0 {
-			w.expect, w.bdatLeft = expectBDAT, n
+		// RFC 3030 §2: "BDAT" SP chunk-size [SP "LAST"], and the
+		// chunk's octets follow the command line, refused or not. A
+		// malformed command has none; the engine reads chunk sizes of 32
+		// bits.
+		n, err := strconv.ParseUint(w.arg, 10, 32)
+		if err == nil && n > 0 && (len(f) == 2 || len(f) == 3 && strings.EqualFold(f[2], "LAST")) {
+			w.expect, w.bdatLeft = expectBDAT, int64(n)
 		}
 	case "AUTH":
 		if len(f) > 2 && !isBase64(f[2]) {
