@@ -568,3 +568,29 @@ func TestDeliverConcurrent(t *testing.T) {
 		t.Errorf("%d connections for %d concurrent senders", n, workers)
 	}
 }
+
+// More recipients than one transaction carries: several transactions on
+// one connection, each recipient once.
+func TestDeliverManyRecipients(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0)
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	var addrs []string
+	for i := range 250 {
+		addrs = append(addrs, fmt.Sprintf("r%d@example.org", i))
+	}
+	res := h.deliver(message("MANY", "s@sender.test", text), transport.Hop{}, rcpts(addrs...))
+	for i, r := range res {
+		if !r.Delivered() {
+			t.Fatalf("recipient %d: %+v", i, r)
+		}
+	}
+	var got []string
+	var sizes []int
+	for _, g := range m.received() {
+		got = append(got, g.Rcpts...)
+		sizes = append(sizes, len(g.Rcpts))
+	}
+	if strings.Join(got, ",") != strings.Join(addrs, ",") || fmt.Sprint(sizes) != "[100 100 50]" || m.connCount() != 1 {
+		t.Errorf("transactions of %v recipients over %d connections", sizes, m.connCount())
+	}
+}

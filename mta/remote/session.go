@@ -113,11 +113,13 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		mailParams = append(mailParams, "REQUIRETLS") // RFC 8689 §4.1
 	}
 
-	todo := append([]int(nil), d.pending...)
+	queue := append([]int(nil), d.pending...)
 	reset := reused
-	// Each round is one transaction; a round that delivers nobody ends
-	// the loop, so there are at most as many as recipients.
-	for len(todo) > 0 {
+	// Each round is one transaction of at most maxRcptsPerTransaction
+	// recipients; a round ends either with recipients delivered or
+	// refused, or with fewer left to try, so the loop ends.
+	for len(queue) > 0 {
+		todo, rest := queue[:min(len(queue), maxRcptsPerTransaction)], queue[min(len(queue), maxRcptsPerTransaction):]
 		tx := smtpclient.Transaction{Reset: reset, From: m.Sender, FromParams: mailParams, Rcpts: make([]smtpclient.Rcpt, len(todo))}
 		for k, i := range todo {
 			tx.Rcpts[k] = smtpclient.Rcpt{Addr: d.rcpts[i].Addr, Params: rcptParams(ext, d.rcpts[i])}
@@ -166,6 +168,13 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		if len(accepted) == 0 {
 			// The transaction is open with no one to send to; it is reset
 			// before the connection is used again, which it always is.
+			// Recipients turned away with 452 wait for the next host: this
+			// one took no one.
+			reset = true
+			if len(rest) > 0 {
+				queue = rest
+				continue
+			}
 			if len(again) > 0 {
 				softest = d.res[again[0]]
 			}
@@ -203,10 +212,16 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			r.Relayed = !ext.DSN
 			d.decideSome(accepted, r)
 		}
-		todo = again
+		queue = append(again, rest...)
 	}
 	return true, transport.Result{}, false, false
 }
+
+// maxRcptsPerTransaction bounds the recipients of one transaction: the
+// 100 every server must take (RFC 5321 §4.5.3.1.8), and a pipelined group
+// whose replies fit the socket buffers, so that neither side blocks
+// writing while the other does (RFC 2920 §3.2).
+const maxRcptsPerTransaction = 100
 
 // checkSevenBit makes sure, once per delivery, that the message can be
 // made 7-bit, before a transaction starts, so that no host is left with a
