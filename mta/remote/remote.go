@@ -266,8 +266,8 @@ type delivery struct {
 	pending []int // indexes of the recipients not yet decided
 	// reachedMail is set once some host took us as far as MAIL.
 	reachedMail bool
-	// convert is set when the text goes 7-bit to this host; sevenBitErr is
-	// the outcome of checking the message converts, done once.
+	// sevenBitErr is the outcome of checking that the message can be made
+	// 7-bit, done once, the first time a host without 8BITMIME is met.
 	sevenBitChecked bool
 	sevenBitErr     error
 }
@@ -319,15 +319,15 @@ func (d *delivery) run(ctx context.Context) {
 				if len(d.pending) > 0 {
 					// The recipients' own lines come at the end; this says
 					// why a host was passed over.
-					d.t.o.Log.Info("smtp: host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
+					d.t.o.Log.Info("smtp host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
 				}
 			}
 		}
 	}
 	if len(d.pending) > 0 {
 		// Whatever the hosts left undecided is deferred with the last
-		// error; a recipient a host answered for keeps that answer when
-		// no later host got as far.
+		// thing that happened to it: a host's temporary answer, or the
+		// failure of the last host tried.
 		for _, i := range d.pending {
 			if d.res[i].Status == "" {
 				d.res[i] = last
@@ -431,7 +431,7 @@ func (d *delivery) tryAddr(ctx context.Context, tg route.Target, a netip.Addr) (
 	if c == nil && r.tlsFailed && d.policy() == conf.TLSMay && !d.m.RequireTLS {
 		// RFC 7435 §3 / Postfix: a broken handshake with a host that only
 		// may use TLS is tried once more in plaintext.
-		d.t.o.Log.Info("smtp: TLS failed, trying again without", "qid", d.m.ID, "relay", r.res.RemoteMTA, "reason", r.res.Answer)
+		d.t.o.Log.Info("smtp TLS failed, trying again without TLS", "qid", d.m.ID, "relay", r.res.RemoteMTA, "reason", r.res.Answer)
 		c, r = d.connect(ctx, tg, a, port, key, true)
 	}
 	if c == nil {
