@@ -42,7 +42,9 @@ type Options struct {
 	Targets func(ctx context.Context, domain string, rt *conf.Route) ([]route.Target, error)
 	// Dial opens a connection; nil means a net.Dialer's DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	Now  func() time.Time // nil means time.Now
+	// Now is the clock of the log's delay=; nil means time.Now. Idle
+	// connections are timed by the real clock.
+	Now func() time.Time
 	// Hostname is this host's name, given in EHLO.
 	Hostname string
 	// Client holds the SMTP time limits; its Hostname is set from Hostname.
@@ -136,18 +138,35 @@ func (t *Transport) Close() error {
 	}
 	t.nIdle = 0
 	t.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range all {
 		c.timer.Stop()
-		t.quit(c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.cl.Quit()
+		}()
 	}
+	wg.Wait()
+	// No QUIT starts in the background once closed is set.
 	t.quits.Wait()
 	return nil
 }
 
-// quit sends QUIT in the background: the server's reply is no one's
-// business, and a slow one must not hold up a delivery.
+// quit sends QUIT, in the background while the transport is open: the
+// server's reply is no one's business, and a slow one must not hold up a
+// delivery.
 func (t *Transport) quit(c *conn) {
-	t.quits.Add(1)
+	t.mu.Lock()
+	closed := t.closed
+	if !closed {
+		t.quits.Add(1)
+	}
+	t.mu.Unlock()
+	if closed {
+		c.cl.Quit()
+		return
+	}
 	go func() {
 		defer t.quits.Done()
 		c.cl.Quit()
@@ -185,7 +204,7 @@ func (t *Transport) put(c *conn) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		t.quit(c)
+		c.cl.Quit()
 		return
 	}
 	var evict *conn
