@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,13 +77,13 @@ func BenchmarkVsPostfix(b *testing.B) {
 			Log:                slog.New(slog.DiscardHandler),
 		})
 	}
-	rates := map[string]float64{}
+	rates := map[string][]float64{} // by sub-benchmark, one a run (-count)
 	var mu sync.Mutex
 	record := func(b *testing.B, name string) {
 		r := float64(b.N) / b.Elapsed().Seconds()
 		b.ReportMetric(r, "msgs/s")
 		mu.Lock()
-		rates[name] = r
+		rates[name] = append(rates[name], r)
 		mu.Unlock()
 	}
 	ternRun := func(sessions, perConn int) func(b *testing.B) {
@@ -144,10 +145,21 @@ func BenchmarkVsPostfix(b *testing.B) {
 	}
 	var out strings.Builder
 	for _, p := range pairs {
-		t, s := rates[b.Name()+"/tern/"+p.name], rates[b.Name()+"/smtp-source/"+p.name]
-		if s > 0 {
-			fmt.Fprintf(&out, "%s: tern %.0f msgs/s, smtp-source %.0f msgs/s, tern/smtp-source %.2fx\n", p.name, t, s, t/s)
+		tr, sr := rates[b.Name()+"/tern/"+p.name], rates[b.Name()+"/smtp-source/"+p.name]
+		if len(tr) == 0 || len(sr) == 0 {
+			continue
 		}
+		t, s := median(tr), median(sr)
+		fmt.Fprintf(&out, "%s: medians of %d runs: tern %.0f msgs/s, smtp-source %.0f msgs/s, tern/smtp-source %.2fx\n", p.name, len(tr), t, s, t/s)
 	}
 	fmt.Print(out.String())
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -82,7 +82,13 @@ type Transport struct {
 	nIdle  int
 	closed bool
 	quits  sync.WaitGroup // QUITs of connections let go
+	// buffers lend the buffer a message's text is read into while it is
+	// sent: no allocation a message, none held by an idle connection.
+	buffers sync.Pool
 }
+
+// readBuffer is the size of the reads from the queue file.
+const readBuffer = 32 << 10
 
 var _ transport.Transport = (*Transport)(nil)
 
@@ -111,7 +117,9 @@ func New(o Options) *Transport {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	o.Client.Hostname = o.Hostname
-	return &Transport{o: o, idle: map[string][]*conn{}}
+	t := &Transport{o: o, idle: map[string][]*conn{}}
+	t.buffers.New = func() any { b := make([]byte, readBuffer); return &b }
+	return t
 }
 
 // conn is one SMTP connection to a host address.

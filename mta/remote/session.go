@@ -40,8 +40,6 @@ func needsUTF8(addr string) bool {
 	return false
 }
 
-func (d *delivery) eightBit() bool { return d.m.EightBit }
-
 func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport.Result, failed, stale bool) {
 	ext := c.cl.Extensions()
 	m := d.m
@@ -84,7 +82,7 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			utf8 = utf8 || needsUTF8(d.rcpts[i].Addr)
 		}
 	}
-	sevenBit := d.eightBit() && !ext.EightBitMIME
+	sevenBit := m.EightBit && !ext.EightBitMIME
 	if sevenBit && len(d.pending) > 0 {
 		if r, ok := d.checkSevenBit(c); !ok {
 			d.decidePending(r)
@@ -95,7 +93,7 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 	if ext.SizeOffered {
 		mailParams = append(mailParams, "SIZE="+strconv.FormatInt(m.Size, 10))
 	}
-	if d.eightBit() && ext.EightBitMIME {
+	if m.EightBit && ext.EightBitMIME {
 		mailParams = append(mailParams, "BODY=8BITMIME") // RFC 6152 §2
 	}
 	if utf8 && ext.SMTPUTF8 {
@@ -110,7 +108,7 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		}
 	}
 	if m.RequireTLS {
-		mailParams = append(mailParams, "REQUIRETLS") // RFC 8689 §4.1
+		mailParams = append(mailParams, "REQUIRETLS") // RFC 8689 §3
 	}
 
 	queue := append([]int(nil), d.pending...)
@@ -262,7 +260,9 @@ func (d *delivery) data(c *conn, sevenBit bool) (smtpclient.Reply, error) {
 	if sevenBit {
 		return c.cl.Data(func(w io.Writer) error { return smtpclient.To7Bit(w, f) })
 	}
-	return c.cl.Data(c.cl.Copy(f))
+	bp := d.t.buffers.Get().(*[]byte)
+	defer d.t.buffers.Put(bp)
+	return c.cl.Data(smtpclient.Copy(f, *bp))
 }
 
 // rcptParams are RFC 3461 §4.1 and §4.2's NOTIFY and ORCPT, for a host
