@@ -594,3 +594,17 @@ func TestDeliverManyRecipients(t *testing.T) {
 		t.Errorf("transactions of %v recipients over %d connections", sizes, m.connCount())
 	}
 }
+
+// An ORCPT of type utf-8 goes as RFC 6533's utf-8-addr-xtext to a host
+// without SMTPUTF8.
+func TestDeliverORCPTUTF8(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0, func(m *mx) { m.srv.EnableDSN = true })
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	res := h.deliver(message("U1", "s@sender.test", text), transport.Hop{}, []transport.Recipient{{Addr: "a@example.org", ORcpt: "utf-8;dörte@example.org"}})
+	if !res[0].Delivered() {
+		t.Fatalf("result %+v", res[0])
+	}
+	if w := `RCPT TO:<a@example.org> ORCPT=utf-8;d\x{F6}rte@example.org` + "\r\n"; !strings.Contains(m.written(), w) {
+		t.Errorf("sent no %q:\n%s", w, m.written())
+	}
+}

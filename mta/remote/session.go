@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/tern-mail/tern/mta/smtpclient"
 	"github.com/tern-mail/tern/mta/transport"
@@ -277,7 +278,11 @@ func rcptParams(ext smtpclient.Extensions, rc transport.Recipient) []string {
 	}
 	if rc.ORcpt != "" {
 		if typ, addr, ok := cutORcpt(rc.ORcpt); ok {
-			p = append(p, "ORCPT="+typ+";"+smtpclient.XText(addr))
+			if strings.EqualFold(typ, "utf-8") {
+				p = append(p, "ORCPT="+typ+";"+smtpclient.UTF8AddrXText(addr, ext.SMTPUTF8))
+			} else {
+				p = append(p, "ORCPT="+typ+";"+smtpclient.XText(addr))
+			}
 		}
 	}
 	return p
