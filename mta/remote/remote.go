@@ -129,6 +129,7 @@ type conn struct {
 	relay    string      // "mx.example.org[192.0.2.7]:25"
 	tls      string      // "TLSv1.3", or "" in plaintext
 	verified bool        // the certificate was checked against the host name
+	closing  bool        // the server said 421: it is closing the connection
 	sent     int         // messages carried
 	since    time.Time   // idle since
 	timer    *time.Timer // QUITs it when idle too long

@@ -608,3 +608,26 @@ func TestDeliverORCPTUTF8(t *testing.T) {
 		t.Errorf("sent no %q:\n%s", w, m.written())
 	}
 }
+
+// A 421 in the middle of a conversation: the recipients are deferred and
+// the connection is not kept for the next message.
+func TestDeliver421ClosesConnection(t *testing.T) {
+	var calls atomic.Int32
+	m := newMX(t, "127.0.0.2", 0, func(m *mx) {
+		m.mail = func(string) error {
+			if calls.Add(1) == 1 {
+				return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
+			}
+			return nil
+		}
+	})
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	res := h.deliver(message("F1", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
+	if !res[0].Temporary || res[0].Reply != 421 {
+		t.Fatalf("result %+v", res[0])
+	}
+	res = h.deliver(message("F2", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
+	if !res[0].Delivered() || m.connCount() != 2 {
+		t.Errorf("after a 421: %+v over %d connections, want delivered over a second one", res[0], m.connCount())
+	}
+}

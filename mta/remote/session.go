@@ -18,7 +18,7 @@ import (
 func (d *delivery) session(ctx context.Context, c *conn, reused bool) (res transport.Result, failed, stale bool) {
 	stop := context.AfterFunc(ctx, c.cl.Abort)
 	healthy, res, failed, stale := d.transactions(c, reused)
-	if !stop() {
+	if !stop() || c.closing {
 		healthy = false
 	}
 	if healthy {
@@ -134,6 +134,10 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		}
 		reused, reset = false, false
 		d.reachedMail = true
+		c.note(reps.Mail)
+		for _, r := range reps.Rcpts {
+			c.note(r)
+		}
 		if reps.Mail.Code != 250 {
 			r := replyResult(reps.Mail, c.relay, c.tls)
 			if r.Temporary {
@@ -182,6 +186,9 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		rep, err := d.data(c, sevenBit)
 		c.sent++
 		var re *smtpclient.ReplyError
+		if errors.As(err, &re) {
+			c.note(re.Reply)
+		}
 		var be *smtpclient.BodyError
 		switch {
 		case errors.As(err, &be):
@@ -350,4 +357,12 @@ func (t *Transport) logResult(d *delivery, rc transport.Recipient, r transport.R
 	delay := t.o.Now().Sub(d.start).Seconds()
 	t.o.Log.Info("smtp", "qid", d.m.ID, "to", "<"+rc.Addr+">", "relay", relay,
 		"delay", strconv.FormatFloat(delay, 'f', 2, 64), "tls", tlsv, "dsn", r.Status, "status", word, "answer", r.Answer)
+}
+
+// note marks a connection the server is closing: after a 421 (RFC 5321
+// §3.8) it is not kept for another message.
+func (c *conn) note(r smtpclient.Reply) {
+	if r.Code == 421 {
+		c.closing = true
+	}
 }
