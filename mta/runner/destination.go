@@ -177,3 +177,12 @@ func (d *destinations) reached(key string) {
 	defer d.mu.Unlock()
 	delete(d.dead, key)
 }
+
+// forgive ends every back-off: an administrator's flush means "try
+// everything now", dead destinations included (Postfix's qmgr does the
+// same on a flush request).
+func (d *destinations) forgive() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.dead)
+}

@@ -214,7 +214,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		events, watchErrs = w.Events, w.Errors
 	}
-	r.q.TakeFlush()
+	// A flush asked for while no tern-queue ran is done now; scan takes
+	// the request.
 	r.scan()
 	scan := time.NewTicker(r.o.ScanInterval)
 	defer scan.Stop()
@@ -339,6 +340,7 @@ func (r *Runner) scan() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.flush {
+		r.dests.forgive()
 		// Everything deferred is due: rebuild the heap with now.
 		for i := range r.retries {
 			r.retries[i].due, r.retries[i].force = time.Time{}, true

@@ -356,6 +356,19 @@ func TestDestinationBackoffInProcess(t *testing.T) {
 	if _, ok := r.dests.suspended("smtp:dead.example", clk.Now()); ok {
 		t.Errorf("still backed off after a host answered")
 	}
+	// A flush tries dead destinations too.
+	w.inject(t, "bob@example.org", "x@dead.example")
+	runOnce(t, r)
+	if _, ok := r.dests.suspended("smtp:dead.example", clk.Now()); !ok {
+		t.Fatalf("not backed off again")
+	}
+	q, _ := queue.Open(w.queue)
+	q.RequestFlush()
+	before := tr.count(tr.calls, "dead.example")
+	runOnce(t, r)
+	if n := tr.count(tr.calls, "dead.example"); n != before+1 {
+		t.Errorf("%d connections on a flush while backed off, want 1", n-before)
+	}
 }
 
 // TestLockNotHeld: --delete and --hold return while a slow transaction
