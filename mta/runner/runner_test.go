@@ -160,3 +160,19 @@ func TestFailureLine(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFailureLine: a delivery program's output, whatever it is, gives one
+// line of it, without a line end.
+func FuzzFailureLine(f *testing.F) {
+	f.Add([]byte("tern-deliver: fatal: x\ntern-deliver: hint: y\n"))
+	f.Add([]byte("\n\n\n"))
+	f.Add([]byte("a: error: \x00\xff\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		b := &tailBuffer{max: 2048}
+		b.Write(out)
+		got := b.failureLine()
+		if strings.ContainsAny(got, "\n") || !strings.Contains(string(b.b), got) {
+			t.Errorf("failureLine(%q) = %q", out, got)
+		}
+	})
+}
