@@ -439,3 +439,48 @@ func TestLockNotHeld(t *testing.T) {
 		t.Errorf("%d deliveries, want 2", n)
 	}
 }
+
+// TestFlushDuringDelivery: an entry whose delivery runs when a flush is
+// asked for is tried again as soon as it finishes, not at its next-try
+// time.
+func TestFlushDuringDelivery(t *testing.T) {
+	w := newWorld(t, "bob")
+	clk := &clock{t: time.Now()}
+	tr := newFakeSMTP(func(transport.Hop, transport.Recipient) transport.Result {
+		return transport.Result{Status: "4.2.0", Temporary: true, Reply: 451, Answer: "451 4.2.0 later"}
+	})
+	tr.gate["slow.example"] = make(chan struct{})
+	log := &syncBuffer{}
+	r := w.remoteRunner(t, runnerSetup{o: Options{Concurrency: 4}, clock: clk, tr: tr, log: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	w.inject(t, "bob@example.org", "x@slow.example")
+	select {
+	case <-tr.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery did not start")
+	}
+	q, _ := queue.Open(w.queue)
+	if err := q.RequestFlush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "flush requested") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the flush was not seen:\n%s", log.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The gate stays open from now on: the retry answers at once.
+	close(tr.gate["slow.example"])
+	select {
+	case <-tr.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not tried again after the flush:\n%s", log.String())
+	}
+}
