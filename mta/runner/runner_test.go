@@ -31,7 +31,7 @@ type world struct {
 	dir, queue, conf, deliver string
 }
 
-func newWorld(t *testing.T, users ...string) *world {
+func newWorld(t testing.TB, users ...string) *world {
 	dir := t.TempDir()
 	w := &world{dir: dir, queue: filepath.Join(dir, "spool"), conf: filepath.Join(dir, "etc"), deliver: filepath.Join(dir, "deliver")}
 	os.MkdirAll(w.queue, 0o755)
@@ -50,7 +50,7 @@ func newWorld(t *testing.T, users ...string) *world {
 	return w
 }
 
-func (w *world) inject(t *testing.T, sender string, rcpts ...string) string {
+func (w *world) inject(t testing.TB, sender string, rcpts ...string) string {
 	t.Helper()
 	q, err := queue.Open(w.queue)
 	if err != nil {

@@ -121,7 +121,7 @@ type runnerSetup struct {
 	log   *syncBuffer
 }
 
-func (w *world) remoteRunner(t *testing.T, s runnerSetup) *Runner {
+func (w *world) remoteRunner(t testing.TB, s runnerSetup) *Runner {
 	t.Helper()
 	o := s.o
 	o.Queue, o.Conf, o.Deliver = w.queue, w.conf, w.deliver
@@ -176,7 +176,7 @@ func (w *world) left(t *testing.T) []string {
 	return ids
 }
 
-func runOnce(t *testing.T, r *Runner) {
+func runOnce(t testing.TB, r *Runner) {
 	t.Helper()
 	if err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -308,7 +308,7 @@ func TestDestinationBackoff(t *testing.T) {
 	}
 	for _, id := range ids[1:] {
 		rc := w.load(t, id).Recipients[0]
-		if rc.State != queue.Deferred || rc.Attempts != 0 || !strings.Contains(rc.Answer, "suspended until") || !strings.Contains(rc.Answer, "connection refused") || !rc.Next.Equal(first.Next) {
+		if rc.State != queue.Deferred || rc.Attempts != 0 || !strings.Contains(rc.Answer, "suspended until") || !strings.Contains(rc.Answer, "connection refused") || !rc.Next.Equal(first.Next) || rc.RemoteMTA != "mx.dead.example[192.0.2.9]:25" {
 			t.Errorf("a message deferred by the back-off: %+v", rc)
 		}
 	}
