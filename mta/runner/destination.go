@@ -27,7 +27,7 @@ type destinations struct {
 // without a connection.
 type deadDestination struct {
 	until    time.Time
-	failures int    // in a row, for the growing back-off
+	failures int              // in a row, for the growing back-off
 	last     transport.Result // the failure that backed it off, for the deferrals it causes
 }
 
