@@ -1,7 +1,8 @@
 # tern — build, test, install, and a demo on loopback.
 #
 #   make                 build every program into ./bin
-#   make test            the whole test suite (unit, fuzz seeds, end to end)
+#   make test            the whole test suite (unit, fuzz seeds, end to end),
+#                        then the skipped tests and why
 #   make run             a demo: the suite on loopback ports with a demo account
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check           what CI checks besides the tests: vet, gofmt, staticcheck, mandoc
@@ -31,8 +32,13 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
+# gotestsum runs go test and, after it, lists every skipped test with its
+# reason (go test ./... hides the SKIP lines of passing packages); its exit
+# status is go test's.
+GOTESTSUM = $(GO) run gotest.tools/gotestsum@v1.13.0
+
 test:
-	$(GO) test -shuffle=on ./...
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -shuffle=on ./...
 
 run: build
 	sh contrib/run-demo.sh
