@@ -315,6 +315,8 @@ func (l *lockedBuffer) String() string {
 var debianPackage = map[string]string{
 	"fetchmail": "fetchmail",
 	"getmail":   "getmail6",
+	"make":      "make",
+	"man":       "man-db",
 	"munpack":   "mpack",
 	"python3":   "python3",
 	"setpriv":   "util-linux",
