@@ -19,11 +19,15 @@ import (
 
 func main() {
 	mode := enqueue.ModeOf(os.Args[0])
-	name := "tern-enqueue"
+	name, job := "tern-enqueue", "put one message from standard input into the queue"
+	usage := "tern-enqueue [-f SENDER] [-t] [-i] [-F NAME] [-v] [--] [RECIPIENT...] < message"
 	if mode == enqueue.ModeSendmail {
 		name = "sendmail"
+		usage = "sendmail [-t] [-i | -oi] [-f SENDER] [-F NAME] [-v] [-bm | -bp | -bi | -q] [--] [RECIPIENT...] < message\n" +
+			"(tern-enqueue under sendmail's name; its options map to the flags below)"
 	} else if mode == enqueue.ModeMailq {
-		name = "mailq"
+		name, job = "mailq", "list the mail queue"
+		usage = "mailq   (tern-enqueue --list: the queue, as tern-queue --list shows it)"
 	}
 	args := os.Args
 	if mode != enqueue.ModeEnqueue {
@@ -39,8 +43,8 @@ func main() {
 	}
 	app := &cli.App{
 		Name:            name,
-		Usage:           "put one message from standard input into the queue",
-		UsageText:       "tern-enqueue [-f SENDER] [-t] [-i] [-F NAME] [-v] [--] [RECIPIENT...] < message",
+		Usage:           job,
+		UsageText:       usage,
 		Description:     "Exit 0: queued and on disk; 75: try again later; 64/65: refused. See tern-enqueue(8).",
 		HideHelpCommand: true,
 		Flags: []cli.Flag{
