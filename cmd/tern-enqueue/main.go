@@ -50,7 +50,7 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, EnvVars: []string{"TERN_FROM"}, Usage: "envelope `SENDER`; '' or '<>' for the null sender"},
 			&cli.BoolFlag{Name: "read-recipients", Aliases: []string{"t"}, EnvVars: []string{"TERN_READ_RECIPIENTS"}, Usage: "take recipients from To, Cc and Bcc, and remove Bcc"},
-			&cli.BoolFlag{Name: "ignore-dots", Aliases: []string{"i"}, EnvVars: []string{"TERN_IGNORE_DOTS"}, Usage: "a line with a single dot does not end the message (the default, but for --dot)"},
+			&cli.BoolFlag{Name: "ignore-dots", Aliases: []string{"i"}, EnvVars: []string{"TERN_IGNORE_DOTS"}, Usage: "a line with a single dot is data, not the end of the message (overrides --dot; sendmail's -i)"},
 			&cli.BoolFlag{Name: "dot", EnvVars: []string{"TERN_DOT"}, Usage: "a line with a single dot ends the message (sendmail without -i)"},
 			&cli.StringFlag{Name: "full-name", Aliases: []string{"F"}, EnvVars: []string{"TERN_FULL_NAME"}, Usage: "the sender's `NAME` in an added From field"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"TERN_VERBOSE"}, Usage: "print qid=ID on standard output once queued"},
