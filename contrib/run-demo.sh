@@ -7,6 +7,7 @@
 # lands.
 #
 #   TERN_DEMO_POP3=127.0.0.1:2110   where tern-pop3d listens
+#   TERN_DEMO_IMAP=127.0.0.1:2143   where tern-imapd listens
 #   TERN_DEMO_SMTP=127.0.0.1:2525   where tern-smtpd listens for mail (MX mode)
 #   TERN_DEMO_SUBMIT=127.0.0.1:2587 where tern-smtpd takes submissions (AUTH)
 #   TERN_DEMO_ONCE=1                set everything up, check it, and stop
@@ -18,6 +19,7 @@ RUN=${TERN_DEMO_DIR:-$PWD/run}
 PATH=$BIN:$PATH
 export PATH
 POP3=${TERN_DEMO_POP3:-127.0.0.1:2110}
+IMAP=${TERN_DEMO_IMAP:-127.0.0.1:2143}
 SMTP=${TERN_DEMO_SMTP:-127.0.0.1:2525}
 SUBMIT=${TERN_DEMO_SUBMIT:-127.0.0.1:2587}
 
@@ -104,6 +106,7 @@ start() {
 }
 start tern-queue "$RUN/queue.log" - tern-queue
 start tern-pop3d "$RUN/pop3d.log" "listening" tern-pop3d --listen "$POP3"
+start tern-imapd "$RUN/imapd.log" "listening" tern-imapd --listen "$IMAP"
 start "tern-smtpd (mx)" "$RUN/smtpd.log" "listening" tern-smtpd --listen "$SMTP" --greet-delay 0 --rdns=false
 start "tern-smtpd (submission)" "$RUN/submit.log" "listening" tern-smtpd --mode submission --listen "$SUBMIT" --rdns=false
 
@@ -112,6 +115,7 @@ echo "Running on loopback (logs in run/*.log); the demo account is demo, passwor
 echo "  SMTP (MX)          $SMTP     mail for demo@localhost"
 echo "  SMTP (submission)  $SUBMIT     AUTH PLAIN/LOGIN, then send anywhere local"
 echo "  POP3               $POP3"
+echo "  IMAP               $IMAP"
 if ! command -v python3 >/dev/null; then
 	echo "  (python3 is not installed, so the demo cannot send mail by SMTP and read it by POP3 for you: apt-get install python3)"
 else

@@ -37,6 +37,7 @@ func demoCmd(t *testing.T, r *Root, env ...string) *exec.Cmd {
 	cmd := exec.Command("sh", filepath.Join(root, "contrib", "run-demo.sh"))
 	cmd.Env = r.Env(append([]string{"TERN_BIN=" + binDir, "TERN_DEMO_DIR=" + r.Path("run"),
 		fmt.Sprintf("TERN_DEMO_POP3=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("TERN_DEMO_IMAP=127.0.0.1:%d", freePort(t)),
 		fmt.Sprintf("TERN_DEMO_SMTP=127.0.0.1:%d", freePort(t)),
 		fmt.Sprintf("TERN_DEMO_SUBMIT=127.0.0.1:%d", freePort(t))}, env...)...)
 	// Servers that outlive the demo hold its output open: stop waiting
@@ -80,8 +81,8 @@ func TestMakeRunDemoStops(t *testing.T) {
 			for _, pid := range servers {
 				names = append(names, procName(pid))
 			}
-			if got := strings.Join(names, " "); strings.Count(got, "tern-smtpd") != 2 || !strings.Contains(got, "tern-queue") || !strings.Contains(got, "tern-pop3d") {
-				t.Fatalf("the demo's children are %q, want tern-queue, tern-pop3d and two tern-smtpd", got)
+			if got := strings.Join(names, " "); strings.Count(got, "tern-smtpd") != 2 || !strings.Contains(got, "tern-queue") || !strings.Contains(got, "tern-pop3d") || !strings.Contains(got, "tern-imapd") {
+				t.Fatalf("the demo's children are %q, want tern-queue, tern-pop3d, tern-imapd and two tern-smtpd", got)
 			}
 			if err := p.Signal(sig); err != nil {
 				t.Fatal(err)

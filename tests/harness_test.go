@@ -315,6 +315,7 @@ func (l *lockedBuffer) String() string {
 var debianPackage = map[string]string{
 	"fetchmail": "fetchmail",
 	"getmail":   "getmail6",
+	"go":        "golang-go, or Go from go.dev at go.mod's version",
 	"make":      "make",
 	"man":       "man-db",
 	"munpack":   "mpack",

@@ -521,16 +521,6 @@ func TestQueueDelayWarning(t *testing.T) {
 	}
 }
 
-func TestQueueRemoteWaits(t *testing.T) {
-	r := newQueueRoot(t)
-	r.enqueue(plainMsg, "-f", "bob@example.org", "--", "someone@elsewhere.example")
-	r.runQueue()
-	res := r.Run("", nil, "tern-queue", "--list")
-	if !strings.Contains(res.Stdout, "remote") || !strings.Contains(res.Stdout, "someone@elsewhere.example") || !strings.Contains(res.Stdout, "remote delivery") {
-		t.Errorf("--list does not show the remote recipient waiting:\n%s", res.Stdout)
-	}
-}
-
 // TestQueueHold: a held entry is listed and not delivered until released;
 // a deleted one is gone without a bounce.
 func TestQueueHold(t *testing.T) {
@@ -791,7 +781,7 @@ func TestQueueCrash(t *testing.T) {
 // man page.
 func TestQueueManPages(t *testing.T) {
 	for page, flags := range map[string][]string{
-		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
+		"tern-queue.8":   {"queue", "conf", "deliver", "enqueue", "once", "concurrency", "destination-concurrency", "dns", "smtp-port", "smtp-connect-timeout", "smtp-greeting-timeout", "smtp-helo-timeout", "smtp-mail-timeout", "smtp-rcpt-timeout", "smtp-data-init-timeout", "smtp-data-block-timeout", "smtp-data-done-timeout", "smtp-command-timeout", "smtp-reuse-limit", "smtp-idle-timeout", "max-age", "warn-after", "scan-interval", "timeout", "list", "json", "flush", "delete", "hold", "release", "now"},
 		"tern-enqueue.8": {"from", "read-recipients", "ignore-dots", "dot", "full-name", "verbose", "queue", "conf", "max-size", "list", "flush"},
 	} {
 		b, err := os.ReadFile(filepath.Join(mustRoot(t), "man", page))

@@ -141,3 +141,22 @@ func TestRunnerDaemon(t *testing.T) {
 		t.Errorf("carol: %+v", rc)
 	}
 }
+
+// TestFailureLine: the line kept from a delivery program's output is the
+// one that says what failed, not the hint after it (issue #19).
+func TestFailureLine(t *testing.T) {
+	for _, c := range []struct{ out, want string }{
+		{"tern-deliver: fatal: unknown flag -x\ntern-deliver: hint: see 'tern-deliver --help'\n", "tern-deliver: fatal: unknown flag -x"},
+		{"procmail: error: cannot lock\n", "procmail: error: cannot lock"},
+		{"first\nfilter says no\n", "filter says no"},
+		{"filter says no\nprog: hint: try again\n\n", "filter says no"},
+		{"tern-deliver: fatal: over quota (#4.2.2)\nsome noise after\n", "tern-deliver: fatal: over quota (#4.2.2)"},
+		{"", ""},
+	} {
+		b := &tailBuffer{max: 2048}
+		b.Write([]byte(c.out))
+		if got := b.failureLine(); got != c.want {
+			t.Errorf("failureLine(%q) = %q, want %q", c.out, got, c.want)
+		}
+	}
+}

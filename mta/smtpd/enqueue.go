@@ -19,10 +19,15 @@ import (
 
 // Envelope is what the queue is told besides the message.
 type Envelope struct {
-	ID         string   // the queue ID, when the Enqueuer made one (IDMaker)
-	Sender     string   // "" is the null sender
-	Recipients []string //
-	Env        []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
+	ID         string              // the queue ID, when the Enqueuer made one (IDMaker)
+	Sender     string              // "" is the null sender
+	Recipients []enqueue.Recipient // with their DSN parameters
+	// MAIL FROM's parameters: SMTPUTF8, BODY, ENVID, RET, REQUIRETLS.
+	enqueue.Conversation
+	// EightBit: the text, as handed to the queue, has an octet over 127;
+	// the checker found it on its way through.
+	EightBit bool
+	Env      []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
 }
 
 // Enqueuer puts a message into the queue. It returns the queue id, or an
@@ -73,9 +78,8 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := append([]string{"-v", "-f", env.Sender, "--"}, env.Recipients...)
-	cmd := exec.CommandContext(ctx, p.Command, args...)
-	cmd.Env = append(append([]string(nil), p.Env...), env.Env...)
+	cmd := exec.CommandContext(ctx, p.Command, pipeArgs(env)...)
+	cmd.Env = append(withoutEnvelopeVars(p.Env), env.Env...)
 	cmd.Stdin = msg
 	var stdout, stderr capped
 	stdout.max, stderr.max = 4096, 4096
@@ -110,6 +114,54 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	// Queued, as the status says, but nameless: a filter that swallowed
 	// the output. The message is safe; say so.
 	return "unknown", nil
+}
+
+// pipeArgs is the enqueue command's command line for env: tern-enqueue's
+// flags for MAIL FROM's parameters, and a recipient with its RCPT
+// parameters in one argument (see enqueue.ParseRecipient). Values go in
+// the --flag=value form, which no value can be mistaken out of.
+func pipeArgs(env Envelope) []string {
+	args := []string{"-v", "-f", env.Sender}
+	c := env.Conversation
+	if c.SMTPUTF8 {
+		args = append(args, "--smtputf8")
+	}
+	if c.Body != "" {
+		args = append(args, "--body="+c.Body)
+	}
+	if c.EnvID != "" {
+		args = append(args, "--envid="+c.EnvID)
+	}
+	if c.Ret != "" {
+		args = append(args, "--ret="+c.Ret)
+	}
+	if c.RequireTLS {
+		args = append(args, "--requiretls")
+	}
+	args = append(args, "--")
+	for _, r := range env.Recipients {
+		args = append(args, r.Arg())
+	}
+	return args
+}
+
+// withoutEnvelopeVars is env without the variables that would set
+// tern-enqueue's flags about one message (TERN_FROM, TERN_ENVID, ...):
+// the envelope comes from the SMTP conversation alone, whatever the
+// server's own environment holds.
+func withoutEnvelopeVars(env []string) []string {
+	drop := map[string]bool{}
+	for _, v := range enqueue.EnvelopeVars() {
+		drop[v] = true
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !drop[k] {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // qidLine finds the first line "qid=ID" in out, ID being 1 to 64
@@ -172,11 +224,14 @@ func (d *Direct) Enqueue(_ context.Context, env Envelope, msg io.Reader) (string
 		return "", &EnqueueError{Status: sysexit.TempFail, Temporary: true, Err: err}
 	}
 	qid, err := enqueue.Submit(q, enqueue.Options{
-		ID:         env.ID,
-		Host:       d.Host(),
-		Sender:     env.Sender,
-		SenderSet:  true,
-		Recipients: env.Recipients,
+		ID:           env.ID,
+		Host:         d.Host(),
+		Sender:       env.Sender,
+		SenderSet:    true,
+		Recipients:   env.Recipients,
+		Conversation: env.Conversation,
+		Scanned:      true,
+		EightBit:     env.EightBit,
 	}, enqueue.Env{Stdin: msg, Now: d.Now})
 	if err != nil {
 		status := sysexit.Code(err)

@@ -187,6 +187,10 @@ func (w *wire) reply(line string) {
 		if w.s.canStartTLS() {
 			w.emit("250-STARTTLS")
 		}
+		if w.s.isTLS() {
+			// RFC 8689 §4: only over TLS.
+			w.emit("250-REQUIRETLS")
+		}
 		return
 	case w.inEHLO:
 		if sep == ' ' {
