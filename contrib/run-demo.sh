@@ -2,7 +2,8 @@
 # make run: tern on this machine, in ./run/, on the embedded defaults.
 # It makes a demo account (user demo, password demo), delivers sample
 # messages through tern-deliver, shows what arrived, and starts the servers
-# on loopback ports until you press Ctrl-C. Each server joins here as it
+# on loopback ports until you press Ctrl-C. With python3 it also sends
+# mail by SMTP and reads it back by POP3. Each server joins here as it
 # lands.
 #
 #   TERN_DEMO_POP3=127.0.0.1:2110   where tern-pop3d listens
@@ -23,7 +24,7 @@ SMTP=${TERN_DEMO_SMTP:-127.0.0.1:2525}
 SUBMIT=${TERN_DEMO_SUBMIT:-127.0.0.1:2587}
 
 rm -rf "$RUN"
-mkdir -p "$RUN/etc/tern" "$RUN/spool" "$RUN/home/demo"
+mkdir -p "$RUN/etc/tern" "$RUN/spool" "$RUN/home/demo" "$RUN/fetched"
 CONF=$RUN/etc/tern
 HOME=$RUN/home/demo
 TERN_CONF=$CONF
@@ -64,20 +65,28 @@ for dir in "$HOME/Maildir" "$HOME"/Maildir/.[!.]*; do
 done
 if [ "$(id -u)" = 0 ]; then chown -R 65534:65534 "$HOME"; chmod 755 "$RUN" "$RUN/home"; fi
 
+# Every server started here stops when the demo stops, however it stops:
+# Ctrl-C, kill, or the terminal closing (SIGHUP, which tern-queue would
+# otherwise take as "read the control files again" and outlive the demo).
+# A trap cannot catch SIGKILL; for that each server also gets SIGTERM from
+# the kernel when this shell dies (setpriv --pdeathsig, util-linux).
 pids=
 stop() {
+	trap - EXIT HUP INT QUIT TERM
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap stop EXIT
-trap 'exit 0' INT TERM
+trap 'exit 0' HUP INT QUIT TERM
+deathsig=
+if setpriv --pdeathsig TERM true 2>/dev/null; then deathsig="setpriv --pdeathsig TERM"; fi
 
 # start NAME LOG COMMAND...: run a server in the background and wait for
 # its first log line that says it is ready.
 start() {
 	name=$1 log=$2 ready=$3
 	shift 3
-	"$@" 2>>"$log" &
+	$deathsig "$@" 2>>"$log" &
 	pids="$pids $!"
 	n=0
 	# tern-queue says nothing until there is mail: it is ready when it is
@@ -107,7 +116,9 @@ echo "  SMTP (MX)          $SMTP     mail for demo@localhost"
 echo "  SMTP (submission)  $SUBMIT     AUTH PLAIN/LOGIN, then send anywhere local"
 echo "  POP3               $POP3"
 echo "  IMAP               $IMAP"
-if command -v python3 >/dev/null; then
+if ! command -v python3 >/dev/null; then
+	echo "  (python3 is not installed, so the demo cannot send mail by SMTP and read it by POP3 for you: apt-get install python3)"
+else
 	python3 - "$SMTP" "$SUBMIT" "$POP3" <<'PY'
 import poplib, smtplib, sys, time
 def hp(a):
@@ -136,8 +147,12 @@ for i in range(1, n + 1):
 p.quit()
 PY
 fi
+# fetchmail wants TLS unless told otherwise (--sslproto ''; the demo has no
+# certificate), and hands mail to an SMTP server on port 25 unless given an
+# MDA: here tern-deliver, into a Maildir of its own.
 echo "  try: swaks --server $SMTP --to demo@localhost"
-echo "       fetchmail -p pop3 -P ${POP3##*:} -u demo ${POP3%:*}"
+echo "       fetchmail --sslproto '' --keep -p pop3 -P ${POP3##*:} -u demo --mda '$BIN/tern-deliver $RUN/fetched/Maildir/' ${POP3%:*}"
+echo "       (password demo; the messages land in $RUN/fetched/Maildir/)"
 
 if [ -n "${TERN_DEMO_ONCE:-}" ]; then exit 0; fi
 echo

@@ -97,6 +97,26 @@ func TestEnqueueMailq(t *testing.T) {
 	}
 }
 
+// TestEnqueueHelpByName: sendmail --help and mailq --help print help under
+// the name they were called by, exit 0, and touch no queue.
+func TestEnqueueHelpByName(t *testing.T) {
+	r := NewRoot(t)
+	for name, want := range map[string]string{
+		"sendmail":     "sendmail [-t] [-i | -oi] [-f SENDER]",
+		"mailq":        "list the mail queue",
+		"tern-enqueue": "tern-enqueue [-f SENDER]",
+	} {
+		prog := asName(t, name)
+		cmd := r.Cmd("tern-enqueue")
+		cmd.Path, cmd.Args = prog, []string{prog, "--help"}
+		cmd.Env = append(cmd.Env, "TERN_QUEUE="+r.Path("no-queue"))
+		res := RunCmd(t, cmd, "")
+		if res.Code != 0 || !strings.HasPrefix(res.Stdout, "NAME:\n   "+name+" - ") || !strings.Contains(res.Stdout, want) || !strings.Contains(res.Stdout, "--from SENDER, -f SENDER") {
+			t.Errorf("%s --help:\n%v", name, res)
+		}
+	}
+}
+
 func TestEnqueueHeadersAndAddresses(t *testing.T) {
 	r := newQueueRoot(t)
 	res := r.enqueue("Subject: bare\n\nbody\n", "-v", "-f", "joe@Bücher.Example", "--", "bob@example.org", "<x@BÜCHER.example>", "BOB@example.org")

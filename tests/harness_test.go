@@ -319,6 +319,9 @@ func (l *lockedBuffer) String() string {
 var debianPackage = map[string]string{
 	"fetchmail": "fetchmail",
 	"getmail":   "getmail6",
+	"go":        "golang-go, or Go from go.dev at go.mod's version",
+	"make":      "make",
+	"man":       "man-db",
 	"munpack":   "mpack",
 	"python3":   "python3",
 	"setpriv":   "util-linux",
@@ -350,13 +353,11 @@ func NeedRoot(t testing.TB) {
 	}
 }
 
-// skipLoudly skips a test and says so on stderr as well, so that a skip
-// shows in a plain `make test`, not only under -v.
+// skipLoudly skips a test with its reason; `make test` lists every skip
+// and its reason at the end.
 func skipLoudly(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	fmt.Fprintf(os.Stderr, "SKIP %s: %s\n", t.Name(), msg)
-	t.Skip("SKIP: " + msg)
+	t.Skip("SKIP: " + fmt.Sprintf(format, args...))
 }
 
 // Eventually polls cond every 20ms for up to d.

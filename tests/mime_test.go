@@ -50,10 +50,9 @@ func TestMimeRoundTrip(t *testing.T) {
 	if pack.Code != 0 {
 		t.Fatalf("pack: %s", pack.Stderr)
 	}
-	out := r.Path("out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// unpack makes the directory, as a script at the head of a pipeline
+	// needs it to.
+	out := r.Path("out", "today")
 	// Peak memory is measured by /usr/bin/time (Debian time): the rusage
 	// Go reports for a child counts the parent's memory too, because the
 	// child is cloned with the parent's address space before exec. Without
@@ -157,7 +156,7 @@ func TestMimeStatuses(t *testing.T) {
 		{"\x00\x01", []string{"show", "-t"}, 0, ""},
 		{"Subject: x\n\nbody\n", []string{"header", "X-Missing"}, 1, ""},
 		{"Subject: x\n\nbody\n", []string{"header"}, 64, "NAME"},
-		{"", []string{"unpack", "-C", r.Path("no", "such")}, 73, "open output directory"},
+		{"", []string{"unpack", "-C", r.WriteFile("plain", "") + "/sub"}, 73, "make output directory"},
 		{"", []string{"pack", "/no/such/file"}, 66, "open /no/such/file"},
 		{"", []string{"frobnicate"}, 64, ""},
 		{"Subject: x\n\nbody\n", []string{"show", "7"}, 65, "no part 7"},
