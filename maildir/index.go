@@ -883,15 +883,24 @@ func (f *Folder) diff(x *index, read [2]bool, names [2][]string, r *indexRecords
 			}
 		}
 	}
+	// Given from the second read: a message the first read missed while
+	// it was being linked, earlier than the cutoff, gets its UID now,
+	// before the later one the first read saw.
 	var give []string
-	for _, u := range fresh {
+	for u := range again {
+		if _, ok := known[u]; ok {
+			continue
+		}
 		if haveCutoff && !cutoff.less(parseArrival(u)) {
-			if _, ok := again[u]; ok {
-				give = append(give, u)
-				continue
-			}
+			give = append(give, u)
+			continue
 		}
 		complete = false
+	}
+	for _, u := range fresh {
+		if _, ok := again[u]; !ok {
+			complete = false
+		}
 	}
 	sortByArrival(give)
 	next := x.next

@@ -53,6 +53,7 @@ type View struct {
 	kw       *Keywords
 	kwList   []string
 	keepNew  bool
+	changed  bool // a write call of the view changed a file
 	mu       sync.Mutex
 }
 
@@ -122,6 +123,7 @@ func (v *View) claimRecent(at []int) error {
 		e := &v.msgs[i].e
 		items[k] = known{uid: e.uid, name: e.name, new: e.new}
 	}
+	v.changed = true
 	out, err := v.f.renameKnown(items, func(old string) string { return old })
 	if err != nil {
 		return err
@@ -332,6 +334,7 @@ func (v *View) Delete(uids []uint32) ([]Expunged, error) {
 			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
 		}
 	}
+	v.changed = v.changed || len(items) > 0
 	removed, err := v.f.removeKnown(items, nil)
 	for k, i := range at {
 		if removed[k] {
@@ -540,6 +543,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
 		}
 	}
+	v.changed = v.changed || len(items) > 0
 	out, err := v.f.renameKnown(items, change.apply)
 	if err != nil {
 		return nil, err
@@ -603,6 +607,7 @@ func (v *View) Expunge(uids []uint32) ([]Expunged, error) {
 		e := &v.msgs[i].e
 		items[k] = known{uid: e.uid, name: e.name, new: e.new}
 	}
+	v.changed = v.changed || len(items) > 0
 	removed, err := v.f.removeKnown(items, func(letters string) bool { return hasLetter(letters, 'T') })
 	for k, i := range doomed {
 		if removed[k] {
@@ -645,6 +650,7 @@ func (v *View) Move(uids []uint32, dst *Folder) (*CopyResult, []Expunged, error)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.changed = true
 	res, err := v.copyTo(uids, dst, true)
 	if err != nil {
 		return nil, nil, err
@@ -701,7 +707,13 @@ func (v *View) copyTo(uids []uint32, dst *Folder, move bool) (*CopyResult, error
 // that the next session to open the folder reads the index alone (see
 // Folder.Settle). A session calls it when it is done changing, not after
 // every change.
-func (v *View) Settle() error { return v.f.Settle() }
+func (v *View) Settle() error {
+	if !v.changed {
+		return nil // nothing of ours to record: the index is as it was
+	}
+	v.changed = false
+	return v.f.Settle()
+}
 
 // Close ends the view. It holds no file or lock; Close is for symmetry
 // with the watch and for what a later index may keep per view.
