@@ -473,11 +473,12 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 			flaggedUIDs = append(flaggedUIDs, v.msgs[i].e.uid)
 		}
 	}
+	// Counted before the expunges, after which the added messages are
+	// still the last ones.
+	nAdded := len(v.msgs) - added
 	if allowExpunge {
 		ch.Expunged = v.dropGone()
 	}
-	// After the expunges, the added messages are still at the end.
-	nAdded := len(v.msgs) - added
 	for i := len(v.msgs) - nAdded; i < len(v.msgs); i++ {
 		ch.Added = append(ch.Added, v.message(i))
 	}
