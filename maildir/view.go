@@ -130,7 +130,7 @@ func (v *View) claimRecent(at []int) error {
 	}
 	for k, i := range at {
 		if out[k].name != "" {
-			v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
+			v.msgs[i].e.setName(out[k].name, out[k].new)
 		}
 	}
 	return nil
@@ -185,7 +185,7 @@ func (v *View) CanCreateKeywords() bool { return len(v.kwList) < 26 }
 // 0 when there is none (the UNSEEN response of IMAP4rev1).
 func (v *View) FirstUnseen() uint32 {
 	for i, m := range v.msgs {
-		if !hasLetter(m.e.letters(), 'S') {
+		if !m.e.mask.has('S') {
 			return uint32(i + 1)
 		}
 	}
@@ -309,10 +309,10 @@ func (v *View) HasFlag(seq uint32, flag string) bool {
 		return false
 	}
 	if c, ok := systemLetter(flag); ok {
-		return hasLetter(v.msgs[seq-1].e.letters(), c)
+		return v.msgs[seq-1].e.mask.has(c)
 	}
 	c, ok := v.kw.Letter(flag)
-	return ok && hasLetter(v.msgs[seq-1].e.letters(), c)
+	return ok && v.msgs[seq-1].e.mask.has(c)
 }
 
 // Delete removes the messages with the given UIDs whatever their flags
@@ -435,7 +435,7 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 			j++ // a UID the view never had below its last: see snapshot
 		}
 		if j < len(cur) && cur[j].uid == m.e.uid {
-			if cur[j].letters() != m.e.letters() {
+			if cur[j].mask != m.e.mask {
 				flagged = append(flagged, i)
 			}
 			m.e = cur[j]
@@ -559,7 +559,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 		if out[k].name == "" {
 			continue // gone: its expunge comes with a Poll
 		}
-		v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
+		v.msgs[i].e.setName(out[k].name, out[k].new)
 		done = append(done, v.msgs[i].e.uid)
 	}
 	return v.messagesByUID(done), nil
@@ -599,7 +599,7 @@ func (v *View) Expunge(uids []uint32) ([]Expunged, error) {
 	}
 	var doomed []int
 	for i, m := range v.msgs {
-		if !m.gone && (only == nil || only[m.e.uid]) && hasLetter(m.e.letters(), 'T') {
+		if !m.gone && (only == nil || only[m.e.uid]) && m.e.mask.has('T') {
 			doomed = append(doomed, i)
 		}
 	}
@@ -739,11 +739,10 @@ func (f *Folder) Status() (Status, error) {
 	}
 	st := Status{Messages: uint32(len(snap.entries)), UIDNext: snap.next, UIDValidity: snap.validity}
 	for _, e := range snap.entries {
-		l := e.letters()
-		if !hasLetter(l, 'S') {
+		if !e.mask.has('S') {
 			st.Unseen++
 		}
-		if hasLetter(l, 'T') {
+		if e.mask.has('T') {
 			st.Deleted++
 		}
 		if e.new {
