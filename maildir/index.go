@@ -542,9 +542,11 @@ func (f *Folder) loadLocked() (*index, error) {
 // index, and its removal, set).
 func (f *Folder) indexValidityHint() uint32 {
 	var hint uint32
+	// A time T says an index existed then, made with a UIDVALIDITY of T,
+	// or of T+1 where a time hint like this one pushed it on.
 	for _, p := range []string{f.indexPath(), f.path} {
 		if st, err := os.Stat(p); err == nil {
-			hint = max(hint, uint32(min(max(st.ModTime().Unix(), 0), math.MaxUint32-1)))
+			hint = max(hint, uint32(min(max(st.ModTime().Unix()+1, 0), math.MaxUint32-2)))
 		}
 	}
 	if data, err := readHead(f.indexPath()); err == nil {
