@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -346,6 +347,15 @@ func TestInterfaceAddrs(t *testing.T) {
 	as, err := InterfaceAddrs()
 	if err != nil {
 		t.Skipf("no interface list here: %v", err)
+	}
+	every := InterfaceAddrsEvery(time.Hour)
+	first, err := every()
+	if err != nil || !slices.Equal(first, as) {
+		t.Errorf("InterfaceAddrsEvery: %v %v, want %v", first, err, as)
+	}
+	first[0] = netip.MustParseAddr("192.0.2.99") // a caller's change stays its own
+	if again, _ := every(); !slices.Equal(again, as) {
+		t.Errorf("InterfaceAddrsEvery the second time: %v, want %v", again, as)
 	}
 	for _, a := range as {
 		if a.IsLoopback() {
