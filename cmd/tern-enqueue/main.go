@@ -15,18 +15,21 @@ import (
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mta/enqueue"
 	"github.com/tern-mail/tern/mta/queue"
-	"github.com/tern-mail/tern/mta/runner"
 	"github.com/tern-mail/tern/mta/transport"
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
 	mode := enqueue.ModeOf(os.Args[0])
-	name := "tern-enqueue"
+	name, job := "tern-enqueue", "put one message from standard input into the queue"
+	usage := "tern-enqueue [-f SENDER] [-t] [-i] [-F NAME] [-v] [-N NOTIFY] [-R RET] [-V ENVID] [--smtputf8] [--body TYPE] [--requiretls] [--] [RECIPIENT...] < message"
 	if mode == enqueue.ModeSendmail {
 		name = "sendmail"
+		usage = "sendmail [-t] [-i | -oi] [-f SENDER] [-F NAME] [-v] [-bm | -bp | -bi | -q] [--] [RECIPIENT...] < message\n" +
+			"(tern-enqueue under sendmail's name; its options map to the flags below)"
 	} else if mode == enqueue.ModeMailq {
-		name = "mailq"
+		name, job = "mailq", "list the mail queue"
+		usage = "mailq   (tern-enqueue --list: the queue, as tern-queue --list shows it)"
 	}
 	args := os.Args
 	if mode != enqueue.ModeEnqueue {
@@ -42,14 +45,14 @@ func main() {
 	}
 	app := &cli.App{
 		Name:            name,
-		Usage:           "put one message from standard input into the queue",
-		UsageText:       "tern-enqueue [-f SENDER] [-t] [-i] [-F NAME] [-v] [-N NOTIFY] [-R RET] [-V ENVID] [--smtputf8] [--body TYPE] [--requiretls] [--] [RECIPIENT...] < message",
+		Usage:           job,
+		UsageText:       usage,
 		Description:     "Exit 0: queued and on disk; 75: try again later; 64/65: refused. See tern-enqueue(8).",
 		HideHelpCommand: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Aliases: []string{"f"}, EnvVars: []string{"TERN_FROM"}, Usage: "envelope `SENDER`; '' or '<>' for the null sender"},
 			&cli.BoolFlag{Name: "read-recipients", Aliases: []string{"t"}, EnvVars: []string{"TERN_READ_RECIPIENTS"}, Usage: "take recipients from To, Cc and Bcc, and remove Bcc"},
-			&cli.BoolFlag{Name: "ignore-dots", Aliases: []string{"i"}, EnvVars: []string{"TERN_IGNORE_DOTS"}, Usage: "a line with a single dot does not end the message (the default, but for --dot)"},
+			&cli.BoolFlag{Name: "ignore-dots", Aliases: []string{"i"}, EnvVars: []string{"TERN_IGNORE_DOTS"}, Usage: "a line with a single dot is data, not the end of the message (overrides --dot; sendmail's -i)"},
 			&cli.BoolFlag{Name: "dot", EnvVars: []string{"TERN_DOT"}, Usage: "a line with a single dot ends the message (sendmail without -i)"},
 			&cli.StringFlag{Name: "full-name", Aliases: []string{"F"}, EnvVars: []string{"TERN_FULL_NAME"}, Usage: "the sender's `NAME` in an added From field"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"TERN_VERBOSE"}, Usage: "print qid=ID on standard output once queued"},
@@ -72,9 +75,9 @@ func main() {
 			case c.Bool("noop"):
 				return nil
 			case c.Bool("list"):
-				return runner.List(dir, os.Stdout, false, time.Now())
+				return queue.List(dir, os.Stdout, false, time.Now())
 			case c.Bool("flush"):
-				return runner.Flush(dir)
+				return queue.Flush(dir)
 			}
 			login := ""
 			if u, err := user.Current(); err == nil {
