@@ -250,5 +250,5 @@ func TestIntakeQueueKeepsParameters(t *testing.T) {
 		t.Errorf("live envelope:\n%s", env)
 	}
 	wantLines(t, env, "\nbody 8BITMIME\n", "\nenvid qq-1\n", "\nret HDRS\n", "\nrequiretls\n",
-		"\nrcpt\tdeferred\t1\t", "\tnotify=SUCCESS\torcpt=RFC822;bob@example.org\n")
+		"\nrcpt\tdeferred\t1\t", "\tnotify=SUCCESS\torcpt=RFC822;bob@example.org")
 }
