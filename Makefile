@@ -1,13 +1,18 @@
 # tern — build, test, install, and a demo on loopback.
 #
 #   make                 build every program into ./bin
-#   make test            the whole test suite (unit, fuzz seeds, end to end)
+#   make test            the whole test suite (unit, fuzz seeds, end to end),
+#                        then the skipped tests and why
 #   make run             a demo: the suite on loopback ports with a demo account
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   also makes the queue, /var/spool/tern
 #   make check           what CI checks besides the tests: vet, gofmt, staticcheck, mandoc
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+# The queue (tern-queue(5)); install makes it when it is missing.
+QUEUEDIR ?= /var/spool/tern
+# Where build puts the programs and install takes them from.
+BUILDDIR ?= bin
 GO      ?= go
 # Static binaries without urfave/cli's man-page generator: a delivery agent
 # is started once per message, and dynamic linking plus the markdown
@@ -28,11 +33,16 @@ MANPAGES   = $(wildcard man/*.[1-8])
 all: build
 
 build:
-	@mkdir -p bin
-	$(GO) build -o bin/ ./cmd/...
+	@mkdir -p $(BUILDDIR)
+	$(GO) build -o $(BUILDDIR)/ ./cmd/...
+
+# gotestsum runs go test and, after it, lists every skipped test with its
+# reason (go test ./... hides the SKIP lines of passing packages); its exit
+# status is go test's.
+GOTESTSUM = $(GO) run gotest.tools/gotestsum@v1.13.0
 
 test:
-	$(GO) test -shuffle=on ./...
+	$(GOTESTSUM) --format pkgname --format-hide-empty-pkg -- -shuffle=on ./...
 
 run: build
 	sh contrib/run-demo.sh
@@ -45,14 +55,28 @@ check:
 
 install: build
 	install -d $(BINDIR) $(SBINDIR)
-	for p in $(BIN_PROGS); do install -m 0755 bin/$$p $(BINDIR)/$$p; done
-	for p in $(SBIN_PROGS); do install -m 0755 bin/$$p $(SBINDIR)/$$p; done
-	# tern-enqueue answers to sendmail and mailq by its argv[0].
-	if [ -x bin/tern-enqueue ]; then \
-		ln -sf $(PREFIX)/sbin/tern-enqueue $(SBINDIR)/sendmail; \
-		ln -sf $(PREFIX)/sbin/tern-enqueue $(BINDIR)/mailq; \
+	for p in $(BIN_PROGS); do install -m 0755 $(BUILDDIR)/$$p $(BINDIR)/$$p; done
+	for p in $(SBIN_PROGS); do install -m 0755 $(BUILDDIR)/$$p $(SBINDIR)/$$p; done
+	# tern-enqueue answers to sendmail and mailq by its argv[0]; relative
+	# links work inside DESTDIR too.
+	if [ -x $(BUILDDIR)/tern-enqueue ]; then \
+		ln -sf tern-enqueue $(SBINDIR)/sendmail; \
+		ln -sf ../sbin/tern-enqueue $(BINDIR)/mailq; \
 	fi
 	for m in $(MANPAGES); do s=$${m##*.}; install -d $(MANDIR)/man$$s; install -m 0644 $$m $(MANDIR)/man$$s/; done
+	# man sendmail and man mailq find tern-enqueue(8), where both are described.
+	install -d $(MANDIR)/man1
+	ln -sf tern-enqueue.8 $(MANDIR)/man8/sendmail.8
+	ln -sf ../man8/tern-enqueue.8 $(MANDIR)/man1/mailq.1
+	# The queue, with the modes of tern-queue(5): incoming/ open to every
+	# local submitter (sticky, not listable), the rest tern-queue's alone.
+	@q=$(DESTDIR)$(QUEUEDIR); \
+	if [ -d $$q ]; then echo "queue: $$q is there; left as it is"; else \
+		install -d -m 0755 $$q && \
+		install -d -m 1733 $$q/incoming && \
+		install -d -m 0700 $$q/mess $$q/env $$q/bad && \
+		echo "queue: made $$q (incoming/ 1733; mess/, env/, bad/ 0700)"; \
+	fi
 
 clean:
-	rm -rf bin run
+	rm -rf $(BUILDDIR) run

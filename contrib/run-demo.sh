@@ -2,10 +2,12 @@
 # make run: tern on this machine, in ./run/, on the embedded defaults.
 # It makes a demo account (user demo, password demo), delivers sample
 # messages through tern-deliver, shows what arrived, and starts the servers
-# on loopback ports until you press Ctrl-C. Each server joins here as it
+# on loopback ports until you press Ctrl-C. With python3 it also sends
+# mail by SMTP and reads it back by POP3. Each server joins here as it
 # lands.
 #
 #   TERN_DEMO_POP3=127.0.0.1:2110   where tern-pop3d listens
+#   TERN_DEMO_IMAP=127.0.0.1:2143   where tern-imapd listens
 #   TERN_DEMO_SMTP=127.0.0.1:2525   where tern-smtpd listens for mail (MX mode)
 #   TERN_DEMO_SUBMIT=127.0.0.1:2587 where tern-smtpd takes submissions (AUTH)
 #   TERN_DEMO_ONCE=1                set everything up, check it, and stop
@@ -17,11 +19,12 @@ RUN=${TERN_DEMO_DIR:-$PWD/run}
 PATH=$BIN:$PATH
 export PATH
 POP3=${TERN_DEMO_POP3:-127.0.0.1:2110}
+IMAP=${TERN_DEMO_IMAP:-127.0.0.1:2143}
 SMTP=${TERN_DEMO_SMTP:-127.0.0.1:2525}
 SUBMIT=${TERN_DEMO_SUBMIT:-127.0.0.1:2587}
 
 rm -rf "$RUN"
-mkdir -p "$RUN/etc/tern" "$RUN/spool" "$RUN/home/demo"
+mkdir -p "$RUN/etc/tern" "$RUN/spool" "$RUN/home/demo" "$RUN/fetched"
 CONF=$RUN/etc/tern
 HOME=$RUN/home/demo
 TERN_CONF=$CONF
@@ -30,12 +33,14 @@ export HOME TERN_CONF TERN_QUEUE
 
 # The demo account. Run as root, the servers become the account after
 # login and refuse to serve mail as root, so the account is nobody's then.
-ids="::"
-if [ "$(id -u)" = 0 ]; then ids=":65534:65534:"; fi
+# The fields are user:hash:uid:gid:gecos:home:shell (tern-users(5)); an
+# empty uid and gid mean the servers' own.
+uid= gid=
+if [ "$(id -u)" = 0 ]; then uid=65534 gid=65534; fi
 echo localhost > "$CONF/hostname"
 echo localhost > "$CONF/domains"
-printf '# the demo account; make real ones with tern-passwd add\ndemo:%s%s:%s::\n' \
-	"$(echo demo | tern-passwd hash)" "$ids" "$HOME" > "$CONF/users"
+printf '# the demo account; make real ones with tern-passwd add\ndemo:%s:%s:%s::%s:\n' \
+	"$(echo demo | tern-passwd hash)" "$uid" "$gid" "$HOME" > "$CONF/users"
 
 i=0
 for subject in "Welcome to tern" "Your order has shipped" "Minutes of the meeting"; do
@@ -60,20 +65,28 @@ for dir in "$HOME/Maildir" "$HOME"/Maildir/.[!.]*; do
 done
 if [ "$(id -u)" = 0 ]; then chown -R 65534:65534 "$HOME"; chmod 755 "$RUN" "$RUN/home"; fi
 
+# Every server started here stops when the demo stops, however it stops:
+# Ctrl-C, kill, or the terminal closing (SIGHUP, which tern-queue would
+# otherwise take as "read the control files again" and outlive the demo).
+# A trap cannot catch SIGKILL; for that each server also gets SIGTERM from
+# the kernel when this shell dies (setpriv --pdeathsig, util-linux).
 pids=
 stop() {
+	trap - EXIT HUP INT QUIT TERM
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap stop EXIT
-trap 'exit 0' INT TERM
+trap 'exit 0' HUP INT QUIT TERM
+deathsig=
+if setpriv --pdeathsig TERM true 2>/dev/null; then deathsig="setpriv --pdeathsig TERM"; fi
 
 # start NAME LOG COMMAND...: run a server in the background and wait for
 # its first log line that says it is ready.
 start() {
 	name=$1 log=$2 ready=$3
 	shift 3
-	"$@" 2>>"$log" &
+	$deathsig "$@" 2>>"$log" &
 	pids="$pids $!"
 	n=0
 	# tern-queue says nothing until there is mail: it is ready when it is
@@ -93,6 +106,7 @@ start() {
 }
 start tern-queue "$RUN/queue.log" - tern-queue
 start tern-pop3d "$RUN/pop3d.log" "listening" tern-pop3d --listen "$POP3"
+start tern-imapd "$RUN/imapd.log" "listening" tern-imapd --listen "$IMAP"
 start "tern-smtpd (mx)" "$RUN/smtpd.log" "listening" tern-smtpd --listen "$SMTP" --greet-delay 0 --rdns=false
 start "tern-smtpd (submission)" "$RUN/submit.log" "listening" tern-smtpd --mode submission --listen "$SUBMIT" --rdns=false
 
@@ -101,7 +115,10 @@ echo "Running on loopback (logs in run/*.log); the demo account is demo, passwor
 echo "  SMTP (MX)          $SMTP     mail for demo@localhost"
 echo "  SMTP (submission)  $SUBMIT     AUTH PLAIN/LOGIN, then send anywhere local"
 echo "  POP3               $POP3"
-if command -v python3 >/dev/null; then
+echo "  IMAP               $IMAP"
+if ! command -v python3 >/dev/null; then
+	echo "  (python3 is not installed, so the demo cannot send mail by SMTP and read it by POP3 for you: apt-get install python3)"
+else
 	python3 - "$SMTP" "$SUBMIT" "$POP3" <<'PY'
 import poplib, smtplib, sys, time
 def hp(a):
@@ -130,8 +147,12 @@ for i in range(1, n + 1):
 p.quit()
 PY
 fi
+# fetchmail wants TLS unless told otherwise (--sslproto ''; the demo has no
+# certificate), and hands mail to an SMTP server on port 25 unless given an
+# MDA: here tern-deliver, into a Maildir of its own.
 echo "  try: swaks --server $SMTP --to demo@localhost"
-echo "       fetchmail -p pop3 -P ${POP3##*:} -u demo ${POP3%:*}"
+echo "       fetchmail --sslproto '' --keep -p pop3 -P ${POP3##*:} -u demo --mda '$BIN/tern-deliver $RUN/fetched/Maildir/' ${POP3%:*}"
+echo "       (password demo; the messages land in $RUN/fetched/Maildir/)"
 
 if [ -n "${TERN_DEMO_ONCE:-}" ]; then exit 0; fi
 echo

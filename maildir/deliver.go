@@ -32,9 +32,9 @@ var ErrQuotaExceeded = errors.New("mailbox over quota")
 
 // DeliverOptions changes what Deliver does.
 type DeliverOptions struct {
-	// Flags puts the message in cur/ with these flags (IMAP APPEND);
+	// Flags, in IMAP's terms, put the message in cur/ with these flags;
 	// without flags it goes to new/ unless Cur is set.
-	Flags string
+	Flags []string
 	// Cur puts the message in cur/ even without flags.
 	Cur bool
 	// Quota enforces the quota of the Maildir's maildirsize file.
@@ -45,6 +45,11 @@ type DeliverOptions struct {
 	Time time.Time
 	// Host is the host name in the name (default: Store.Hostname).
 	Host string
+	// ModTime, when set, is the file's mtime: the internal date that
+	// IMAP APPEND may give.
+	ModTime time.Time
+
+	letters string // Flags as letters, when the caller has them already
 }
 
 // Inbox returns the INBOX, the Maildir's root, without looking at the
@@ -67,9 +72,12 @@ func (s *Store) Inbox() *Folder { return s.newFolder("INBOX", s.Root) }
 // filesystems where fdatasync is weaker.
 func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 	s := f.store
-	flags, err := NormalizeFlags(opt.Flags)
-	if err != nil {
-		return Message{}, err
+	flags := opt.letters
+	var err error
+	if len(opt.Flags) > 0 {
+		if flags, err = f.lettersOf(opt.Flags); err != nil {
+			return Message{}, err
+		}
 	}
 	t := opt.Time
 	if t.IsZero() {
@@ -115,6 +123,12 @@ func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 	if opt.Quota {
 		if quotaFile, err = s.checkQuota(size); err != nil {
 			return Message{}, err
+		}
+	}
+	if !opt.ModTime.IsZero() {
+		ts := unix.NsecToTimespec(opt.ModTime.UnixNano())
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, tmpPath, []unix.Timespec{ts, ts}, 0); err != nil {
+			return Message{}, fmt.Errorf("maildir: deliver: set the date of %s: %w", tmpPath, err)
 		}
 	}
 	if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,24 +31,47 @@ type Folder struct {
 	list         *UIDList         // last list read, and the file it came from
 	listStat     unix.Stat_t
 	lastValidity uint32
+	idx          *index    // the index as last read
+	kw           *Keywords // last tern-keywords read, and its stat
+	kwStat       unix.Stat_t
 }
 
-// Message is one message of a folder as found on disk.
+// Message is one message of a folder: the one type every caller of this
+// package sees, from a delivery, a listing or a session's view.
 type Message struct {
 	// UID is the message's IMAP UID, 0 where it has none yet.
 	UID uint32
+	// Seq is its sequence number in the View it came from, 0 elsewhere.
+	Seq uint32
 	// Unique is the file name without the ":2,<flags>" info; it does
-	// not change when the flags do.
+	// not change when the flags do. POP3's UIDL shows it.
 	Unique string
-	// Name is the file name in Dir, Path the whole path.
+	// Name is the file name in Dir, Path the whole path, as last seen.
 	Name, Path string
 	// Dir is "new" or "cur".
 	Dir string
-	// Flags are the maildir flag letters, sorted (see NormalizeFlags).
-	Flags string
+	// Flags are the message's flags in IMAP's terms: system flags
+	// (FlagSeen...) and keywords.
+	Flags []string
+	// Recent is \Recent in the View it came from (RFC 3501 §2.3.2).
+	Recent bool
 	// Size is the size on disk (S=); RFC822Size the size with every LF
 	// counted as CRLF (W=), which POP3 and IMAP report.
 	Size, RFC822Size int64
+	// Date is the internal date (RFC 9051 §2.3.3): the file's mtime,
+	// where Courier and Dovecot keep it too. Zero where not read.
+	Date time.Time
+
+	letters string // the flag letters of the name
+}
+
+// HasFlag reports whether the message has a flag (system flags matched
+// without regard to case).
+func (m Message) HasFlag(flag string) bool {
+	if c, ok := systemLetter(flag); ok {
+		return hasLetter(m.letters, c)
+	}
+	return slices.Contains(m.Flags, flag)
 }
 
 // Name returns the folder's UTF-8 name, "INBOX" for the root.
@@ -184,7 +206,8 @@ func (f *Folder) message(rel string, uid uint32) (Message, error) {
 
 func (f *Folder) messageAt(p place, uid uint32) (Message, error) {
 	unique, flags := splitName(p.name)
-	m := Message{UID: uid, Unique: unique, Name: p.name, Path: filepath.Join(f.path, p.dir(), p.name), Dir: p.dir(), Flags: flags}
+	m := Message{UID: uid, Unique: unique, Name: p.name, Path: filepath.Join(f.path, p.dir(), p.name), Dir: p.dir(), letters: flags}
+	m.Flags = imapFlags(flags, f.cachedKeywords())
 	m.Size, m.RFC822Size = nameSizes(unique)
 	if m.Size < 0 || m.RFC822Size < 0 {
 		if err := fileSizes(&m); err != nil {
@@ -208,11 +231,22 @@ func fileSizes(m *Message) error {
 		m.Size = st.Size()
 	}
 	if m.RFC822Size < 0 {
+		// Only a bare LF grows into CRLF: a file another program wrote
+		// with CRLF line ends (go-maildir keeps what it is given) is
+		// sent as it is.
 		var lfs, n int64
+		var prev byte
 		buf := make([]byte, 64<<10)
 		for {
 			k, err := file.Read(buf)
-			lfs += int64(bytes.Count(buf[:k], []byte{'\n'}))
+			chunk := buf[:k]
+			lfs += int64(bytes.Count(chunk, []byte{'\n'}) - bytes.Count(chunk, []byte{'\r', '\n'}))
+			if k > 0 {
+				if prev == '\r' && chunk[0] == '\n' {
+					lfs--
+				}
+				prev = chunk[k-1]
+			}
 			n += int64(k)
 			if err == io.EOF {
 				break
@@ -278,160 +312,52 @@ func sameFile(a, b *unix.Stat_t) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
 }
 
-// UIDList returns the folder's UID list as it is on disk now, without the
-// lock; it runs Sync when there is no list yet or it is damaged.
+// UIDList returns the folder's UIDs as its index has them now, brought up
+// to date with the directories first where they changed.
 func (f *Folder) UIDList() (*UIDList, error) {
-	l, _, err := f.readUIDList()
+	x, err := f.current()
 	if err != nil {
-		return f.Sync()
+		return nil, err
 	}
-	return l, nil
+	return x.uidList(), nil
 }
 
-// Sync brings the UID list up to date under the folder's lock: messages in
-// new/ and cur/ without a UID get one, in arrival order (the time in their
-// names, then the name), and messages no longer on disk are dropped. The
-// next UID only grows, so an expunged message's UID is never given again. A
-// missing or damaged list (moved aside as tern-uidlist.broken.<time>) is
-// rebuilt with a new, larger UIDVALIDITY. It returns the new list.
+// Sync brings the folder's index up to date with new/ and cur/ under the
+// folder's lock, whatever the directories' stamps say: messages without a
+// UID get one, in arrival order (the time in their names, then the name),
+// and messages no longer on disk are dropped. The next UID only grows, so
+// an expunged message's UID is never given again. A missing index is made
+// (from tern-uidlist where one is left, keeping its UIDs); a damaged one
+// is moved aside as tern-index.broken.<time> and made anew with a new,
+// larger UIDVALIDITY. It returns the UIDs.
 func (f *Folder) Sync() (*UIDList, error) {
 	lk, err := f.lock()
 	if err != nil {
 		return nil, err
 	}
 	defer lk.unlock()
-	return f.syncLocked(lk)
-}
-
-func (f *Folder) syncLocked(lk *dotLock) (*UIDList, error) {
-	old, data, err := f.readUIDList()
-	var hint uint32
-	if err != nil {
-		switch {
-		case errors.Is(err, ErrCorruptUIDList):
-			hint = validityHint(data)
-			p := f.uidListPath()
-			if st, err := os.Stat(p); err == nil {
-				hint = max(hint, uint32(min(st.ModTime().Unix(), math.MaxUint32-1)))
-			}
-			aside := fmt.Sprintf("%s.broken.%d", p, time.Now().UnixNano())
-			if err := os.Rename(p, aside); err != nil {
-				return nil, fmt.Errorf("maildir: move damaged UID list aside: %w", err)
-			}
-		case errors.Is(err, fs.ErrNotExist):
-		default:
-			return nil, err
-		}
-		old = nil
-	}
-	known := func(u string) bool {
-		if old == nil {
-			return false
-		}
-		_, ok := old.byUnique[u]
-		return ok
-	}
-	s1, err := f.scan()
+	x, err := f.loadLocked()
 	if err != nil {
 		return nil, err
 	}
-	lk.touch()
-	again := old == nil
-	for u := range s1 {
-		if !known(u) {
-			again = true
-			break
-		}
+	if x.stamped {
+		// Forget the stamps: every directory is read.
+		x = x.clone()
+		x.stamped = false
+		f.publish(x)
 	}
-	if !again {
-		for _, e := range old.entries {
-			if _, ok := s1[e.Unique]; !ok {
-				again = true
-				break
-			}
-		}
+	if x, err = f.refreshLocked(lk); err != nil {
+		return nil, err
 	}
-	// A second read of the directories: a message found by the first
-	// read was delivered before the second began, so every message
-	// delivered before it is found by the second. Only messages up to
-	// the latest one found by both get UIDs now, so a later delivery
-	// never gets a smaller UID than an earlier one that readdir happened
-	// to miss while it was being linked. The rest wait for the next Sync.
-	s2 := s1
-	if again {
-		if s2, err = f.scan(); err != nil {
-			return nil, err
-		}
+	return x.uidList(), nil
+}
+
+func (x *index) uidList() *UIDList {
+	entries := make([]UIDEntry, len(x.entries))
+	for i := range x.entries {
+		entries[i] = UIDEntry{x.entries[i].uid, x.entries[i].unique()}
 	}
-	var cutoff arrival
-	haveCutoff := false
-	for u := range s1 {
-		if _, ok := s2[u]; ok && !known(u) {
-			if k := parseArrival(u); !haveCutoff || cutoff.less(k) {
-				cutoff, haveCutoff = k, true
-			}
-		}
-	}
-	var fresh []string
-	for u := range s2 {
-		if !known(u) && haveCutoff && !cutoff.less(parseArrival(u)) {
-			fresh = append(fresh, u)
-		}
-	}
-	sortByArrival(fresh)
-	var kept []UIDEntry
-	var validity, next uint32
-	if old == nil {
-		validity, next = f.newValidity(hint), 1
-	} else {
-		validity, next = old.Validity, old.Next
-		for _, e := range old.entries {
-			_, in1 := s1[e.Unique]
-			_, in2 := s2[e.Unique]
-			if in1 || in2 {
-				kept = append(kept, e)
-			}
-		}
-	}
-	changed := old == nil || len(fresh) > 0 || len(kept) != len(old.entries)
-	if uint64(next)+uint64(len(fresh)) >= math.MaxUint32 {
-		// UIDs are spent: start again under a new UIDVALIDITY.
-		all := make([]string, 0, len(kept)+len(fresh))
-		for _, e := range kept {
-			all = append(all, e.Unique)
-		}
-		fresh, kept = append(all, fresh...), nil
-		validity, next = f.newValidity(validity), 1
-	}
-	for _, u := range fresh {
-		kept = append(kept, UIDEntry{next, u})
-		next++
-	}
-	list := newUIDList(validity, next, kept)
-	if changed {
-		// Streamed to the file: at 100,000 messages the list is 7 MB,
-		// which a buffer would hold twice over while it grew.
-		err := writeFileAtomicFunc(f.uidListPath(), func(w io.Writer) error {
-			_, err := list.WriteTo(w)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	merged := s2
-	for u, rel := range s1 {
-		if _, ok := merged[u]; !ok {
-			merged[u] = rel
-		}
-	}
-	f.setNames(merged)
-	f.mu.Lock()
-	if validity > f.lastValidity {
-		f.lastValidity = validity
-	}
-	f.mu.Unlock()
-	return list, nil
+	return newUIDList(x.validity, x.next, entries)
 }
 
 // newValidity picks a UIDVALIDITY for a rebuilt list: the current time,
@@ -510,321 +436,100 @@ func writeFileAtomicFunc(p string, write func(io.Writer) error) error {
 	return syncDir(dir)
 }
 
-// Messages returns the folder's messages with their UIDs, in UID order. It
-// reads the UID list without the lock and runs Sync only when a message on
-// disk is missing from it. A message whose UID is not given yet by that
-// Sync (see Sync) is left out until a later call.
+// Messages returns the folder's messages with their UIDs, in UID order,
+// from its index. A message whose UID is not given yet (see Sync) is left
+// out until a later call.
 func (f *Folder) Messages() ([]Message, error) {
-	var msgs []Message
-	err := f.EachMessage(func(m Message) error {
-		msgs = append(msgs, m)
-		return nil
-	})
+	x, err := f.current()
 	if err != nil {
 		return nil, err
+	}
+	kw := f.cachedKeywords()
+	msgs := make([]Message, len(x.entries))
+	for i := range x.entries {
+		msgs[i] = f.entryMessage(x.entries[i], kw)
 	}
 	return msgs, nil
 }
 
-// EachMessage calls fn with each message that Messages would return, in
-// UID order, and stops at fn's first error. A caller that keeps only part
-// of each Message (a POP3 session keeps the unique name and the size)
-// saves holding all of them at once: 20 MB at 100,000 messages.
-func (f *Folder) EachMessage(fn func(Message) error) error {
-	list, _, err := f.readUIDList()
-	names, serr := f.scan()
-	if serr != nil {
-		return serr
-	}
-	needSync := err != nil
-	if !needSync {
-		for u := range names {
-			if _, ok := list.byUnique[u]; !ok {
-				needSync = true
-				break
-			}
-		}
-	}
-	if needSync {
-		if list, err = f.Sync(); err != nil {
-			return err
-		}
-	} else {
-		f.setNames(names)
-	}
-	// The places in UID order, taken under the mutex (f.names may
-	// change under other goroutines once it is unlocked): a slice, which
-	// costs half what a copy of the map did at 100,000 messages.
-	type at struct {
-		uid uint32
-		p   place
-	}
-	f.mu.Lock()
-	places := make([]at, 0, len(list.entries))
-	for _, e := range list.entries {
-		if p, ok := f.names[e.Unique]; ok {
-			places = append(places, at{e.UID, p})
-		}
-	}
-	f.mu.Unlock()
-	for _, a := range places {
-		if err := f.visit(a.p, a.uid, fn); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// visit calls fn with the message at p, skipping it when it has gone
-// meanwhile (expunged by another program).
-func (f *Folder) visit(p place, uid uint32, fn func(Message) error) error {
-	m, err := f.messageAt(p, uid)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return fn(m)
-}
-
-// uidOf returns the UID of a message from the current list, 0 if it has
-// none (yet).
+// uidOf returns the UID of a message from the index as last read, 0 if
+// it has none (yet).
 func (f *Folder) uidOf(unique string) uint32 {
-	l, _, err := f.readUIDList()
-	if err != nil {
+	f.mu.Lock()
+	x := f.idx
+	f.mu.Unlock()
+	if x == nil {
 		return 0
 	}
-	uid, _ := l.UID(unique)
-	return uid
+	for i := range x.entries {
+		if x.entries[i].unique() == unique {
+			return x.entries[i].uid
+		}
+	}
+	return 0
 }
 
-// SetFlags sets a message's flags (see NormalizeFlags) by renaming it into
-// cur/ as "<unique>:2,<flags>"; a message in new/ moves to cur/. The
+// SetFlags sets a message's flags, in IMAP's terms, by renaming it into
+// cur/ as "<unique>:2,<letters>"; a message in new/ moves to cur/. The
 // message is found again by its unique name if someone else renamed it.
-// Renames happen under the folder's lock, so that Sync never misses a
-// message in the middle of one.
-func (f *Folder) SetFlags(unique, flags string) (Message, error) {
-	flags, err := NormalizeFlags(flags)
+func (f *Folder) SetFlags(unique string, flags []string) (Message, error) {
+	c, err := f.newFlagChange(FlagsSet, flags)
 	if err != nil {
 		return Message{}, err
 	}
-	return f.rename(unique, func(string) string { return flags })
+	return f.renameOne(unique, c.apply)
 }
 
 // MoveToCur moves a message from new/ to cur/ keeping its flags (the IMAP
 // \Recent state ends there). A message already in cur/ is left as is.
 func (f *Folder) MoveToCur(unique string) (Message, error) {
-	return f.rename(unique, func(old string) string { return old })
+	return f.renameOne(unique, func(old string) string { return old })
 }
 
-func (f *Folder) rename(unique string, newFlags func(old string) string) (Message, error) {
-	lk, err := f.lock()
+func (f *Folder) renameOne(unique string, newLetters func(string) string) (Message, error) {
+	k, ok, err := f.knownOf(unique)
 	if err != nil {
 		return Message{}, err
 	}
-	defer lk.unlock()
-	for try := 0; ; try++ {
+	if !ok {
 		rel, err := f.locate(unique)
 		if err != nil {
 			return Message{}, err
 		}
-		dir, name, _ := strings.Cut(rel, "/")
-		_, old := splitName(name)
-		flags, err := NormalizeFlags(newFlags(old))
-		if err != nil {
-			flags = newFlags("")
-		}
-		newRel := "cur/" + unique + ":2," + flags
-		if dir == "cur" && rel == newRel {
-			return f.message(rel, f.uidOf(unique))
-		}
-		from, to := filepath.Join(f.path, rel), filepath.Join(f.path, newRel)
-		err = os.Rename(from, to)
-		if errors.Is(err, fs.ErrNotExist) && try < 3 {
-			f.setName(unique, "")
-			continue
-		}
-		if err != nil {
-			return Message{}, fmt.Errorf("maildir: set flags: %w", err)
-		}
-		f.setName(unique, newRel)
-		return f.message(newRel, f.uidOf(unique))
+		p := placeOf(rel)
+		k = known{name: p.name, new: !p.cur}
 	}
-}
-
-// renameBatch is how many renames MoveToCurAll and AddFlagsAll make under
-// one taking of the folder's lock. A lock per message (a file written,
-// linked and removed) cost a POP3 login 0.3 ms a message; holding it for
-// all of a 100,000-message folder would keep a Sync elsewhere waiting for
-// seconds.
-const renameBatch = 2000
-
-// MoveToCurAll is MoveToCur for many messages at once, taking the lock
-// once per few thousand. A message that is gone is skipped.
-func (f *Folder) MoveToCurAll(uniques []string) error {
-	return f.renameAll(uniques, func(old string) string { return old },
-		func(dir, _ string) bool { return dir == "cur" })
-}
-
-// AddFlagsAll adds flags (see NormalizeFlags) to those each message has
-// on disk now, moving it to cur/, taking the lock once per few thousand
-// messages. A message that is gone is skipped.
-func (f *Folder) AddFlagsAll(uniques []string, flags string) error {
-	flags, err := NormalizeFlags(flags)
+	out, err := f.renameKnown([]known{k}, newLetters)
 	if err != nil {
-		return err
+		return Message{}, err
 	}
-	return f.renameAll(uniques, func(old string) string { return old + flags },
-		func(dir, old string) bool {
-			if dir != "cur" {
-				return false
-			}
-			for i := 0; i < len(flags); i++ {
-				if strings.IndexByte(old, flags[i]) < 0 {
-					return false
-				}
-			}
-			return true
-		})
-}
-
-// renameAll renames the messages that need it in batches. done tells,
-// from the name last seen, that a message needs no rename; those are left
-// out before the lock is taken, so a POP3 QUIT after retrieving messages
-// already seen takes no lock at all.
-func (f *Folder) renameAll(uniques []string, newFlags func(old string) string, done func(dir, flags string) bool) error {
-	todo := make([]string, 0, len(uniques))
-	f.mu.Lock()
-	for _, u := range uniques {
-		if p, ok := f.names[u]; ok {
-			if _, flags := splitName(p.name); done(p.dir(), flags) {
-				continue
-			}
-		}
-		todo = append(todo, u)
+	if out[0].name == "" {
+		return Message{}, fmt.Errorf("maildir: message %s in %s: %w", unique, f.path, fs.ErrNotExist)
 	}
-	f.mu.Unlock()
-	uniques = todo
-	for len(uniques) > 0 {
-		n := min(len(uniques), renameBatch)
-		if err := f.renameBatch(uniques[:n], newFlags); err != nil {
-			return err
-		}
-		uniques = uniques[n:]
-	}
-	return nil
-}
-
-// renameBatch renames messages under one lock. It trusts the last known
-// place of each (no stat before the rename: the rename itself says when
-// the file has moved) and reads the directories again at most a few
-// times per batch, so that many messages gone at once cost a few scans,
-// not one each.
-func (f *Folder) renameBatch(uniques []string, newFlags func(old string) string) error {
-	lk, err := f.lock()
-	if err != nil {
-		return err
-	}
-	defer lk.unlock()
-	scans := 0
-	rescan := func() error {
-		scans++
-		names, err := f.scan()
-		if err != nil {
-			return err
-		}
-		f.setNames(names)
-		return nil
-	}
-	for _, unique := range uniques {
-		for try := 0; ; try++ {
-			f.mu.Lock()
-			p, ok := f.names[unique]
-			f.mu.Unlock()
-			if !ok {
-				if scans >= 3 {
-					break // gone, as far as this batch can tell
-				}
-				if err := rescan(); err != nil {
-					return err
-				}
-				f.mu.Lock()
-				p, ok = f.names[unique]
-				f.mu.Unlock()
-				if !ok {
-					break // gone
-				}
-			}
-			_, old := splitName(p.name)
-			flags, err := NormalizeFlags(newFlags(old))
-			if err != nil {
-				flags = newFlags("")
-			}
-			newName := unique + ":2," + flags
-			if p.cur && p.name == newName {
-				break
-			}
-			newRel := "cur/" + newName
-			// rename(2) itself, not os.Rename, whose Lstat of the target
-			// is one more lookup in a directory of 100,000 names.
-			from, to := filepath.Join(f.path, p.dir(), p.name), filepath.Join(f.path, newRel)
-			err = syscall.Rename(from, to)
-			if err != nil {
-				err = &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
-			}
-			if errors.Is(err, fs.ErrNotExist) && try < 3 {
-				// Renamed or removed by someone else: look again.
-				f.setName(unique, "")
-				continue
-			}
-			if errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("maildir: set flags: %w", err)
-			}
-			f.setName(unique, newRel)
-			break
-		}
-	}
-	return nil
+	f.setName(unique, "cur/"+out[0].name)
+	return f.message("cur/"+out[0].name, f.uidOf(unique))
 }
 
 // Remove deletes a message (expunge). Its UID is never given again. The
 // quota file, if any, is told.
 func (f *Folder) Remove(unique string) error {
-	lk, err := f.lock()
+	k, ok, err := f.knownOf(unique)
 	if err != nil {
 		return err
 	}
-	defer lk.unlock()
-	for try := 0; ; try++ {
+	if !ok {
 		rel, err := f.locate(unique)
 		if err != nil {
 			return err
 		}
-		p := filepath.Join(f.path, rel)
-		size, _ := nameSizes(unique)
-		if size < 0 {
-			if st, err := os.Stat(p); err == nil {
-				size = st.Size()
-			}
-		}
-		err = os.Remove(p)
-		if errors.Is(err, fs.ErrNotExist) && try < 3 {
-			f.setName(unique, "")
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("maildir: remove message: %w", err)
-		}
-		f.setName(unique, "")
-		if size >= 0 {
-			f.store.addQuotaUsage(-size, -1)
-		}
-		return nil
+		p := placeOf(rel)
+		k = known{name: p.name, new: !p.cur}
 	}
+	if _, err := f.removeKnown([]known{k}, nil); err != nil {
+		return err
+	}
+	f.setName(unique, "")
+	return nil
 }
 
 // Open opens a message for reading. The error wraps fs.ErrNotExist when the
@@ -868,44 +573,4 @@ func (f *Folder) openFile(unique string) (*os.File, string, error) {
 		}
 		return file, rel, nil
 	}
-}
-
-// EachOnDisk calls fn for every message in new/ and cur/ in the order of
-// arrival that their names tell (seconds, microseconds, then the rest of
-// the name), without the UID list: no lock is taken, nothing is written,
-// and each Message has UID 0. A POP3 maildrop needs no more, as
-// qmail-pop3d shows; at 100,000 messages it saves reading and parsing a
-// 7 MB list at every login. Messages keep their UIDs, and new ones get
-// theirs at the next Sync.
-func (f *Folder) EachOnDisk(fn func(Message) error) error {
-	names, err := f.scan()
-	if err != nil {
-		return err
-	}
-	f.setNames(names)
-	// The places ride along with their sort keys: no second lookup in
-	// names for each of 100,000 messages.
-	type entry struct {
-		key arrival
-		p   place
-	}
-	entries := make([]entry, 0, len(names))
-	for u, p := range names {
-		entries = append(entries, entry{parseArrival(u), p})
-	}
-	slices.SortFunc(entries, func(a, b entry) int {
-		switch {
-		case a.key.less(b.key):
-			return -1
-		case b.key.less(a.key):
-			return 1
-		}
-		return 0
-	})
-	for _, e := range entries {
-		if err := f.visit(e.p, 0, fn); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -181,24 +181,24 @@ func TestFlagsAndCur(t *testing.T) {
 	if err != nil || m2.Dir != "cur" || m2.Name != m.Unique+":2," || m2.Unique != m.Unique {
 		t.Fatalf("MoveToCur: %+v %v", m2, err)
 	}
-	m3, err := f.SetFlags(m.Unique, "TSbaRSF")
-	if err != nil || m3.Flags != "FRSTab" || m3.Name != m.Unique+":2,FRSTab" {
+	m3, err := f.SetFlags(m.Unique, []string{`\Deleted`, `\Seen`, "kb", "ka", `\Answered`, `\seen`, `\Flagged`})
+	if err != nil || m3.letters != "FRSTab" || !slices.Equal(m3.Flags, []string{`\Flagged`, `\Answered`, `\Seen`, `\Deleted`, "kb", "ka"}) || m3.Name != m.Unique+":2,FRSTab" {
 		t.Fatalf("SetFlags: %+v %v", m3, err)
 	}
-	if _, err := f.SetFlags(m.Unique, "X"); err == nil {
+	if _, err := f.SetFlags(m.Unique, []string{`\X`}); err == nil {
 		t.Error("SetFlags accepted X")
 	}
 	// Someone else renames the file: SetFlags finds it by its unique name.
 	os.Rename(m3.Path, filepath.Join(s.Root, "cur", m.Unique+":2,S"))
-	m4, err := f.SetFlags(m.Unique, "D")
-	if err != nil || m4.Flags != "D" {
+	m4, err := f.SetFlags(m.Unique, []string{`\Draft`})
+	if err != nil || m4.letters != "D" {
 		t.Fatalf("SetFlags after a foreign rename: %+v %v", m4, err)
 	}
 	if n := dirNames(t, filepath.Join(s.Root, "cur")); len(n) != 1 || n[0] != m.Unique+":2,D" {
 		t.Errorf("cur/ = %v", n)
 	}
-	m5, err := f.Deliver(strings.NewReader("x\n"), DeliverOptions{Flags: "SR"})
-	if err != nil || m5.Dir != "cur" || m5.Flags != "RS" {
+	m5, err := f.Deliver(strings.NewReader("x\n"), DeliverOptions{Flags: []string{`\Seen`, `\Answered`}})
+	if err != nil || m5.Dir != "cur" || m5.letters != "RS" {
 		t.Errorf("Deliver with flags: %+v %v", m5, err)
 	}
 	r, om, err := f.Open(m.Unique)
@@ -207,7 +207,7 @@ func TestFlagsAndCur(t *testing.T) {
 	}
 	b, _ := io.ReadAll(r)
 	r.Close()
-	if string(b) != "hello\n" || om.Flags != "D" {
+	if string(b) != "hello\n" || om.letters != "D" {
 		t.Errorf("Open: %q %+v", b, om)
 	}
 	if err := f.Remove(m.Unique); err != nil {
@@ -216,7 +216,7 @@ func TestFlagsAndCur(t *testing.T) {
 	if _, _, err := f.Open(m.Unique); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Open after Remove: %v", err)
 	}
-	if _, err := f.SetFlags(m.Unique, "S"); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := f.SetFlags(m.Unique, []string{`\Seen`}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("SetFlags after Remove: %v", err)
 	}
 }
@@ -262,18 +262,13 @@ func TestKeywords(t *testing.T) {
 	m, _ := f.Deliver(strings.NewReader("x\n"), DeliverOptions{})
 	lj, _ := k3.Letter("Junk")
 	lf, _ := k3.Letter("$Forwarded")
-	m, err = f.SetFlags(m.Unique, "S"+string(lj)+string(lf))
+	m, err = f.SetFlags(m.Unique, []string{`\Seen`, "Junk", "$Forwarded"})
+	_, _ = lj, lf
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for i := 0; i < len(m.Flags); i++ {
-		if kw, ok := k3.Keyword(m.Flags[i]); ok {
-			got = append(got, kw)
-		}
-	}
-	if strings.Join(got, " ") != "$Forwarded Junk" || m.Flags != "Sab" {
-		t.Errorf("flags %q -> keywords %v", m.Flags, got)
+	if got := strings.Join(m.Flags, " "); got != `\Seen $Forwarded Junk` || m.letters != "PSb" {
+		t.Errorf("letters %q -> flags %q", m.letters, got)
 	}
 	if _, err := ParseKeywords(strings.NewReader("a x\na y\n")); err == nil {
 		t.Error("a letter twice was accepted")
@@ -410,7 +405,7 @@ func TestSizesFallback(t *testing.T) {
 	if err != nil || len(msgs) != 1 {
 		t.Fatal(msgs, err)
 	}
-	if m := msgs[0]; m.Size != 5 || m.RFC822Size != 7 || m.Flags != "S" || m.UID != 1 {
+	if m := msgs[0]; m.Size != 5 || m.RFC822Size != 7 || m.letters != "S" || m.UID != 1 {
 		t.Errorf("%+v", m)
 	}
 }
@@ -432,7 +427,7 @@ func TestConcurrentFolder(t *testing.T) {
 				if _, err = f.Messages(); err != nil {
 					break
 				}
-				if _, err = f.SetFlags(m.Unique, "S"); err != nil {
+				if _, err = f.SetFlags(m.Unique, []string{FlagSeen}); err != nil {
 					break
 				}
 				if g%2 == 0 && i%3 == 0 {
@@ -471,39 +466,43 @@ func TestRenameAll(t *testing.T) {
 	// flag, so the names it last read are wrong for both.
 	os.Remove(filepath.Join(s.Root, "new", us[1]))
 	os.Rename(filepath.Join(s.Root, "new", us[2]), filepath.Join(s.Root, "cur", us[2]+":2,F"))
-	if err := f.MoveToCurAll(us); err != nil {
-		t.Fatalf("MoveToCurAll: %v", err)
+	stale := make([]known, len(us))
+	for i, u := range us {
+		stale[i] = known{name: u, new: true}
+	}
+	if _, err := f.renameKnown(stale, func(old string) string { return old }); err != nil {
+		t.Fatalf("renameKnown: %v", err)
 	}
 	want := []string{us[0] + ":2,", us[2] + ":2,F", us[3] + ":2,", us[4] + ":2,"}
 	sort.Strings(want)
 	if got := dirNames(t, filepath.Join(s.Root, "cur")); !slices.Equal(got, want) {
-		t.Errorf("cur/ after MoveToCurAll = %v, want %v", got, want)
+		t.Errorf("cur/ after moving all = %v, want %v", got, want)
 	}
 	if got := dirNames(t, filepath.Join(s.Root, "new")); len(got) != 0 {
-		t.Errorf("new/ after MoveToCurAll = %v", got)
+		t.Errorf("new/ after moving all = %v", got)
 	}
 	// Seen added to the flags on disk now, the removed one skipped.
 	os.Rename(filepath.Join(s.Root, "cur", us[3]+":2,"), filepath.Join(s.Root, "cur", us[3]+":2,R"))
-	if err := f.AddFlagsAll(us, "S"); err != nil {
-		t.Fatalf("AddFlagsAll: %v", err)
+	out, err := f.renameKnown(stale, lettersAdd("S"))
+	if err != nil {
+		t.Fatalf("adding S: %v", err)
+	}
+	if out[1].name != "" || out[3].name != us[3]+":2,RS" {
+		t.Errorf("renameKnown told %+v", out)
 	}
 	want = []string{us[0] + ":2,S", us[2] + ":2,FS", us[3] + ":2,RS", us[4] + ":2,S"}
 	sort.Strings(want)
 	if got := dirNames(t, filepath.Join(s.Root, "cur")); !slices.Equal(got, want) {
-		t.Errorf("cur/ after AddFlagsAll = %v, want %v", got, want)
+		t.Errorf("cur/ after adding S = %v, want %v", got, want)
 	}
-	if err := f.AddFlagsAll(us, "x!"); err == nil {
-		t.Error("AddFlagsAll accepted a bad flag")
+	// The index followed every rename: no directory need be read again.
+	msgs, err := f.Messages()
+	if err != nil || len(msgs) != 4 {
+		t.Fatalf("Messages: %d %v", len(msgs), err)
 	}
-	// Nothing left to do takes no lock: a held lock does not stop it.
-	lk, err := f.lock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lk.unlock()
-	s.LockTimeout = 50 * time.Millisecond
-	present := []string{us[0], us[2], us[3], us[4]}
-	if err := f.AddFlagsAll(present, "S"); err != nil {
-		t.Errorf("AddFlagsAll with nothing to do: %v", err)
+	for _, m := range msgs {
+		if !m.HasFlag(FlagSeen) || m.Dir != "cur" {
+			t.Errorf("index after renames: %+v", m)
+		}
 	}
 }

@@ -251,7 +251,7 @@ func TestStressWorker(t *testing.T) {
 			if u == "" {
 				continue
 			}
-			flags := []string{"S", "RS", "F", "", "Sa", "DFS"}[rand.N(6)]
+			flags := [][]string{{FlagSeen}, {FlagAnswered, FlagSeen}, {FlagFlagged}, nil, {FlagSeen, "Junk"}, {FlagDraft, FlagFlagged, FlagSeen}}[rand.N(6)]
 			if _, err := f.SetFlags(u, flags); err != nil && !gone(err) {
 				t.Fatal(err)
 			}

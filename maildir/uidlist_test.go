@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +52,7 @@ func TestSyncArrivalOrderAndNoReuse(t *testing.T) {
 	if err := f.Remove(late.Unique); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.SetFlags(early[0].Unique, "S"); err != nil {
+	if _, err := f.SetFlags(early[0].Unique, []string{FlagSeen}); err != nil {
 		t.Fatal(err)
 	}
 	next := deliverN(t, f, 1, start.Add(2*time.Hour))[0]
@@ -60,7 +62,7 @@ func TestSyncArrivalOrderAndNoReuse(t *testing.T) {
 	}
 	var got []string
 	for _, m := range msgs {
-		got = append(got, fmt.Sprintf("%d%s", m.UID, m.Flags))
+		got = append(got, fmt.Sprintf("%d%s", m.UID, m.letters))
 	}
 	if strings.Join(got, " ") != "1S 2 3 5" {
 		t.Errorf("messages %v, want UIDs 1S 2 3 5 (4 expunged, never reused)", got)
@@ -72,22 +74,23 @@ func TestSyncArrivalOrderAndNoReuse(t *testing.T) {
 	if uid, _ := l.UID(next.Unique); uid != 5 {
 		t.Errorf("new message UID %d", uid)
 	}
-	// A list lost outright gets a new, larger UIDVALIDITY even within
+	// An index lost outright gets a new, larger UIDVALIDITY even within
 	// the same second.
-	os.Remove(f.uidListPath())
+	os.Remove(f.indexPath())
 	l2, err := f.Sync()
 	if err != nil || l2.Validity <= validity || l2.Len() != 4 {
 		t.Errorf("rebuilt V%d (was %d) len %d %v", l2.Validity, validity, l2.Len(), err)
 	}
-	// A damaged list is moved aside and rebuilt with a larger one, seen
+	// A damaged index is moved aside and rebuilt with a larger one, seen
 	// by a second Folder value (another process) too.
-	os.WriteFile(f.uidListPath(), []byte(fmt.Sprintf("tern-uidlist 1 V%d N6\n1 x\n1 y\n", l2.Validity)), 0o600)
+	block := "- 77\n"
+	os.WriteFile(f.indexPath(), []byte(fmt.Sprintf("%s V%d N6 G0123456789abcdef\n%s. %d %08x\n", indexMagic, l2.Validity, block, len(block), crc32.Checksum([]byte(block), crcTable()))), 0o600)
 	f2 := inbox(t, s)
 	l3, err := f2.Sync()
 	if err != nil || l3.Validity <= l2.Validity {
 		t.Errorf("after damage V%d (was %d) %v", l3.Validity, l2.Validity, err)
 	}
-	broken, _ := filepath.Glob(f.uidListPath() + ".broken.*")
+	broken, _ := filepath.Glob(f.indexPath() + ".broken.*")
 	if len(broken) != 1 {
 		t.Errorf("damaged list not kept aside: %v", broken)
 	}
@@ -151,13 +154,14 @@ func FuzzParseUIDList(f *testing.F) {
 	})
 }
 
-// FuzzUIDListGarbage puts bytes in place of a folder's list: Sync must
-// either keep a list that parses or rebuild with a new UIDVALIDITY, and
-// never give a UID that the list had already passed under the old one.
-func FuzzUIDListGarbage(f *testing.F) {
+// FuzzIndexGarbage puts bytes in place of a folder's index: Sync must
+// either keep an index that parses or rebuild with a new UIDVALIDITY, and
+// never give a UID that the index had already passed under the old one.
+func FuzzIndexGarbage(f *testing.F) {
 	f.Add([]byte("garbage"))
-	f.Add([]byte("tern-uidlist 1 V1 N2\n"))
-	f.Add([]byte("tern-uidlist 1 V4000000000 N3\n1 x\n"))
+	f.Add([]byte(indexMagic + " V1 N2 G0000000000000000\n"))
+	f.Add([]byte(indexMagic + " V4000000000 N3 G0000000000000000\n+ 1 n 1 3 0 x\n. 16 00000000\n"))
+	f.Add([]byte(indexMagic + " V5 N3 G0000000000000000\n- 1\n. 4 ee7e6dd5\n"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := newTestStore(t)
@@ -167,23 +171,55 @@ func FuzzUIDListGarbage(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(fo.uidListPath(), data, 0o600)
+		os.WriteFile(fo.indexPath(), data, 0o600)
 		fo2 := inbox(t, s) // a fresh process's view
 		l2, err := fo2.Sync()
 		if err != nil {
 			return
 		}
-		if parsed, perr := ParseUIDList(bytes.NewReader(data)); perr == nil {
-			if l2.Validity != parsed.Validity || l2.Next < parsed.Next {
-				t.Fatalf("a valid list was replaced: %+v -> %+v", parsed, l2)
+		if l2.Len() != 2 {
+			t.Fatalf("index after Sync has %d messages, want 2", l2.Len())
+		}
+		x := &index{next: 1}
+		validity, next, _, hl, herr := parseIndexHeader(data)
+		if herr == nil {
+			_, herr = x.applyBlocks(data[hl:])
+		}
+		if herr == nil {
+			if l2.Validity != validity || l2.Next < max(next, x.next) {
+				t.Fatalf("a good index was replaced: V%d N%d -> %+v", validity, next, l2)
 			}
 			return
 		}
 		if l2.Validity == l1.Validity {
 			t.Fatalf("rebuilt with the old UIDVALIDITY %d", l1.Validity)
 		}
-		if l2.Len() != 2 {
-			t.Fatalf("rebuilt list has %d messages", l2.Len())
-		}
 	})
+}
+
+// TestIndexFromUIDList: a folder that an older tern kept a tern-uidlist
+// for keeps its UIDVALIDITY and UIDs.
+func TestIndexFromUIDList(t *testing.T) {
+	s := newTestStore(t)
+	f := inbox(t, s)
+	ms := deliverN(t, f, 3, time.Unix(1700000000, 0))
+	list := fmt.Sprintf("tern-uidlist 1 V1234 N40\n7 %s\n9 %s\n", ms[0].Unique, ms[2].Unique)
+	if err := os.WriteFile(f.uidListPath(), []byte(list), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := f.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range msgs {
+		got = append(got, fmt.Sprintf("%d:%s", m.UID, m.Unique))
+	}
+	want := []string{"7:" + ms[0].Unique, "9:" + ms[2].Unique, "40:" + ms[1].Unique}
+	if !slices.Equal(got, want) {
+		t.Errorf("messages %v, want %v", got, want)
+	}
+	if l, _ := f.UIDList(); l.Validity != 1234 || l.Next != 41 {
+		t.Errorf("V%d N%d, want V1234 N41", l.Validity, l.Next)
+	}
 }

@@ -42,12 +42,18 @@ const maxCollisions = 10000
 //
 // Bad input is unpacked as far as it goes, with a warning naming the part;
 // the error has status 65 only when nothing usable was found at all.
-// Files are created through an os.Root on Dir with O_EXCL, so that neither a
+// Dir is made when missing. Files are created through an os.Root on Dir with O_EXCL, so that neither a
 // name nor a symbolic link planted in Dir can lead a write outside it or
 // over an existing file.
 func Unpack(r io.Reader, o UnpackOptions) ([]File, error) {
 	if o.Dir == "" {
 		o.Dir = "."
+	}
+	// A missing directory is made, as mkdir -p would (the umask decides
+	// its mode): `unpack -C DIR` sits at the head of a pipeline, where
+	// its failure goes unseen by a shell without pipefail.
+	if err := os.MkdirAll(o.Dir, 0o777); err != nil {
+		return nil, sysexit.New(sysexit.CantCreate, "make output directory %s: %w", o.Dir, err)
 	}
 	root, err := os.OpenRoot(o.Dir)
 	if err != nil {

@@ -170,6 +170,28 @@ func TestRoundTrip(t *testing.T) {
 
 // TestBadShapes feeds messages too big to keep as fixtures: they must be
 // read to the end in bounded time, with warnings, without a crash.
+// TestUnpackMakesDir: a missing output directory, parents and all, is made;
+// one that cannot be made is 73 with the directory named.
+func TestUnpackMakesDir(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: application/octet-stream; name=a.bin\n\nA\n--b--\n"
+	dir := filepath.Join(t.TempDir(), "in", "today")
+	files, err := Unpack(strings.NewReader(msg), UnpackOptions{Dir: dir, Log: logging.New("tern-mime", io.Discard, nil)})
+	if err != nil || len(files) != 1 {
+		t.Fatalf("unpack into a missing directory: %v %v", files, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "a.bin")); err != nil || string(b) != "A" {
+		t.Errorf("a.bin: %q %v", b, err)
+	}
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Unpack(strings.NewReader(msg), UnpackOptions{Dir: filepath.Join(blocker, "sub"), Log: logging.New("tern-mime", io.Discard, nil)})
+	if sysexit.Code(err) != sysexit.CantCreate || !strings.Contains(err.Error(), blocker) {
+		t.Errorf("unpack under a file: %v (status %d), want 73 naming %s", err, sysexit.Code(err), blocker)
+	}
+}
+
 func TestBadShapes(t *testing.T) {
 	var deep strings.Builder
 	for i := 0; i < 5000; i++ {

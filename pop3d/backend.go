@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 
 	"github.com/emersion/go-sasl"
+	"github.com/tern-mail/tern/internal/account"
 	"github.com/tern-mail/tern/internal/auth"
-	"github.com/tern-mail/tern/internal/privdrop"
 )
 
 // Backend is the Auth of tern-pop3d: accounts from internal/auth, the
@@ -71,19 +70,16 @@ func authError(err error) error {
 	return err
 }
 
-// open becomes the account, when running as root, before the mailbox is
-// touched: a POP3 session never reads or writes mail as root.
+// open opens the account's mail store through internal/account, which
+// becomes the account first when running as root: a POP3 session never
+// reads or writes mail as root.
 func (b *Backend) open(a *auth.Account) (Mailbox, error) {
-	if os.Geteuid() == 0 {
-		if a.UID <= 0 || a.GID <= 0 {
-			return nil, fmt.Errorf("account %s has no uid and gid of its own: refusing to serve its mailbox as root", a.Name)
-		}
-		if err := privdrop.To(a.UID, a.GID); err != nil {
-			return nil, err
-		}
-	}
 	if b.Open != nil {
 		return b.Open(a)
 	}
-	return OpenMaildir(a.Maildir)
+	store, err := account.Open(a)
+	if err != nil {
+		return nil, err
+	}
+	return OpenMaildir(store)
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tern-mail/tern/internal/account"
 )
 
 // benchMaildir makes a Maildir of n empty messages in cur/ under the names
@@ -38,12 +40,20 @@ func benchMaildirIn(b *testing.B, n int, sub, info string) string {
 	return dir
 }
 
+func openBench(b *testing.B, dir string) (*MaildirBox, error) {
+	store, err := account.OpenStore(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return OpenMaildir(store)
+}
+
 // BenchmarkOpenMaildir is a warm POP3 login to 100,000 messages: the lock,
 // the listing, and STAT.
 func BenchmarkOpenMaildir(b *testing.B) {
 	dir := benchMaildir(b, 100000)
 	for b.Loop() {
-		box, err := OpenMaildir(dir)
+		box, err := openBench(b, dir)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -74,7 +84,7 @@ func BenchmarkColdSession(b *testing.B) {
 		dir := benchMaildirIn(b, n, "new", "")
 		b.StartTimer()
 		t0 := time.Now()
-		box, err := OpenMaildir(dir)
+		box, err := openBench(b, dir)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tern-mail/tern/internal/account"
 	"github.com/tern-mail/tern/maildir"
 )
 
@@ -30,14 +31,18 @@ func TestMaildirBox(t *testing.T) {
 	old := time.Now().Add(-37 * time.Hour)
 	os.Chtimes(stale, old, old)
 
-	box, err := OpenMaildir(dir)
+	store2, err := account.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := OpenMaildir(store2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale tmp file kept: %v", err)
 	}
-	if _, err := OpenMaildir(dir); !errors.Is(err, ErrInUse) {
+	if _, err := OpenMaildir(store2); !errors.Is(err, ErrInUse) {
 		t.Errorf("second open: %v, want ErrInUse", err)
 	}
 	msgs := box.Messages()
@@ -68,7 +73,7 @@ func TestMaildirBox(t *testing.T) {
 	if len(cur) != 1 || !strings.HasSuffix(cur[0].Name(), ":2,S") {
 		t.Errorf("after commit cur/ holds %v", cur)
 	}
-	box2, err := OpenMaildir(dir)
+	box2, err := OpenMaildir(store2)
 	if err != nil {
 		t.Fatalf("lock not released: %v", err)
 	}

@@ -81,7 +81,7 @@ func TestEnqueueMailq(t *testing.T) {
 		cmd := r.Cmd("tern-enqueue")
 		cmd.Path, cmd.Args = prog, append([]string{prog}, args[1:]...)
 		res := RunCmd(t, cmd, "")
-		if res.Code != 0 || !strings.Contains(res.Stdout, id) || !strings.Contains(res.Stdout, "<joe@example.net>") || !strings.Contains(res.Stdout, "remote    far@elsewhere.example") {
+		if res.Code != 0 || !strings.Contains(res.Stdout, id) || !strings.Contains(res.Stdout, "<joe@example.net>") || !strings.Contains(res.Stdout, "deferred  far@elsewhere.example") {
 			t.Errorf("%v: %v", args, res)
 		}
 	}
@@ -94,6 +94,26 @@ func TestEnqueueMailq(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(r.Queue, "incoming", ".flush")); err != nil {
 		t.Errorf("sendmail -q: %v", err)
+	}
+}
+
+// TestEnqueueHelpByName: sendmail --help and mailq --help print help under
+// the name they were called by, exit 0, and touch no queue.
+func TestEnqueueHelpByName(t *testing.T) {
+	r := NewRoot(t)
+	for name, want := range map[string]string{
+		"sendmail":     "sendmail [-t] [-i | -oi] [-f SENDER]",
+		"mailq":        "list the mail queue",
+		"tern-enqueue": "tern-enqueue [-f SENDER]",
+	} {
+		prog := asName(t, name)
+		cmd := r.Cmd("tern-enqueue")
+		cmd.Path, cmd.Args = prog, []string{prog, "--help"}
+		cmd.Env = append(cmd.Env, "TERN_QUEUE="+r.Path("no-queue"))
+		res := RunCmd(t, cmd, "")
+		if res.Code != 0 || !strings.HasPrefix(res.Stdout, "NAME:\n   "+name+" - ") || !strings.Contains(res.Stdout, want) || !strings.Contains(res.Stdout, "--from SENDER, -f SENDER") {
+			t.Errorf("%s --help:\n%v", name, res)
+		}
 	}
 }
 

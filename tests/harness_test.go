@@ -128,6 +128,10 @@ func (r *Root) Env(extra ...string) []string {
 		"TERN_QUEUE=" + r.Queue,
 		"HOME=" + filepath.Join(r.Home, "nobody"),
 		"LANG=C.UTF-8",
+		// No test asks the real DNS: a remote recipient is deferred
+		// (nothing answers on this port) unless the test gives its own
+		// server (internal/testdns) with --dns.
+		"TERN_DNS=127.0.0.1:9",
 	}
 	return overrideEnv(env, extra)
 }
@@ -310,12 +314,33 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// Need skips the test, loudly, when a program it drives is not installed.
+// debianPackage names the Debian package that brings each program a test
+// drives, so that a skip says what to install. .ci/run installs them all.
+var debianPackage = map[string]string{
+	"fetchmail": "fetchmail",
+	"getmail":   "getmail6",
+	"go":        "golang-go, or Go from go.dev at go.mod's version",
+	"make":      "make",
+	"man":       "man-db",
+	"munpack":   "mpack",
+	"python3":   "python3",
+	"setpriv":   "util-linux",
+	"swaks":     "swaks",
+	"tcpserver": "ucspi-tcp",
+	"time":      "time",
+}
+
+// Need skips the test, loudly, when a program it drives is not installed,
+// naming the Debian package that brings it.
 func Need(t testing.TB, progs ...string) {
 	t.Helper()
 	for _, p := range progs {
+		pkg, ok := debianPackage[p]
+		if !ok {
+			t.Fatalf("Need(%q): add the program's Debian package to debianPackage (and to .ci/run)", p)
+		}
 		if _, err := exec.LookPath(p); err != nil {
-			skipLoudly(t, "%s is not installed (Debian: apt-get install the package that has it; .ci/run does)", p)
+			skipLoudly(t, "%s is not installed (Debian package %s; .ci/run installs it)", p, pkg)
 		}
 	}
 }
@@ -328,13 +353,11 @@ func NeedRoot(t testing.TB) {
 	}
 }
 
-// skipLoudly skips a test and says so on stderr as well, so that a skip
-// shows in a plain `make test`, not only under -v.
+// skipLoudly skips a test with its reason; `make test` lists every skip
+// and its reason at the end.
 func skipLoudly(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	fmt.Fprintf(os.Stderr, "SKIP %s: %s\n", t.Name(), msg)
-	t.Skip("SKIP: " + msg)
+	t.Skip("SKIP: " + fmt.Sprintf(format, args...))
 }
 
 // Eventually polls cond every 20ms for up to d.

@@ -46,3 +46,40 @@ func TestManPagesCoverFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpDefaults reads every program's and subcommand's --help as a
+// newcomer does: a default is stated once, and a zero default says what
+// zero means.
+func TestHelpDefaults(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	progs, err := os.ReadDir(filepath.Join(root, "cmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commandRE := regexp.MustCompile(`(?m)^   ([a-z]+)  `)
+	zeroRE := regexp.MustCompile(`\(default: (0|0s)\)`)
+	for _, p := range progs {
+		out, _ := exec.Command(Bin(p.Name()), "--help").CombinedOutput()
+		helps := map[string]string{p.Name(): string(out)}
+		if _, cmds, ok := strings.Cut(string(out), "\nCOMMANDS:\n"); ok {
+			cmds, _, _ = strings.Cut(cmds, "\n\n")
+			for _, m := range commandRE.FindAllStringSubmatch(cmds, -1) {
+				sub, _ := exec.Command(Bin(p.Name()), m[1], "--help").CombinedOutput()
+				helps[p.Name()+" "+m[1]] = string(sub)
+			}
+		}
+		for name, help := range helps {
+			for _, line := range strings.Split(help, "\n") {
+				if strings.Count(strings.ToLower(line), "default") > 1 {
+					t.Errorf("%s --help states a default twice: %s", name, strings.TrimSpace(line))
+				}
+				if zeroRE.MatchString(line) && !strings.Contains(line, "0 for ") {
+					t.Errorf("%s --help has a zero default it does not explain: %s", name, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+}

@@ -50,29 +50,34 @@ func TestMimeRoundTrip(t *testing.T) {
 	if pack.Code != 0 {
 		t.Fatalf("pack: %s", pack.Stderr)
 	}
-	out := r.Path("out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// unpack makes the directory, as a script at the head of a pipeline
+	// needs it to.
+	out := r.Path("out", "today")
 	// Peak memory is measured by /usr/bin/time (Debian time): the rusage
 	// Go reports for a child counts the parent's memory too, because the
-	// child is cloned with the parent's address space before exec.
-	Need(t, "time")
+	// child is cloned with the parent's address space before exec. Without
+	// it the round trip is still checked.
+	_, timeErr := exec.LookPath("/usr/bin/time")
 	rss := r.Path("rss")
 	cmd := r.Cmd("tern-mime", "unpack", "-C", out)
-	cmd.Args = append([]string{"/usr/bin/time", "-f", "%M", "-o", rss}, cmd.Args...)
-	cmd.Path = "/usr/bin/time"
+	if timeErr == nil {
+		cmd.Args = append([]string{"/usr/bin/time", "-f", "%M", "-o", rss}, cmd.Args...)
+		cmd.Path = "/usr/bin/time"
+	}
 	res := RunCmd(t, cmd, pack.Stdout)
 	if res.Code != 0 || res.Stderr != "" {
 		t.Fatalf("unpack: %s", res)
 	}
-	if b, err := os.ReadFile(rss); err != nil {
-		t.Error(err)
-	} else if kib, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || kib > 32<<10 {
-		t.Errorf("unpack peak RSS %q KiB for a 20 MiB attachment; memory is not bounded", b)
-	} else {
-		t.Logf("unpack peak RSS %d KiB", kib)
-	}
+	t.Run("PeakRSS", func(t *testing.T) {
+		Need(t, "time")
+		if b, err := os.ReadFile(rss); err != nil {
+			t.Error(err)
+		} else if kib, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || kib > 32<<10 {
+			t.Errorf("unpack peak RSS %q KiB for a 20 MiB attachment; memory is not bounded", b)
+		} else {
+			t.Logf("unpack peak RSS %d KiB", kib)
+		}
+	})
 	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
 	if len(lines) != len(files) {
 		t.Errorf("%d lines listed, want %d:\n%s", len(lines), len(files), res.Stdout)
@@ -151,7 +156,7 @@ func TestMimeStatuses(t *testing.T) {
 		{"\x00\x01", []string{"show", "-t"}, 0, ""},
 		{"Subject: x\n\nbody\n", []string{"header", "X-Missing"}, 1, ""},
 		{"Subject: x\n\nbody\n", []string{"header"}, 64, "NAME"},
-		{"", []string{"unpack", "-C", r.Path("no", "such")}, 73, "open output directory"},
+		{"", []string{"unpack", "-C", r.WriteFile("plain", "") + "/sub"}, 73, "make output directory"},
 		{"", []string{"pack", "/no/such/file"}, 66, "open /no/such/file"},
 		{"", []string{"frobnicate"}, 64, ""},
 		{"Subject: x\n\nbody\n", []string{"show", "7"}, 65, "no part 7"},

@@ -694,7 +694,7 @@ func TestSmtpdSharedSocket(t *testing.T) {
 	// until one has gone into an entry (the first, but for a slow machine).
 	sealed := func(qid string) bool {
 		b, _ := os.ReadFile(filepath.Join(r.Queue, "incoming", qid))
-		return strings.HasPrefix(string(b), "tern-queue 1\nseal ")
+		return strings.HasPrefix(string(b), "tern-queue 2\nseal ")
 	}
 	var ids []string
 	viaPool := 0

@@ -67,10 +67,11 @@ func main() {
 
 // forwarding is what ~/.forward's commands and re-injections run with:
 // this environment without TERN_FORWARD (a command that runs tern-deliver
-// itself means the plain Maildir), and tern-enqueue from TERN_ENQUEUE or
-// beside this program.
+// itself means the plain Maildir), and tern-enqueue from TERN_ENQUEUE_PATH
+// or beside this program. (TERN_ENQUEUE is tern-smtpd's filter: one name
+// for one meaning, issue #19.)
 func forwarding() mda.Forward {
-	enq := os.Getenv("TERN_ENQUEUE")
+	enq := os.Getenv("TERN_ENQUEUE_PATH")
 	if enq == "" {
 		self, _ := os.Executable()
 		enq = filepath.Join(filepath.Dir(self), "tern-enqueue")

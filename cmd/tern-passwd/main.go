@@ -68,8 +68,8 @@ func main() {
 				Flags: []cli.Flag{
 					scheme,
 					&cli.StringFlag{Name: "home", EnvVars: []string{"TERN_HOME"}, Usage: "the account's home `DIR`; mail goes to DIR/Maildir/"},
-					&cli.IntFlag{Name: "uid", EnvVars: []string{"TERN_UID"}, Value: -1, Usage: "numeric user id `N` the servers run as for this account (default: their own)"},
-					&cli.IntFlag{Name: "gid", EnvVars: []string{"TERN_GID"}, Value: -1, Usage: "numeric group id `N` (default: the servers' own)"},
+					&cli.IntFlag{Name: "uid", EnvVars: []string{"TERN_UID"}, Value: -1, DefaultText: "the servers' own", Usage: "numeric user id `N` the servers run as for this account"},
+					&cli.IntFlag{Name: "gid", EnvVars: []string{"TERN_GID"}, Value: -1, DefaultText: "the servers' own", Usage: "numeric group id `N`"},
 					&cli.BoolFlag{Name: "create", Aliases: []string{"c"}, EnvVars: []string{"TERN_CREATE"}, Usage: "create the home and its Maildir, mode 0700, owned by uid:gid"},
 				},
 				Action: func(c *cli.Context) error {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/command"
@@ -22,8 +23,13 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// The timeouts tern-pop3d(8) promises: a silent client keeps its session
+// for 10 minutes, the least RFC 1939 §3 allows an autologout timer, and
+// no session outlives an hour.
+var timeouts = serve.Options{Idle: 10 * time.Minute, Total: time.Hour}
+
 func main() {
-	flags := append(serve.Flags(),
+	flags := append(serve.FlagsFor(timeouts),
 		&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR` (hostname, users, tls.crt, tls.key)"},
 		&cli.StringFlag{Name: "checkpassword", EnvVars: []string{"TERN_CHECKPASSWORD"}, Usage: "authenticate with the checkpassword `PROG` instead of the users file"},
 		&cli.BoolFlag{Name: "insecure-auth", EnvVars: []string{"TERN_INSECURE_AUTH"}, Usage: "accept passwords on unencrypted connections from anywhere, not only loopback"},
@@ -47,7 +53,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args})
+	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args, Idle: timeouts.Idle, Total: timeouts.Total})
 	// A session holds the names and sizes of its maildrop: about 14 MiB
 	// at 100,000 messages. The limit keeps the whole process under 50 MB
 	// there (tests/bench/pop3.sh).

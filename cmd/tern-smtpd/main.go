@@ -31,7 +31,7 @@ import (
 const preparedEntries = 32
 
 func main() {
-	flags := append(serve.Flags(),
+	flags := append(serve.FlagsFor(serve.Options{Idle: smtpd.Idle}),
 		&cli.StringFlag{Name: "conf", EnvVars: []string{"TERN_CONF"}, Value: conf.DefaultDir, Usage: "control `DIR` (hostname, domains, users, aliases, relay, tls.crt, tls.key)"},
 		&cli.StringFlag{Name: "mode", EnvVars: []string{"TERN_MODE"}, Value: "mx", Usage: "`MODE`: mx (port 25) or submission (587, 465 with --tls)"},
 		&cli.StringFlag{Name: "queue", EnvVars: []string{"TERN_QUEUE"}, Value: queue.DefaultDir, Usage: "queue `DIR` (when no --enqueue program is named)"},
@@ -39,7 +39,7 @@ func main() {
 		&cli.Int64Flag{Name: "max-size", EnvVars: []string{"TERN_MAX_SIZE"}, Value: smtpd.DefaultMaxSize, Usage: "refuse messages over `BYTES`"},
 		&cli.IntFlag{Name: "max-recipients", EnvVars: []string{"TERN_MAX_RECIPIENTS"}, Value: smtpd.DefaultMaxRecipients, Usage: "accept at most `N` recipients a message"},
 		&cli.IntFlag{Name: "max-errors", EnvVars: []string{"TERN_MAX_ERRORS"}, Value: smtpd.DefaultMaxErrors, Usage: "close the connection after `N` error replies"},
-		&cli.DurationFlag{Name: "greet-delay", EnvVars: []string{"TERN_GREET_DELAY"}, Usage: "wait `DURATION` before the greeting and refuse clients that talk first (default 1s in mx mode, 0 in submission)"},
+		&cli.DurationFlag{Name: "greet-delay", EnvVars: []string{"TERN_GREET_DELAY"}, DefaultText: "1s in mx mode, 0 in submission", Usage: "wait `DURATION` before the greeting and refuse clients that talk first"},
 		&cli.StringFlag{Name: "checkpassword", EnvVars: []string{"TERN_CHECKPASSWORD"}, Usage: "authenticate with the checkpassword `PROG` instead of the users file"},
 		&cli.BoolFlag{Name: "insecure-auth", EnvVars: []string{"TERN_INSECURE_AUTH"}, Usage: "offer AUTH without TLS to anyone (behind a TLS wrapper on pipes)"},
 		&cli.BoolFlag{Name: "rdns", EnvVars: []string{"TERN_RDNS"}, Value: true, Usage: "look up the client's name for the Received line"},

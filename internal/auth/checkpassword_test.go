@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,18 +88,48 @@ func TestCheckpassword(t *testing.T) {
 	}
 }
 
-// Debian's checkpassword package, when installed, checks /etc/shadow; it
-// needs root and a real account, so only its "wrong password" is tried.
-func TestDebianCheckpassword(t *testing.T) {
-	const prog = "/usr/bin/checkpassword"
+// A real checkpassword program: Debian's checkpw, which checks the
+// password in ~/Maildir/.password ($MAILDIR/.password when MAILDIR is set)
+// of a system account and then becomes that account. It sets uids and
+// groups, so the accepted password needs root; as anyone else only the
+// refusals are tried.
+func TestDebianCheckpw(t *testing.T) {
+	const prog = "/usr/bin/checkpw"
 	if _, err := os.Stat(prog); err != nil {
-		t.Skip("SKIP: checkpassword is not installed (Debian: checkpassword)")
+		t.Skip("SKIP: checkpw is not installed (Debian package checkpw; .ci/run installs it)")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: checkpassword reads /etc/shadow and needs root")
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err := (&Checkpassword{Prog: prog}).Authenticate(context.Background(), "root", "certainly not the password", remote)
-	if !errors.Is(err, ErrAuthFailed) {
-		t.Errorf("wrong root password: %v", err)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".password"), []byte("right one"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	// env sets MAILDIR, which Authenticate's clean environment would drop,
+	// and execs checkpw with fd 3 still open.
+	c := &Checkpassword{Prog: "/usr/bin/env", Args: []string{"MAILDIR=" + dir, prog}, Timeout: 10 * time.Second}
+	ctx := context.Background()
+	for _, tc := range []struct{ user, pass string }{
+		{me.Username, "wrong one"},
+		{me.Username, "right on"},
+		{"no-such-user-" + strconv.Itoa(os.Getpid()), "right one"},
+	} {
+		if _, err := c.Authenticate(ctx, tc.user, tc.pass, remote); !errors.Is(err, ErrAuthFailed) {
+			t.Errorf("%s/%q: %v, want %v", tc.user, tc.pass, err, ErrAuthFailed)
+		}
+	}
+	t.Run("accepted", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("SKIP: checkpw sets the account's groups and uid, which needs root")
+		}
+		acct, err := c.Authenticate(ctx, me.Username, "right one", remote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Account{Name: me.Username, UID: 0, GID: 0, Home: me.HomeDir, Maildir: MaildirOf(me.HomeDir)}
+		if *acct != want {
+			t.Errorf("account %+v, want %+v", *acct, want)
+		}
+	})
 }

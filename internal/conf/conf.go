@@ -44,10 +44,17 @@ func (c *Conf) UsersPath() string { return filepath.Join(c.Dir, "users") }
 // Loader reads a control directory; Hostname stands in for os.Hostname.
 type Loader struct {
 	Hostname func() (string, error)
+	// RouteAuth reads the credentials that routes name with auth=FILE
+	// (Routes.LoadRouteAuth), so that a bad file is an error at start
+	// and at every reload. Only tern-queue needs them; a server that
+	// reloads after giving up root could not read them.
+	RouteAuth bool
 }
 
-// Load reads the control directory dir.
-func Load(dir string) (*Conf, error) { return Loader{Hostname: os.Hostname}.Load(dir) }
+// Load reads the control directory dir, route credentials included.
+func Load(dir string) (*Conf, error) {
+	return Loader{Hostname: os.Hostname, RouteAuth: true}.Load(dir)
+}
 
 // Load reads the control directory dir: every file present, none required.
 func (l Loader) Load(dir string) (*Conf, error) {
@@ -86,6 +93,11 @@ func (l Loader) Load(dir string) (*Conf, error) {
 	}
 	for _, s := range steps {
 		if err := readFile(filepath.Join(dir, s.file), s.parse); err != nil {
+			return nil, err
+		}
+	}
+	if l.RouteAuth {
+		if err := c.Routes.LoadRouteAuth(filepath.Join(dir, "routes")); err != nil {
 			return nil, err
 		}
 	}

@@ -2,6 +2,8 @@ package conf
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -165,7 +167,14 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"aliases", "root: a b\n", "aliases:1: alias root: target \"a b\" holds a blank"},
 		{"relay", "127.0.0.1\n10.0.0.1/8\n", "relay:2: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"},
 		{"relay", "localhost\n", "relay:1: want an address or a network"},
-		{"routes", "example.net\n", "routes:1: want \"domain host[:port]\""},
+		{"routes", "example.net\n", "routes:1: want \"domain host[:port] [tls=may|encrypt|verify|none] [auth=FILE]\""},
+		{"routes", "example.net relay tls=maybe\n", "routes:1: tls=maybe: want may, encrypt, verify or none"},
+		{"routes", "example.net relay tls=may tls=none\n", "routes:1: tls= given twice"},
+		{"routes", "example.net relay auth=a auth=b\n", "routes:1: auth= given twice"},
+		{"routes", "example.net relay tls=none auth=relay.auth\n", "routes:1: auth= with tls=none: credentials are never sent without TLS"},
+		{"routes", "example.net relay port=25\n", "routes:1: unknown option \"port\""},
+		{"routes", "example.net relay tls\n", "routes:1: option \"tls\": want tls=POLICY or auth=FILE"},
+		{"routes", "example.net relay auth=\n", "routes:1: option \"auth=\""},
 		{"routes", "example.net relay:99999\n", "routes:1: port \"99999\""},
 		{"routes", "example.net [300.1.1.1]\n", "routes:1: address literal \"[300.1.1.1]\""},
 		{"routes", "* a.example\n* b.example\n", "routes:2: route for * is already on line 1"},
@@ -215,6 +224,8 @@ func FuzzParseAliases(f *testing.F) {
 
 func FuzzParseRoutes(f *testing.F) {
 	f.Add("example.net relay.example.net:2525\n.example.com [192.0.2.1]\n* [IPv6:2001:db8::25]:587\n")
+	f.Add("* smtp.provider.example:587 tls=verify auth=/etc/tern/provider.auth\nexample.org [::1] tls=none\n")
+	f.Add("example.org relay tls=encrypt auth=x auth=y\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		rs, err := ParseRoutes("routes", strings.NewReader(in))
 		if err != nil {
@@ -223,6 +234,14 @@ func FuzzParseRoutes(f *testing.F) {
 		for _, r := range rs {
 			if (r.Host == "") == !r.Addr.IsValid() || r.Port < 0 || r.Port > 65535 {
 				t.Errorf("route %+v", r)
+			}
+			switch r.TLS {
+			case "", TLSMay, TLSEncrypt, TLSVerify, TLSNone:
+			default:
+				t.Errorf("route %+v: tls=%q", r, r.TLS)
+			}
+			if r.Auth != nil && (r.TLS == TLSNone || r.Auth.File == "" || r.Auth.Password != "") {
+				t.Errorf("route %+v: auth %q", r, r.Auth.File)
 			}
 		}
 	})
@@ -236,5 +255,113 @@ func TestUnquotedCommand(t *testing.T) {
 	}
 	if got := a["logger"].Targets; len(got) != 1 || got[0] != (Target{TargetCommand, "/usr/bin/logger -t mail"}) {
 		t.Errorf("logger: %+v", got)
+	}
+}
+
+func TestRouteOptions(t *testing.T) {
+	dir := writeConf(t, map[string]string{
+		"routes": "example.net relay.example.net tls=verify auth=relay.auth\n" +
+			"example.org [192.0.2.1]:2525 tls=none\n" +
+			"* smtp.provider.example:587 auth=/nonexistent/ignored.auth tls=encrypt\n" +
+			"example.com mx.example.com\n",
+		"relay.auth": "# for relay.example.net\n\n  bob@example.net   s3cret with blanks \n",
+	})
+	if err := os.Chmod(filepath.Join(dir, "relay.auth"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := ParseRoutes(filepath.Join(dir, "routes"), strings.NewReader(mustRead(t, filepath.Join(dir, "routes"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		tls  TLSPolicy
+		auth string
+	}{{TLSVerify, filepath.Join(dir, "relay.auth")}, {TLSNone, ""}, {TLSEncrypt, "/nonexistent/ignored.auth"}, {"", ""}}
+	for i, w := range want {
+		r := rs[i]
+		got := ""
+		if r.Auth != nil {
+			got = r.Auth.File
+		}
+		if r.TLS != w.tls || got != w.auth {
+			t.Errorf("route %d: tls=%q auth=%q, want tls=%q auth=%q", i, r.TLS, got, w.tls, w.auth)
+		}
+	}
+	// The loader reads the credentials; the missing file of line 3 is
+	// an error then, and not before.
+	if _, err := fixedHost("h.example").Load(dir); err != nil {
+		t.Errorf("without RouteAuth: %v", err)
+	}
+	l := fixedHost("h.example")
+	l.RouteAuth = true
+	_, err = l.Load(dir)
+	if want := filepath.Join(dir, "routes") + ":3: auth file: open /nonexistent/ignored.auth"; err == nil || !strings.HasPrefix(err.Error(), want) || sysexit.Code(err) != sysexit.Config {
+		t.Errorf("missing auth file: %v, want %q", err, want)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "routes"), []byte("example.net relay.example.net tls=verify auth=relay.auth\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Routes[0].Auth
+	if a.User != "bob@example.net" || a.Password != "s3cret with blanks" {
+		t.Errorf("credentials %q %q", a.User, a.Password)
+	}
+	// Never printed.
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("route", "route", c.Routes[0], "auth", a)
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s", c.Routes[0], c.Routes[0], c.Routes[0], a), logged.String()} {
+		if strings.Contains(s, "s3cret") {
+			t.Errorf("the password shows: %s", s)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRouteAuthErrors(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		mode    os.FileMode
+		want    string // after the directory; "" for success
+	}{
+		{"bob pw\n", 0o600, ""},
+		{"bob pw\n", 0o400, ""},
+		{"bob pw\n", 0o640, "routes:2: auth file %s/a.auth is readable by others than its owner (mode 0640): chmod 600 %s/a.auth"},
+		{"bob pw\n", 0o604, "routes:2: auth file %s/a.auth is readable by others than its owner (mode 0604)"},
+		{"# empty\n", 0o600, "routes:2: auth file %s/a.auth holds no \"user password\" line"},
+		{"bob\n", 0o600, "a.auth:1: want \"user password\""},
+		{"#\nbob pw\nalice pw2\n", 0o600, "a.auth:3: one \"user password\" line only (the first is on line 2)"},
+		{"bob p\x01w\n", 0o600, "a.auth:1: user or password holds a control character"},
+		{"bob " + strings.Repeat("x", 5000) + "\n", 0o600, "a.auth:1: line longer than 4096 bytes"},
+		{strings.Repeat("#\n", 9000), 0o600, "routes:2: auth file %s/a.auth is larger than 16384 bytes"},
+	} {
+		dir := writeConf(t, map[string]string{"routes": "#\n* relay.example tls=encrypt auth=a.auth\n", "a.auth": tc.content})
+		if err := os.Chmod(filepath.Join(dir, "a.auth"), tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(dir)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%q %o: %v", tc.content, tc.mode, err)
+			}
+			continue
+		}
+		want := filepath.Join(dir, strings.ReplaceAll(tc.want, "%s", dir))
+		if err == nil || !strings.HasPrefix(err.Error(), want) || sysexit.Code(err) != sysexit.Config {
+			t.Errorf("%.20q %o: %v\n  want %s", tc.content, tc.mode, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("the error shows the password: %v", err)
+		}
 	}
 }

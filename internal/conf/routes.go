@@ -1,11 +1,17 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tern-mail/tern/internal/sysexit"
 )
 
 // Route sends mail for a domain to a fixed host instead of its MX.
@@ -38,13 +44,31 @@ type RouteAuth struct {
 	Password string
 }
 
+// String names the file only, so that a route printed into a log never
+// shows the password.
+func (a *RouteAuth) String() string {
+	if a == nil {
+		return "<nil>"
+	}
+	return "auth=" + a.File
+}
+
+// GoString keeps the password out of %#v as well.
+func (a *RouteAuth) GoString() string { return a.String() }
+
+// LogValue keeps the password out of slog.
+func (a *RouteAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
+
 // Routes is the routes file in order.
 type Routes []Route
 
-// ParseRoutes reads the routes file: "domain host[:port]" a line, where
-// domain is a domain, ".domain" for its subdomains, or "*" for all, and
-// host is a name or an address literal "[192.0.2.1]" / "[IPv6:2001:db8::1]"
-// (RFC 5321 §4.1.3). This is qmail's smtproutes with a blank for a colon.
+// ParseRoutes reads the routes file: "domain host[:port] [option...]" a
+// line, where domain is a domain, ".domain" for its subdomains, or "*" for
+// all, and host is a name or an address literal "[192.0.2.1]" /
+// "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3). This is qmail's smtproutes with
+// a blank for a colon. The options are tls=may|encrypt|verify|none and
+// auth=FILE; FILE is taken from the routes file's directory when it is not
+// absolute, and is not read here (see LoadRouteAuth).
 func ParseRoutes(file string, r io.Reader) (Routes, error) {
 	ls, err := lines(file, r)
 	if err != nil {
@@ -54,8 +78,8 @@ func ParseRoutes(file string, r io.Reader) (Routes, error) {
 	seen := map[string]int{}
 	for _, l := range ls {
 		f := strings.Fields(l.text)
-		if len(f) != 2 {
-			return nil, lineErr(file, l.n, `want "domain host[:port]"`)
+		if len(f) < 2 {
+			return nil, lineErr(file, l.n, `want "domain host[:port] [tls=may|encrypt|verify|none] [auth=FILE]"`)
 		}
 		rt := Route{Line: l.n}
 		switch d := f[0]; {
@@ -81,9 +105,116 @@ func ParseRoutes(file string, r io.Reader) (Routes, error) {
 		if err := parseRouteHost(f[1], &rt); err != nil {
 			return nil, lineErr(file, l.n, "%v", err)
 		}
+		if err := parseRouteOptions(file, f[2:], &rt); err != nil {
+			return nil, lineErr(file, l.n, "%v", err)
+		}
 		rs = append(rs, rt)
 	}
 	return rs, nil
+}
+
+func parseRouteOptions(file string, opts []string, rt *Route) error {
+	for _, o := range opts {
+		key, val, ok := strings.Cut(o, "=")
+		if !ok || val == "" {
+			return fmt.Errorf("option %q: want tls=POLICY or auth=FILE", o)
+		}
+		switch key {
+		case "tls":
+			if rt.TLS != "" {
+				return errors.New("tls= given twice")
+			}
+			switch p := TLSPolicy(val); p {
+			case TLSMay, TLSEncrypt, TLSVerify, TLSNone:
+				rt.TLS = p
+			default:
+				return fmt.Errorf("tls=%s: want may, encrypt, verify or none", val)
+			}
+		case "auth":
+			if rt.Auth != nil {
+				return errors.New("auth= given twice")
+			}
+			path := val
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(file), path)
+			}
+			rt.Auth = &RouteAuth{File: path}
+		default:
+			return fmt.Errorf("unknown option %q: the options are tls= and auth=", key)
+		}
+	}
+	if rt.Auth != nil && rt.TLS == TLSNone {
+		return errors.New("auth= with tls=none: credentials are never sent without TLS")
+	}
+	return nil
+}
+
+// maxAuthFile bounds an auth file: one line of credentials, comments.
+const maxAuthFile = 16 << 10
+
+// LoadRouteAuth reads the credentials of every route with auth=FILE. The
+// file must be readable by its owner alone (mode 0600 or 0400), as ssh
+// wants of a private key: an error otherwise, named by the routes file's
+// line. Errors never hold the password.
+func (rs Routes) LoadRouteAuth(routesFile string) error {
+	for i := range rs {
+		rt := &rs[i]
+		if rt.Auth == nil {
+			continue
+		}
+		if err := loadRouteAuth(rt.Auth); err != nil {
+			var le *LineError
+			if errors.As(err, &le) {
+				return sysexit.Wrap(sysexit.Config, err)
+			}
+			return lineErr(routesFile, rt.Line, "%v", err)
+		}
+	}
+	return nil
+}
+
+func loadRouteAuth(a *RouteAuth) error {
+	f, err := os.Open(a.File)
+	if err != nil {
+		return fmt.Errorf("auth file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("auth file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("auth file %s is not a regular file", a.File)
+	}
+	if st.Size() > maxAuthFile {
+		return fmt.Errorf("auth file %s is larger than %d bytes: it holds one line", a.File, maxAuthFile)
+	}
+	if perm := st.Mode().Perm(); perm&0o044 != 0 {
+		return fmt.Errorf("auth file %s is readable by others than its owner (mode %04o): chmod 600 %s", a.File, perm, a.File)
+	}
+	ls, err := lines(a.File, io.LimitReader(f, maxAuthFile))
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(ls) == 0:
+		return fmt.Errorf(`auth file %s holds no "user password" line`, a.File)
+	case len(ls) > 1:
+		return lineErr(a.File, ls[1].n, `one "user password" line only (the first is on line %d)`, ls[0].n)
+	}
+	// The password runs to the end of the line: it may hold blanks, but
+	// not at either end (lines trims them).
+	text := ls[0].text
+	i := strings.IndexAny(text, " \t")
+	if i <= 0 || strings.TrimLeft(text[i:], " \t") == "" {
+		return lineErr(a.File, ls[0].n, `want "user password"`)
+	}
+	user, pass := text[:i], strings.TrimLeft(text[i:], " \t")
+	if strings.ContainsFunc(user+pass, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return lineErr(a.File, ls[0].n, "user or password holds a control character")
+	}
+	a.User, a.Password = user, pass
+	return nil
 }
 
 func parseRouteHost(s string, rt *Route) error {

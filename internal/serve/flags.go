@@ -7,7 +7,11 @@ import (
 // Flags are the serving options every server program takes, documented
 // once in tern-serve(7). Each can also be set in the environment as
 // TERN_<FLAG>.
-func Flags() []cli.Flag {
+func Flags() []cli.Flag { return FlagsFor(Options{}) }
+
+// FlagsFor is Flags with a server's own timeouts (o.Idle, o.Total) as the
+// defaults its --help shows; the server gives FromCLI the same.
+func FlagsFor(o Options) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "listen", EnvVars: []string{"TERN_LISTEN"}, Usage: "listen on `ADDR` (host:port), repeatable; without it the connection is on fd 0 and 1"},
 		&cli.BoolFlag{Name: "tls", EnvVars: []string{"TERN_TLS"}, Usage: "implicit TLS: every connection starts with a TLS handshake"},
@@ -15,8 +19,8 @@ func Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "fork", EnvVars: []string{"TERN_FORK"}, Usage: "serve each connection in a process of its own (always, when root)"},
 		&cli.IntFlag{Name: "max-connections", EnvVars: []string{"TERN_MAX_CONNECTIONS"}, Usage: "at most `N` connections at a time", Value: DefaultMaxConns},
 		&cli.IntFlag{Name: "max-per-ip", EnvVars: []string{"TERN_MAX_PER_IP"}, Usage: "at most `N` connections at a time from one address", Value: DefaultMaxPerIP},
-		&cli.DurationFlag{Name: "idle-timeout", EnvVars: []string{"TERN_IDLE_TIMEOUT"}, Usage: "close a connection silent for `DURATION`"},
-		&cli.DurationFlag{Name: "session-timeout", EnvVars: []string{"TERN_SESSION_TIMEOUT"}, Usage: "close any connection after `DURATION`"},
+		&cli.DurationFlag{Name: "idle-timeout", EnvVars: []string{"TERN_IDLE_TIMEOUT"}, Value: o.Idle, Usage: "close a connection silent for `DURATION`; 0 for never"},
+		&cli.DurationFlag{Name: "session-timeout", EnvVars: []string{"TERN_SESSION_TIMEOUT"}, Value: o.Total, Usage: "close any connection after `DURATION`; 0 for no limit"},
 	}
 }
 

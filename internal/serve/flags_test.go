@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -40,5 +41,23 @@ func TestFromCLI(t *testing.T) {
 	if strings.Join(got.Listen, " ") != "127.0.0.1:25 [::1]:25" || !got.ImplicitTLS || got.MaxPerIP != 3 || got.MaxConns != DefaultMaxConns ||
 		got.Idle != 5*60e9 || got.Total.String() != "2h0m0s" {
 		t.Fatalf("FromCLI: %+v", got)
+	}
+}
+
+// TestFlagsForDefaults: --help shows the server's own timeouts, and a 0
+// says what it means.
+func TestFlagsForDefaults(t *testing.T) {
+	var out strings.Builder
+	app := &cli.App{Name: "x", Flags: FlagsFor(Options{Idle: 5 * time.Minute}), Writer: &out}
+	if err := app.Run([]string{"x", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"close a connection silent for DURATION; 0 for never (default: 5m0s)",
+		"close any connection after DURATION; 0 for no limit (default: 0s)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, out.String())
+		}
 	}
 }

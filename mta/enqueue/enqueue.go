@@ -22,6 +22,7 @@ import (
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // MaxHeader bounds the header read into memory; a longer one is refused
@@ -30,18 +31,73 @@ const MaxHeader = 1 << 20
 
 // Options are tern-enqueue's command line.
 type Options struct {
-	ID             string   // the queue ID, made beforehand by the caller with the Queue's NewID; "" for a new one
-	Queue          string   // queue directory
-	Conf           string   // control directory, for the hostname file
-	Host           string   // this host's name when the caller knows it (tern-smtpd's control directory); "" reads Conf
-	Sender         string   // -f; "" or "<>" is the null sender when SenderSet
-	SenderSet      bool     //
-	Recipients     []string // arguments
-	ReadRecipients bool     // -t: take recipients from To, Cc and Bcc, and remove Bcc
-	DotEnds        bool     // a line "." ends the message (sendmail without -i)
-	FullName       string   // -F: the name in an added From
-	Verbose        bool     // -v: print qid=ID on stdout
-	MaxSize        int64    // refuse a larger message (65); 0 for no limit
+	ID             string      // the queue ID, made beforehand by the caller with the Queue's NewID; "" for a new one
+	Queue          string      // queue directory
+	Conf           string      // control directory, for the hostname file
+	Host           string      // this host's name when the caller knows it (tern-smtpd's control directory); "" reads Conf
+	Sender         string      // -f; "" or "<>" is the null sender when SenderSet
+	SenderSet      bool        //
+	Recipients     []Recipient // arguments
+	ReadRecipients bool        // -t: take recipients from To, Cc and Bcc, and remove Bcc
+	DotEnds        bool        // a line "." ends the message (sendmail without -i)
+	FullName       string      // -F: the name in an added From
+	Verbose        bool        // -v: print qid=ID on stdout
+	MaxSize        int64       // refuse a larger message (65); 0 for no limit
+
+	// What the SMTP conversation (or the command line) said about the
+	// message, which the queue keeps for delivery (tern-queue(5)).
+	Conversation
+	// Notify is NOTIFY for every recipient that gives none of its own
+	// (sendmail's -N); 0 for none.
+	Notify transport.Notify
+	// Scanned says that the caller has looked at every octet of the
+	// message already (tern-smtpd's checker), and EightBit whether one is
+	// over 127: Submit then does not look again.
+	Scanned  bool
+	EightBit bool
+}
+
+// Conversation is what an SMTP client says about a message beside its
+// addresses, as MAIL FROM's parameters carry it.
+type Conversation struct {
+	SMTPUTF8   bool   // RFC 6531; set also when an envelope address is not ASCII
+	Body       string // RFC 6152 BODY: "", "7BIT" or "8BITMIME"
+	EnvID      string // RFC 3461 ENVID, decoded from xtext
+	Ret        string // RFC 3461 RET: "", "FULL" or "HDRS"
+	RequireTLS bool   // RFC 8689 REQUIRETLS
+}
+
+// check refuses values the queue would not keep (64: they come from the
+// command line, or from an SMTP server that checked them already).
+func (c Conversation) check() error {
+	switch c.Body {
+	case "", "7BIT", "8BITMIME":
+	default:
+		return sysexit.New(sysexit.Usage, "body %q: give 7bit or 8bitmime (RFC 6152)", c.Body)
+	}
+	switch c.Ret {
+	case "", "FULL", "HDRS":
+	default:
+		return sysexit.New(sysexit.Usage, "ret %q: give full or hdrs (RFC 3461 §4.3)", c.Ret)
+	}
+	if c.EnvID != "" {
+		if err := mta.CheckEnvID(c.EnvID); err != nil {
+			return sysexit.New(sysexit.Usage, "envid: %v", err)
+		}
+	}
+	return nil
+}
+
+// EnvelopeVars are the environment variables of tern-enqueue's flags that
+// say something about one message. A program that runs tern-enqueue for a
+// message it received (tern-smtpd's --enqueue) leaves them out of the
+// child's environment, so that the envelope comes from the arguments
+// alone.
+func EnvelopeVars() []string {
+	return []string{
+		"TERN_FROM", "TERN_READ_RECIPIENTS", "TERN_IGNORE_DOTS", "TERN_DOT", "TERN_FULL_NAME",
+		"TERN_NOTIFY", "TERN_RET", "TERN_ENVID", "TERN_SMTPUTF8", "TERN_BODY", "TERN_REQUIRETLS",
+	}
 }
 
 // Env is what the program takes from its surroundings.
@@ -82,21 +138,33 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var rcpts []string
+	if err := o.Conversation.check(); err != nil {
+		return "", err
+	}
+	var rcpts []*queue.Recipient
 	seen := map[string]bool{}
-	add := func(a, where string) error {
-		c, err := mta.CheckAddress(a)
+	// A recipient named twice is queued once, with what its first
+	// mention said.
+	add := func(r Recipient, where string) error {
+		c, err := mta.CheckAddress(r.Addr)
 		if err != nil {
 			return sysexit.New(sysexit.DataErr, "%s: %v", where, err)
 		}
 		if k := strings.ToLower(c); !seen[k] {
 			seen[k] = true
-			rcpts = append(rcpts, c)
+			qr := &queue.Recipient{Addr: c, State: queue.Queued, Notify: r.Notify, ORcpt: r.ORcpt}
+			if qr.Notify == 0 {
+				qr.Notify = o.Notify
+			}
+			rcpts = append(rcpts, qr)
 		}
 		return nil
 	}
-	for _, a := range o.Recipients {
-		if err := add(a, "recipient argument"); err != nil {
+	for _, r := range o.Recipients {
+		if err := r.check(); err != nil {
+			return "", err
+		}
+		if err := add(r, "recipient argument"); err != nil {
 			err.(*sysexit.Error).Code = sysexit.Usage
 			return "", err
 		}
@@ -119,7 +187,7 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 					return "", sysexit.New(sysexit.DataErr, "%s header %q: %v", name, v, err)
 				}
 				for _, a := range addrs {
-					if err := add(a, name+" header"); err != nil {
+					if err := add(Recipient{Addr: a}, name+" header"); err != nil {
 						return "", err
 					}
 				}
@@ -141,9 +209,18 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	if id == "" {
 		id = q.NewID(now)
 	}
-	e := &queue.Envelope{ID: id, Sender: sender, UID: -1}
+	c := o.Conversation
+	e := &queue.Envelope{ID: id, Sender: sender, UID: -1, Recipients: rcpts,
+		SMTPUTF8: c.SMTPUTF8, Body: c.Body, EnvID: c.EnvID, Ret: c.Ret, RequireTLS: c.RequireTLS}
+	// RFC 6531 §3.4: an address that is not ASCII can go on only with
+	// SMTPUTF8; a local program that names one means it.
+	if !e.SMTPUTF8 && !isASCII(sender) {
+		e.SMTPUTF8 = true
+	}
 	for _, r := range rcpts {
-		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: r, State: queue.Queued})
+		if !e.SMTPUTF8 && !isASCII(r.Addr) {
+			e.SMTPUTF8 = true
+		}
 	}
 	// RFC 5322 §3.6: Date and From are required; Message-ID should be
 	// there (§3.6.4). A submission client that left them out counts on the
@@ -169,7 +246,14 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	if o.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: o.MaxSize, max: o.MaxSize}
 	}
-	id, err = q.Inject(e, msg, now)
+	if o.Scanned {
+		// What was scanned is the text as given; the fields added here
+		// were not part of it.
+		e.EightBit = o.EightBit || h.added8Bit
+		id, err = q.InjectScanned(e, msg, now)
+	} else {
+		id, err = q.Inject(e, msg, now)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -235,6 +319,15 @@ func hostname(dir string, system func() (string, error)) (string, error) {
 	return d, nil
 }
 
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // parseAddressList reads the addresses of a To, Cc or Bcc field
 // (RFC 5322 §3.4), groups included; an empty group, such as
 // "undisclosed-recipients:;", gives none.
@@ -284,9 +377,10 @@ var errHeaderTooBig = sysexit.New(sysexit.DataErr, "header larger than %d bytes"
 // header is the message's header as lines (LF ends, folded lines kept
 // with their field), plus the fields added here.
 type header struct {
-	fields [][]byte // each a whole field, continuation lines included, ending in "\n"
-	ended  bool     // the message ended inside the header (EOF or a "." line)
-	rest   []byte   // the body's first line, read while looking for the header's end
+	fields    [][]byte // each a whole field, continuation lines included, ending in "\n"
+	ended     bool     // the message ended inside the header (EOF or a "." line)
+	rest      []byte   // the body's first line, read while looking for the header's end
+	added8Bit bool     // a field added here has an octet over 127 (an address that is not ASCII)
 }
 
 // readHeader reads the header: lines up to the empty line. CRLF becomes
@@ -417,6 +511,9 @@ func (h *header) remove(name string) {
 // add puts a field at the end of the header.
 func (h *header) add(name, value string) {
 	f := []byte(name + ": " + value + "\n")
+	if !isASCII(value) {
+		h.added8Bit = true
+	}
 	// Keep a nil marker (the missing empty line) last.
 	if n := len(h.fields); n > 0 && h.fields[n-1] == nil {
 		h.fields = append(h.fields[:n-1], f, nil)

@@ -30,6 +30,9 @@ func TestSendmailArgs(t *testing.T) {
 		{ModeSendmail, "-bs", "", 0, "not supported"},
 		{ModeSendmail, "-f", "", 0, "needs an argument"},
 		{ModeSendmail, "-z", "", 0, "unknown option"},
+		{ModeSendmail, "-t --help", "--help", 0, ""},
+		{ModeSendmail, "-- --help", "--dot -- --help", 0, ""},
+		{ModeMailq, "--help", "--help", 0, ""},
 		{ModeMailq, "", "--list", 0, ""},
 		{ModeMailq, "-v -x", "--list", 1, ""},
 	} {

@@ -49,8 +49,17 @@ var ignoredWithArg = map[byte]string{
 // -odq (delivery always goes through the queue), and any other -o option
 // or option with an argument, ignored with a note on stderr. A line with
 // only "." ends the message unless -i or -oi is given, as in sendmail.
-// For mailq, the result is the listing.
+// For mailq, the result is the listing. --help, which sendmail does not
+// know, asks for tern-enqueue's help under the name it was called by.
 func SendmailArgs(mode Mode, args []string) (out, notes []string, err error) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--help" {
+			return []string{"--help"}, nil, nil
+		}
+	}
 	if mode == ModeMailq {
 		for _, a := range args {
 			if a != "-v" && a != "-Ac" {

@@ -13,10 +13,38 @@ import (
 	"github.com/tern-mail/tern/mta/transport"
 )
 
-// Format is the first line of every envelope; a later, incompatible format
-// gets a new number so that an old tern-queue moves such entries aside
-// instead of misreading them.
-const Format = "tern-queue 1"
+// Format is the first line of every envelope this version writes; a
+// later, incompatible format gets a new number so that an old tern-queue
+// moves such entries aside instead of misreading them. Version 2 added
+// what the SMTP conversation said (SMTPUTF8, BODY, 8-bit content, the DSN
+// parameters, REQUIRETLS) and the recipient's trailing fields; version 1
+// entries, and submissions, are still read (see tern-queue(5)).
+const Format = "tern-queue 2"
+
+// formatV1 is the format before the SMTP conversation's parameters.
+const formatV1 = "tern-queue 1"
+
+// The text line of a version 2 envelope, its second: whether the message
+// has an octet over 127. Both are as long, so one can be written over the
+// other in place (see Inject).
+const (
+	textLine7 = "7bit"
+	textLine8 = "8bit"
+	// textOffset is where the text line starts.
+	textOffset = len(Format) + 1
+)
+
+// formatVersion returns the version a first line names, or 0 for a line
+// that names none this version reads.
+func formatVersion(line string) int {
+	switch line {
+	case Format:
+		return 2
+	case formatV1:
+		return 1
+	}
+	return 0
+}
 
 // Bounds on an envelope read from the queue, which a local user may have
 // written (see tern-queue(5)).
@@ -31,9 +59,13 @@ type State string
 
 // The states of a recipient, as tern-queue(5) lists them.
 const (
-	Queued    State = "queued"    // not tried yet
-	Deferred  State = "deferred"  // tried, failed for now, tried again at Next
-	Remote    State = "remote"    // a remote address, waiting for remote delivery
+	Queued   State = "queued"   // not tried yet
+	Deferred State = "deferred" // tried, failed for now, tried again at Next
+	// Remote is a remote address waiting for remote delivery, a state
+	// only a tern-queue without remote delivery writes. In a version 1
+	// envelope it is read as Deferred, due now; it stays valid in
+	// version 2 only until the runner stops using it, and then goes.
+	Remote    State = "remote"
 	Delivered State = "delivered" // done
 	Failed    State = "failed"    // failed for good, bounce not yet sent
 	Bounced   State = "bounced"   // failed for good and reported (or nobody to report to)
@@ -104,10 +136,24 @@ type Envelope struct {
 	RequireTLS bool   // RFC 8689
 }
 
-// Marshal writes the envelope in the line format of tern-queue(5).
+// Marshal writes the envelope in the line format of tern-queue(5). It
+// refuses conversation parameters that ParseEnvelope would refuse (the
+// SMTP server and tern-enqueue check them as they take them), so that no
+// entry is written that cannot be read back; what a remote server said
+// (RemoteMTA, DiagType) is made to fit instead.
 func (e *Envelope) Marshal(w io.Writer) error {
+	if err := e.checkConversation(); err != nil {
+		return fmt.Errorf("envelope %s: %w", e.ID, err)
+	}
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "%s\nid %s\narrived %s\nsender %s\n", Format, e.ID, e.Arrived.UTC().Format(time.RFC3339Nano), e.Sender)
+	// The text line comes right after the format line, at a place fixed
+	// so that Inject can write it over once the message is copied: only
+	// then does it know.
+	text := textLine7
+	if e.EightBit {
+		text = textLine8
+	}
+	fmt.Fprintf(bw, "%s\n%s\nid %s\narrived %s\nsender %s\n", Format, text, e.ID, e.Arrived.UTC().Format(time.RFC3339Nano), e.Sender)
 	if e.UID >= 0 {
 		fmt.Fprintf(bw, "uid %d\n", e.UID)
 	}
@@ -123,12 +169,40 @@ func (e *Envelope) Marshal(w io.Writer) error {
 	if !e.Warned.IsZero() {
 		fmt.Fprintf(bw, "warned %s\n", e.Warned.UTC().Format(time.RFC3339))
 	}
+	if e.SMTPUTF8 {
+		bw.WriteString("smtputf8\n")
+	}
+	if e.Body != "" {
+		fmt.Fprintf(bw, "body %s\n", e.Body)
+	}
+	if e.EnvID != "" {
+		fmt.Fprintf(bw, "envid %s\n", mta.EncodeXtext(e.EnvID))
+	}
+	if e.Ret != "" {
+		fmt.Fprintf(bw, "ret %s\n", e.Ret)
+	}
+	if e.RequireTLS {
+		bw.WriteString("requiretls\n")
+	}
 	for _, r := range e.Recipients {
 		next := "-"
 		if !r.Next.IsZero() {
 			next = r.Next.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(bw, "rcpt\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.State, r.Attempts, next, dash(r.Status), r.Addr, dash(r.Parent), oneLine(r.Answer))
+		fmt.Fprintf(bw, "rcpt\t%s\t%d\t%s\t%s\t%s\t%s\t%s", r.State, r.Attempts, next, dash(r.Status), r.Addr, dash(r.Parent), oneLine(r.Answer))
+		// Version 2's trailing fields, each only when it has a value,
+		// so that a recipient without any is a version 1 line.
+		for _, f := range [...]struct{ key, val string }{
+			{"notify", r.Notify.String()},
+			{"orcpt", r.ORcpt},
+			{"remote-mta", fitRemoteMTA(r.RemoteMTA)},
+			{"diag", fitDiagType(r.DiagType)},
+		} {
+			if f.val != "" {
+				fmt.Fprintf(bw, "\t%s=%s", f.key, mta.EncodeXtext(f.val))
+			}
+		}
+		bw.WriteByte('\n')
 	}
 	return bw.Flush()
 }
@@ -172,6 +246,8 @@ func oneLine(s string) string {
 func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	br := bufio.NewReaderSize(io.LimitReader(r, MaxEnvelope), 64<<10)
 	e := &Envelope{UID: -1}
+	version := 0
+	sawText := false // version 2's 7bit or 8bit line
 	var used int64
 	lineNo := 0
 	sawSender := false
@@ -193,12 +269,12 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 			break
 		}
 		if lineNo == 1 {
-			if line != Format {
-				return nil, used, fmt.Errorf("line 1: %q is not %q", line, Format)
+			if version = formatVersion(line); version == 0 {
+				return nil, used, fmt.Errorf("line 1: %q is not %q nor %q", line, Format, formatV1)
 			}
 			continue
 		}
-		if err := e.parseLine(line); err != nil {
+		if err := e.parseLine(line, version, &sawText); err != nil {
 			return nil, used, fmt.Errorf("line %d: %w", lineNo, err)
 		}
 		if strings.HasPrefix(line, "sender ") {
@@ -207,6 +283,14 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	}
 	if lineNo == 0 {
 		return nil, used, errors.New("empty envelope")
+	}
+	switch {
+	case version == 1:
+		// Nobody looked at a version 1 entry's text: it counts as 8-bit,
+		// so that delivery takes the care 8-bit text needs.
+		e.EightBit = true
+	case !sawText:
+		return nil, used, errors.New("no 7bit or 8bit line")
 	}
 	if e.ID == "" || !ValidID(e.ID) {
 		return nil, used, errors.New("no valid id line")
@@ -223,13 +307,13 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	return e, used, nil
 }
 
-func (e *Envelope) parseLine(line string) error {
+func (e *Envelope) parseLine(line string, version int, sawText *bool) error {
 	key, val, _ := strings.Cut(line, " ")
 	if strings.HasPrefix(line, "rcpt\t") {
 		if len(e.Recipients) >= MaxRecipients {
 			return fmt.Errorf("more than %d recipients", MaxRecipients)
 		}
-		r, err := parseRecipient(line)
+		r, err := parseRecipient(line, version)
 		if err != nil {
 			return err
 		}
@@ -271,7 +355,10 @@ func (e *Envelope) parseLine(line string) error {
 	case "warned":
 		e.Warned, err = time.Parse(time.RFC3339, val)
 	default:
-		return fmt.Errorf("unknown line %q", key)
+		if version < 2 {
+			return fmt.Errorf("unknown line %q", key)
+		}
+		return e.parseConversationLine(line, key, val, sawText)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
@@ -279,14 +366,147 @@ func (e *Envelope) parseLine(line string) error {
 	return nil
 }
 
-func parseRecipient(line string) (*Recipient, error) {
+// checkConversation checks the values Marshal writes of what the SMTP
+// conversation said.
+func (e *Envelope) checkConversation() error {
+	if e.Body != "" && e.Body != "7BIT" && e.Body != "8BITMIME" {
+		return fmt.Errorf("body %q is not 7BIT or 8BITMIME", e.Body)
+	}
+	if e.Ret != "" && e.Ret != "FULL" && e.Ret != "HDRS" {
+		return fmt.Errorf("ret %q is not FULL or HDRS", e.Ret)
+	}
+	if e.EnvID != "" {
+		if err := mta.CheckEnvID(e.EnvID); err != nil {
+			return err
+		}
+	}
+	for _, r := range e.Recipients {
+		if r.ORcpt != "" {
+			if _, err := mta.CheckORcpt(r.ORcpt); err != nil {
+				return fmt.Errorf("recipient %s: %w", r.Addr, err)
+			}
+		}
+		if _, err := transport.ParseNotify(r.Notify.String()); r.Notify != 0 && err != nil {
+			return fmt.Errorf("recipient %s: %w", r.Addr, err)
+		}
+	}
+	return nil
+}
+
+// fitRemoteMTA makes a remote host's name fit its field: printable,
+// bounded.
+func fitRemoteMTA(s string) string {
+	if len(s) > maxRemoteMTA {
+		s = s[:maxRemoteMTA]
+	}
+	if printable(s) {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// fitDiagType keeps a diagnostic type that is a token, and drops any
+// other: "" reads as X-Unix.
+func fitDiagType(s string) string {
+	if len(s) > maxDiagType || !isToken(s) {
+		return ""
+	}
+	return s
+}
+
+// parseConversationLine reads version 2's lines for what the SMTP
+// conversation said about the message. A flag given twice, or a value
+// that breaks the bounds the SMTP server enforces, is an error: only a
+// damaged or forged file has one.
+func (e *Envelope) parseConversationLine(line, key, val string, sawText *bool) error {
+	flag := func(f *bool) error {
+		if line != key {
+			return fmt.Errorf("%s takes no value", key)
+		}
+		if *f {
+			return fmt.Errorf("%s twice", key)
+		}
+		*f = true
+		return nil
+	}
+	once := func(f *string, v string) error {
+		if *f != "" {
+			return fmt.Errorf("%s twice", key)
+		}
+		*f = v
+		return nil
+	}
+	switch key {
+	case "smtputf8":
+		return flag(&e.SMTPUTF8)
+	case textLine7, textLine8:
+		if err := flag(sawText); err != nil {
+			return fmt.Errorf("a second 7bit or 8bit line")
+		}
+		e.EightBit = key == textLine8
+		return nil
+	case "requiretls":
+		return flag(&e.RequireTLS)
+	case "body":
+		// RFC 6152 §2 and RFC 1652: the two BODY values tern takes.
+		if val != "7BIT" && val != "8BITMIME" {
+			return fmt.Errorf("body %q is not 7BIT or 8BITMIME", val)
+		}
+		return once(&e.Body, val)
+	case "ret":
+		// RFC 3461 §4.3.
+		if val != "FULL" && val != "HDRS" {
+			return fmt.Errorf("ret %q is not FULL or HDRS", val)
+		}
+		return once(&e.Ret, val)
+	case "envid":
+		v, err := mta.DecodeXtext(val)
+		if err == nil {
+			err = mta.CheckEnvID(v)
+		}
+		if err != nil {
+			return fmt.Errorf("envid: %w", err)
+		}
+		return once(&e.EnvID, v)
+	}
+	return fmt.Errorf("unknown line %q", key)
+}
+
+// Bounds on the recipient's trailing fields that tern-queue writes
+// itself, from what a remote server said.
+const (
+	maxRemoteMTA = 512 // a host name (255), an address and a port, with room
+	maxDiagType  = 32  // an atom such as "smtp" or "X-Unix" (RFC 3464 §2.3.6)
+)
+
+func parseRecipient(line string, version int) (*Recipient, error) {
 	f := strings.Split(line, "\t")
-	if len(f) != 8 {
+	if len(f) != 8 && (version < 2 || len(f) < 8) {
 		return nil, fmt.Errorf("rcpt line has %d fields, not 8", len(f))
 	}
+	if len(f) > 8+4 {
+		return nil, fmt.Errorf("rcpt line has %d fields, more than 12", len(f))
+	}
 	r := &Recipient{State: State(f[1]), Status: undash(f[4]), Addr: f[5], Parent: undash(f[6]), Answer: undash(f[7])}
+	if version < 2 && r.State == Remote {
+		// A version 1 tern-queue could not send to other hosts and left
+		// remote recipients waiting: this one sends them now.
+		r.State = Deferred
+		f[3] = "-"
+	}
 	if !r.State.valid() {
 		return nil, fmt.Errorf("unknown recipient state %q", f[1])
+	}
+	for _, kv := range f[8:] {
+		if err := r.parseField(kv); err != nil {
+			return nil, err
+		}
 	}
 	var err error
 	if r.Attempts, err = strconv.Atoi(f[2]); err != nil || r.Attempts < 0 {
@@ -308,6 +528,84 @@ func parseRecipient(line string) (*Recipient, error) {
 		r.Addr = a
 	}
 	return r, nil
+}
+
+// parseField reads one of version 2's trailing key=value fields of a
+// rcpt line; its value is xtext (RFC 3461 §4), so that no tab or line end
+// can hide in it. Each key at most once; an unknown key is an error, as an
+// unknown line is.
+func (r *Recipient) parseField(kv string) error {
+	key, xval, ok := strings.Cut(kv, "=")
+	if !ok || xval == "" {
+		return fmt.Errorf("rcpt field %q is not key=value", kv)
+	}
+	val, err := mta.DecodeXtext(xval)
+	if err != nil {
+		return fmt.Errorf("rcpt field %s: %w", key, err)
+	}
+	twice := func(set bool) error {
+		if set {
+			return fmt.Errorf("rcpt field %s twice", key)
+		}
+		return nil
+	}
+	switch key {
+	case "notify":
+		if err := twice(r.Notify != 0); err != nil {
+			return err
+		}
+		if r.Notify, err = transport.ParseNotify(val); err != nil {
+			return err
+		}
+	case "orcpt":
+		if err := twice(r.ORcpt != ""); err != nil {
+			return err
+		}
+		if r.ORcpt, err = mta.CheckORcpt(val); err != nil {
+			return err
+		}
+	case "remote-mta":
+		if err := twice(r.RemoteMTA != ""); err != nil {
+			return err
+		}
+		if len(val) > maxRemoteMTA || !printable(val) {
+			return fmt.Errorf("rcpt field remote-mta %q is not up to %d printable characters", val, maxRemoteMTA)
+		}
+		r.RemoteMTA = val
+	case "diag":
+		if err := twice(r.DiagType != ""); err != nil {
+			return err
+		}
+		if len(val) > maxDiagType || !isToken(val) {
+			return fmt.Errorf("rcpt field diag %q is not an atom of up to %d characters", val, maxDiagType)
+		}
+		r.DiagType = val
+	default:
+		return fmt.Errorf("unknown rcpt field %q", key)
+	}
+	return nil
+}
+
+// printable: US-ASCII from space to tilde, what a host name, an address
+// literal and a port are written in.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken: letters, digits and "-", as diagnostic types are named.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Pending returns the recipients still to be tried, remote ones included.

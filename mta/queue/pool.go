@@ -362,7 +362,9 @@ func (q *Queue) injectPrepared(pe entry, e *Envelope, msg io.Reader) (string, er
 func checkSeal(f *os.File) (string, error) {
 	br := bufio.NewReaderSize(f, 64<<10)
 	line, err := br.ReadString('\n')
-	if err != nil || line != Format+"\n" {
+	// A prepared entry sealed by the version before this one (a crash
+	// before its rename, then an upgrade) is taken in too.
+	if err != nil || formatVersion(strings.TrimSuffix(line, "\n")) == 0 {
 		return "", errors.New("no format line")
 	}
 	line, err = br.ReadString('\n')

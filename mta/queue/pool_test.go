@@ -66,7 +66,7 @@ func testPoolInject(t *testing.T) {
 	sealed := 0
 	for i := range 20 {
 		e, text := newMessage(i)
-		id, err := q.Inject(e, strings.NewReader(text), now)
+		id, err := q.InjectScanned(e, strings.NewReader(text), now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +281,7 @@ func TestPoolConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				e, text := newMessage(c*each + i)
-				id, err := q.Inject(e, strings.NewReader(text), time.Now())
+				id, err := q.InjectScanned(e, strings.NewReader(text), time.Now())
 				if err != nil {
 					t.Error(err)
 					return
@@ -337,7 +337,7 @@ func TestPoolIncomingMadeAnew(t *testing.T) {
 	var ids []string
 	for i := range 10 {
 		e, text := newMessage(i)
-		id, err := q.Inject(e, strings.NewReader(text), time.Now())
+		id, err := q.InjectScanned(e, strings.NewReader(text), time.Now())
 		if err != nil {
 			refused++
 			continue

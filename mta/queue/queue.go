@@ -18,6 +18,7 @@ package queue
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -159,13 +160,37 @@ func IDTime(id string) time.Time {
 // Every failure is temporary (75): a full disk, a missing queue or a
 // permission problem is for the administrator to fix, and the sender should
 // keep the message until then.
+//
+// Whether the message has an octet over 127 (e.EightBit) is found while it
+// is copied, and written into the envelope's text line before the flush;
+// a caller that has read the message already says so with InjectScanned.
 func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error) {
+	return q.inject(e, msg, now, false)
+}
+
+// InjectScanned is Inject for a message whose every octet the caller has
+// looked at already (tern-smtpd's checker): e.EightBit says whether one is
+// over 127, and the message is copied without looking again.
+func (q *Queue) InjectScanned(e *Envelope, msg io.Reader, now time.Time) (string, error) {
+	return q.inject(e, msg, now, true)
+}
+
+func (q *Queue) inject(e *Envelope, msg io.Reader, now time.Time, scanned bool) (string, error) {
 	e.Arrived = now
 	if e.ID == "" {
 		e.ID = q.NewID(now)
 	}
-	if pe, ok := q.take(); ok {
-		return q.injectPrepared(pe, e, msg)
+	// A prepared entry's seal covers the text line, which must therefore
+	// be right when it is written: only a scanned message goes there.
+	if scanned {
+		if pe, ok := q.take(); ok {
+			return q.injectPrepared(pe, e, msg)
+		}
+	}
+	var scan *eightBitScanner
+	if !scanned && !e.EightBit {
+		scan = &eightBitScanner{r: msg}
+		msg = scan
 	}
 	tmp, err := q.create(Incoming)
 	if err != nil {
@@ -189,6 +214,12 @@ func (q *Queue) Inject(e *Envelope, msg io.Reader, now time.Time) (string, error
 	copyBuffers.Put(buf)
 	if err != nil {
 		return "", copyErr(tmpName, err)
+	}
+	if scan != nil && scan.found {
+		e.EightBit = true
+		if _, err := tmp.WriteAt([]byte(textLine8), int64(textOffset)); err != nil {
+			return "", tempErr("write %s", tmpName, err)
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return "", tempErr("fsync %s", tmpName, err)
@@ -244,6 +275,45 @@ func copyFilled(w io.Writer, head []byte, r io.Reader, buf []byte) error {
 			return nil
 		}
 	}
+}
+
+// eightBitScanner passes a message through and notes whether it has an
+// octet over 127 (RFC 6152's 8-bit data), eight at a time.
+type eightBitScanner struct {
+	r     io.Reader
+	found bool
+}
+
+func (s *eightBitScanner) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if !s.found {
+		s.found = has8Bit(p[:n])
+	}
+	return n, err
+}
+
+// has8Bit reports whether p has an octet over 127.
+func has8Bit(p []byte) bool {
+	const high = 0x8080808080808080
+	for len(p) >= 32 {
+		e := binary.NativeEndian
+		if (e.Uint64(p)|e.Uint64(p[8:])|e.Uint64(p[16:])|e.Uint64(p[24:]))&high != 0 {
+			return true
+		}
+		p = p[32:]
+	}
+	for len(p) >= 8 {
+		if binary.NativeEndian.Uint64(p)&high != 0 {
+			return true
+		}
+		p = p[8:]
+	}
+	for _, c := range p {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // copyErr is the error of a failed copy into the queue: the reader's own

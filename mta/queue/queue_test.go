@@ -58,7 +58,7 @@ func TestParseEnvelopeErrors(t *testing.T) {
 	}
 	for name, in := range map[string]string{
 		"empty":         "",
-		"wrong format":  strings.Replace(good, "tern-queue 1", "tern-queue 2", 1),
+		"wrong format":  strings.Replace(good, "tern-queue 1", "tern-queue 0", 1),
 		"no newline":    strings.TrimSuffix(good, "\n"),
 		"bad id":        strings.Replace(good, "id 18eb", "id zz", 1),
 		"no sender":     strings.Replace(good, "sender a@b.example\n", "", 1),
@@ -170,6 +170,12 @@ func FuzzParseEnvelope(f *testing.F) {
 	sample().Marshal(&b)
 	f.Add(b.String())
 	f.Add("tern-queue 1\nid 18eb658cb4105cbc05b55\narrived 2026-11-25T21:02:11Z\nsender <>\nrcpt\tqueued\t0\t-\t-\tbob\t-\t-\n\nmessage")
+	var v2 bytes.Buffer
+	sampleV2().Marshal(&v2)
+	f.Add(v2.String())
+	if v1, err := os.ReadFile(filepath.Join("testdata", "envelope-v1.txt")); err == nil {
+		f.Add(string(v1))
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		e, _, err := ParseEnvelope(strings.NewReader(s))
 		if err != nil {

@@ -1,45 +1,111 @@
 package runner
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // maxAliasDepth bounds alias expansion; deeper is taken for a loop.
 const maxAliasDepth = 20
 
-// attempt tries every due recipient of one entry, under its lock, and
-// saves the outcome; bounces and the delay warning go out from here.
-func (r *Runner) attempt(ctx context.Context, id string, force bool) {
+// group is the recipients of one message that share a hop, handed to its
+// transport together, and what the transport answered.
+type group struct {
+	hop     transport.Hop
+	taken   []taken
+	rcpts   []transport.Recipient
+	results []transport.Result
+	// suspended is set when the hop was backed off: the results are
+	// deferrals made without a connection, due when the back-off ends.
+	suspended time.Time
+	booked    bool // the scheduler took the destination's slot for it
+}
+
+// taken is a recipient as it was when its delivery began: its results are
+// recorded only if it is still so when they come back.
+type taken struct {
+	idx      int
+	addr     string
+	attempts int
+}
+
+// notice is a success the sender asked to hear of (RFC 3461 NOTIFY=SUCCESS).
+type notice struct {
+	rc     *queue.Recipient
+	action string
+}
+
+// attempt tries every due recipient of one entry. The entry's lock is
+// held only to read and to write the envelope, never while a transport
+// runs (issue #13 §0): lock, load, route, unlock; deliver; lock, load
+// again, record, unlock. So --hold and --delete work while a slow
+// transaction runs; what finishes after a --delete is not recorded, and a
+// recipient that changed meanwhile is not recorded twice.
+func (r *Runner) attempt(ctx context.Context, id string, force bool, booked []string) {
+	e, groups := r.prepare(ctx, id, force)
+	for _, g := range groups {
+		if i := slices.Index(booked, g.hop.Key); i >= 0 {
+			g.booked = true
+			booked = slices.Delete(booked, i, i+1)
+		}
+	}
+	for _, k := range booked {
+		r.dests.release(k) // a slot the entry did not need after all
+	}
+	if e == nil || len(groups) == 0 {
+		return
+	}
+	m := r.message(e)
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.deliverGroup(ctx, m, g)
+		}()
+	}
+	wg.Wait()
+	r.record(id, groups)
+}
+
+// prepare routes the due recipients of entry id under its lock: aliases
+// are expanded, outcomes known without a transport are recorded, and the
+// rest are grouped by hop. It returns nil when the entry is gone or held.
+// When nothing is left for a transport, the entry is finished here.
+func (r *Runner) prepare(ctx context.Context, id string, force bool) (*queue.Envelope, []*group) {
 	unlock, err := r.q.Lock(id)
 	if err != nil {
 		if !os.IsNotExist(err) {
 			r.log.Error("lock entry", "qid", id, "err", err)
 		}
-		return
+		return nil, nil
 	}
 	defer unlock()
 	e, err := r.q.Load(id)
 	if err != nil {
 		r.damaged(id, err)
-		return
+		return nil, nil
 	}
 	if e.Hold {
-		return
+		return nil, nil
 	}
 	c := r.currentConf()
 	now := r.env.Now()
 	changed := false
-	// Expansion appends recipients: the loop picks them up in the same pass.
+	var groups []*group
+	byKey := map[string]*group{}
+	// Expansion appends recipients: the loop routes them in the same pass.
 	for i := 0; i < len(e.Recipients); i++ {
 		rc := e.Recipients[i]
 		if rc.State != queue.Queued && rc.State != queue.Deferred {
@@ -51,9 +117,219 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool) {
 		if ctx.Err() != nil {
 			break
 		}
-		changed = true
-		r.deliver(ctx, c, e, rc)
+		rt := routeOf(c, rc.Addr)
+		switch {
+		case rt.alias != nil:
+			rc.Attempts++
+			r.expand(c, e, rc, rt.alias)
+			changed = true
+			continue
+		case rt.decided != nil:
+			rc.Attempts++
+			r.apply(e, rc, *rt.decided, now, time.Time{}, nil)
+			changed = true
+			continue
+		}
+		g := byKey[rt.hop.Key]
+		if g == nil {
+			g = &group{hop: rt.hop}
+			byKey[rt.hop.Key] = g
+			groups = append(groups, g)
+		}
+		g.taken = append(g.taken, taken{idx: i, addr: rc.Addr, attempts: rc.Attempts})
+		g.rcpts = append(g.rcpts, transport.Recipient{Addr: rc.Addr, Notify: rc.Notify, ORcpt: rc.ORcpt, Parent: rc.Parent})
 	}
+	if len(groups) == 0 {
+		r.finish(c, e, now, nil, changed)
+		return nil, nil
+	}
+	if changed {
+		// The expansion must be on disk before the targets are
+		// delivered, or a crash would deliver them and forget it.
+		if err := r.q.Save(e); err != nil {
+			r.log.Error("save envelope", "qid", id, "err", err)
+			return nil, nil
+		}
+	}
+	return e, groups
+}
+
+// message is what a transport sees of entry e.
+func (r *Runner) message(e *queue.Envelope) *transport.Message {
+	sender := e.Sender
+	if sender == mta.NullSender {
+		sender = ""
+	}
+	return &transport.Message{
+		ID: e.ID, Sender: sender, Size: e.Size,
+		Open:     func() (io.ReadCloser, error) { return r.q.Message(e) },
+		SMTPUTF8: e.SMTPUTF8, Body: e.Body, EightBit: e.EightBit,
+		EnvID: e.EnvID, Ret: e.Ret, RequireTLS: e.RequireTLS,
+	}
+}
+
+// deliverGroup hands one group to its transport, within the limits of its
+// destination, and fills g.results. A destination backed off as a whole is
+// not tried: its recipients are deferred until the back-off ends.
+func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *group) {
+	key := g.hop.Key
+	held := g.booked
+	release := func() {
+		if held {
+			r.dests.release(key)
+			held = false
+		}
+	}
+	defer release()
+	fill := func(res transport.Result) {
+		g.results = make([]transport.Result, len(g.rcpts))
+		for i := range g.results {
+			g.results[i] = res
+		}
+	}
+	if dd, ok := r.dests.suspended(key, r.env.Now()); ok {
+		g.suspended = dd.until
+		// The host tried last and its words stay, for --list and the
+		// delay warning.
+		fill(transport.Result{Status: dd.last.Status, Temporary: true, RemoteMTA: dd.last.RemoteMTA, DiagType: dd.last.DiagType,
+			Answer: fmt.Sprintf("delivery to %s suspended until %s: %s", key, dd.until.UTC().Format(time.RFC3339), dd.last.Answer)})
+		return
+	}
+	tr := r.transport(g.hop.Kind)
+	if tr == nil {
+		fill(transport.Result{Status: "4.3.5", Temporary: true, DiagType: "X-Unix", Answer: fmt.Sprintf("no %s transport in this tern-queue", g.hop.Kind)})
+		return
+	}
+	if !held {
+		if err := r.dests.acquire(ctx, key); err != nil {
+			fill(transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix", Answer: "tern-queue stopped before delivery began"})
+			return
+		}
+		held = true
+	}
+	g.results = tr.Deliver(ctx, m, g.hop, g.rcpts)
+	release()
+	if len(g.results) != len(g.rcpts) {
+		r.log.Error("transport answered for the wrong number of recipients", "qid", m.ID, "transport", string(g.hop.Kind), "results", len(g.results), "recipients", len(g.rcpts))
+		fill(transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix", Answer: "the transport's answer was incomplete"})
+		return
+	}
+	if g.hop.Kind == transport.Local {
+		return
+	}
+	for _, res := range g.results {
+		if !res.Unreachable {
+			r.dests.reached(key)
+			return
+		}
+	}
+	last := g.results[len(g.results)-1]
+	until := r.dests.failed(key, r.env.Now(), last)
+	r.log.Warn("destination backed off", "dest", key, "until", until.UTC().Format(time.RFC3339), "answer", last.Answer)
+}
+
+// record writes what the transports answered into entry id, under its
+// lock, with the envelope read again: a deleted entry gets nothing, and a
+// recipient that is no longer as it was taken (recorded by someone else)
+// is left alone.
+func (r *Runner) record(id string, groups []*group) {
+	unlock, err := r.q.Lock(id)
+	if err != nil {
+		if os.IsNotExist(err) {
+			r.log.Info("deleted during delivery: results not recorded", "qid", id)
+		} else {
+			r.log.Error("lock entry", "qid", id, "err", err)
+		}
+		return
+	}
+	defer unlock()
+	e, err := r.q.Load(id)
+	if err != nil {
+		if os.IsNotExist(err) {
+			r.log.Info("deleted during delivery: results not recorded", "qid", id)
+			return
+		}
+		r.damaged(id, err)
+		return
+	}
+	c := r.currentConf()
+	now := r.env.Now()
+	var notices []notice
+	changed := false
+	for _, g := range groups {
+		for j, tk := range g.taken {
+			if tk.idx >= len(e.Recipients) {
+				continue
+			}
+			rc := e.Recipients[tk.idx]
+			if rc.Addr != tk.addr || rc.Attempts != tk.attempts || (rc.State != queue.Queued && rc.State != queue.Deferred) {
+				r.log.Warn("recipient changed during delivery: result not recorded", "qid", id, "to", rc.Addr, "state", string(rc.State))
+				continue
+			}
+			if g.suspended.IsZero() {
+				rc.Attempts++
+			}
+			notices = r.apply(e, rc, g.results[j], now, g.suspended, notices)
+			changed = true
+		}
+	}
+	r.finish(c, e, now, notices, changed)
+}
+
+// apply records one result in rc, and returns notices with the success
+// notice rc asked for, if any.
+func (r *Runner) apply(e *queue.Envelope, rc *queue.Recipient, res transport.Result, now, next time.Time, notices []notice) []notice {
+	rc.Status, rc.Answer, rc.RemoteMTA, rc.DiagType = res.Status, res.Answer, res.RemoteMTA, res.DiagType
+	args := []any{"qid", e.ID, "to", rc.Addr}
+	if res.RemoteMTA != "" {
+		args = append(args, "relay", res.RemoteMTA)
+	}
+	switch {
+	case res.Delivered():
+		rc.State = queue.Delivered
+		r.log.Info("delivered", append(args, "answer", res.Answer)...)
+		if wants(rc.Notify, transport.NotifySuccess) {
+			// RFC 3461 §4.2: a next hop that took NOTIFY on reports
+			// itself; one that did not leaves it to us ("relayed").
+			switch {
+			case res.RemoteMTA == "":
+				notices = append(notices, notice{rc, mta.ActionDelivered})
+			case res.Relayed:
+				notices = append(notices, notice{rc, mta.ActionRelayed})
+			}
+		}
+	case !res.Temporary && strings.HasPrefix(res.Status, "5"):
+		rc.State = queue.Failed
+		r.log.Info("failed", append(args, "status", rc.Status, "answer", res.Answer)...)
+	default:
+		// Temporary, or nobody classified it: try again later.
+		if !strings.HasPrefix(rc.Status, "4") {
+			rc.Status = "4.0.0"
+		}
+		rc.State = queue.Deferred
+		if next.IsZero() {
+			next = now.Add(retryDelay(rc.Attempts))
+		}
+		rc.Next = next
+		r.log.Info("deferred", append(args, "status", rc.Status, "answer", res.Answer, "next", rc.Next.UTC().Format(time.RFC3339))...)
+	}
+	return notices
+}
+
+// wants reports whether a recipient's NOTIFY asks for a notice of kind
+// what (RFC 3461 §4.1): without NOTIFY, failures and delays are reported,
+// successes are not; NEVER means none.
+func wants(n, what transport.Notify) bool {
+	if n == 0 {
+		return what != transport.NotifySuccess
+	}
+	return n&transport.NotifyNever == 0 && n&what != 0
+}
+
+// finish does what is left once results are in: recipients deferred past
+// --max-age fail, failures are bounced, a delay warning goes out when due,
+// success notices go out, and the entry is removed when done or saved.
+func (r *Runner) finish(c *conf.Conf, e *queue.Envelope, now time.Time, notices []notice, changed bool) {
 	// After --max-age a deferred recipient fails (RFC 5321 §4.5.4.1: give
 	// up after at least 4-5 days).
 	for _, rc := range e.Recipients {
@@ -61,7 +337,7 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool) {
 			rc.State = queue.Failed
 			rc.Status = "4.4.7"
 			rc.Answer = fmt.Sprintf("gave up after %s in the queue; last answer: %s", r.o.MaxAge, rc.Answer)
-			r.log.Info("expired", "qid", id, "to", rc.Addr)
+			r.log.Info("expired", "qid", e.ID, "to", rc.Addr)
 			changed = true
 		}
 	}
@@ -73,17 +349,20 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool) {
 		e.Warned = now
 		changed = true
 	}
+	if len(notices) > 0 {
+		r.notifySuccess(c, e, notices, now)
+	}
 	if e.Done() {
-		if err := r.q.Remove(id); err != nil {
-			r.log.Error("remove finished entry", "qid", id, "err", err)
+		if err := r.q.Remove(e.ID); err != nil {
+			r.log.Error("remove finished entry", "qid", e.ID, "err", err)
 			return
 		}
-		r.log.Info("done", "qid", id)
+		r.log.Info("done", "qid", e.ID)
 		return
 	}
 	if changed {
 		if err := r.q.Save(e); err != nil {
-			r.log.Error("save envelope", "qid", id, "err", err)
+			r.log.Error("save envelope", "qid", e.ID, "err", err)
 		}
 	}
 }
@@ -95,53 +374,11 @@ func (r *Runner) waiting(e *queue.Envelope) bool {
 		return false
 	}
 	for _, rc := range e.Recipients {
-		if rc.State == queue.Deferred || rc.State == queue.Remote {
+		if rc.State == queue.Deferred {
 			return true
 		}
 	}
 	return false
-}
-
-// deliver makes one delivery attempt for one recipient and records its
-// outcome in rc.
-func (r *Runner) deliver(ctx context.Context, c *conf.Conf, e *queue.Envelope, rc *queue.Recipient) {
-	rc.Attempts++
-	var res result
-	switch {
-	case strings.HasPrefix(rc.Addr, "|"), strings.HasPrefix(rc.Addr, "/"):
-		res = r.runTarget(ctx, c, e, rc)
-	default:
-		rcpt, err := c.LookupUser(rc.Addr)
-		switch {
-		case errors.Is(err, conf.ErrNotLocal):
-			rc.State, rc.Status = queue.Remote, "4.3.2"
-			rc.Answer = "waiting for remote delivery, which this version of tern-queue does not do yet"
-			r.log.Info("deferred", "qid", e.ID, "to", rc.Addr, "status", rc.Status, "answer", rc.Answer)
-			return
-		case errors.Is(err, conf.ErrNoUser):
-			res = result{code: 67, status: "5.1.1", answer: "no such user here"}
-		case err != nil:
-			res = result{code: 75, status: "4.3.0", answer: err.Error()}
-		case rcpt.Alias != nil:
-			r.expand(c, e, rc, rcpt)
-			return
-		default:
-			res = r.runDeliver(ctx, c, e, rc, rcpt)
-		}
-	}
-	rc.Status, rc.Answer = res.status, res.answer
-	switch {
-	case res.code == 0:
-		rc.State = queue.Delivered
-		r.log.Info("delivered", "qid", e.ID, "to", rc.Addr, "answer", res.answer)
-	case res.code == 75:
-		rc.State = queue.Deferred
-		rc.Next = r.env.Now().Add(retryDelay(rc.Attempts))
-		r.log.Info("deferred", "qid", e.ID, "to", rc.Addr, "status", rc.Status, "answer", res.answer, "next", rc.Next.UTC().Format(time.RFC3339))
-	default:
-		rc.State = queue.Failed
-		r.log.Info("failed", "qid", e.ID, "to", rc.Addr, "status", rc.Status, "answer", res.answer)
-	}
 }
 
 // expand replaces an alias by its targets, followed to the end through
@@ -212,7 +449,7 @@ func (r *Runner) expand(c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rc
 			continue
 		}
 		have[strings.ToLower(l)] = true
-		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: l, State: queue.Queued, Parent: origin})
+		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: l, State: queue.Queued, Parent: origin, Notify: rc.Notify, ORcpt: rc.ORcpt})
 		added++
 	}
 	rc.State, rc.Status = queue.Expanded, "2.0.0"
@@ -221,16 +458,28 @@ func (r *Runner) expand(c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rc
 }
 
 // bounce reports the failed recipients to the sender, and marks them
-// reported. Never to the null sender (RFC 5321 §4.5.5): a failed bounce
-// goes to postmaster once, and a failed double bounce is dropped and
-// logged.
+// reported. Recipients whose NOTIFY does not ask for failures get no
+// report (RFC 3461 §4.1). Never to the null sender (RFC 5321 §4.5.5): a
+// failed bounce goes to postmaster once, and a failed double bounce is
+// dropped and logged.
 func (r *Runner) bounce(c *conf.Conf, e *queue.Envelope, now time.Time) {
-	var failed []*queue.Recipient
+	var failed, unasked []*queue.Recipient
 	for _, rc := range e.Recipients {
-		if rc.State == queue.Failed {
-			failed = append(failed, rc)
-			rc.State = queue.Bounced
+		if rc.State != queue.Failed {
+			continue
 		}
+		rc.State = queue.Bounced
+		if wants(rc.Notify, transport.NotifyFailure) {
+			failed = append(failed, rc)
+		} else {
+			unasked = append(unasked, rc)
+		}
+	}
+	if len(unasked) > 0 {
+		r.log.Info("no bounce: NOTIFY does not ask for one", "qid", e.ID, "to", addrs(unasked))
+	}
+	if len(failed) == 0 {
+		return
 	}
 	to, kind := e.Sender, queue.Bounce
 	switch {
@@ -240,8 +489,8 @@ func (r *Runner) bounce(c *conf.Conf, e *queue.Envelope, now time.Time) {
 	case e.Sender == mta.NullSender:
 		to, kind = "postmaster", queue.DoubleBounce
 	}
-	rep := r.report(c, e, failed, mta.ActionFailed, now, to)
-	id, err := r.send(rep, to, kind, now)
+	rep := r.report(c, e, failed, nil, mta.ActionFailed, now, to)
+	id, err := r.send(e, rep, to, kind, now)
 	if err != nil {
 		// Leave the recipients failed: the next attempt tries again.
 		for _, rc := range failed {
@@ -254,16 +503,20 @@ func (r *Runner) bounce(c *conf.Conf, e *queue.Envelope, now time.Time) {
 }
 
 // warn sends the one delay warning (RFC 3464 Action: delayed) and reports
-// whether it is queued.
+// whether it is done with: queued, or asked for by no recipient (NOTIFY
+// without DELAY, RFC 3461 §4.1).
 func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) bool {
 	var waiting []*queue.Recipient
 	for _, rc := range e.Recipients {
-		if rc.State == queue.Deferred || rc.State == queue.Remote {
+		if rc.State == queue.Deferred && wants(rc.Notify, transport.NotifyDelay) {
 			waiting = append(waiting, rc)
 		}
 	}
-	rep := r.report(c, e, waiting, mta.ActionDelayed, now, e.Sender)
-	id, err := r.send(rep, e.Sender, queue.Bounce, now)
+	if len(waiting) == 0 {
+		return true
+	}
+	rep := r.report(c, e, waiting, nil, mta.ActionDelayed, now, e.Sender)
+	id, err := r.send(e, rep, e.Sender, queue.Bounce, now)
 	if err != nil {
 		r.log.Error("queue delay warning", "qid", e.ID, "err", err)
 		return false
@@ -272,24 +525,59 @@ func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) bool {
 	return true
 }
 
-func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipient, action string, now time.Time, to string) *mta.Report {
-	rep := &mta.Report{ReportingMTA: c.Hostname, QueueID: e.ID, Arrived: e.Arrived, To: to, Date: now}
-	if f, err := r.q.Message(e); err == nil {
-		rep.Header = mta.ReadHeader(f)
-		f.Close()
+// notifySuccess sends the "delivered" and "relayed" notices NOTIFY=SUCCESS
+// asked for (RFC 3461 §4.2, RFC 3464 §2.3.3). A lost one is not retried:
+// the mail itself went through.
+func (r *Runner) notifySuccess(c *conf.Conf, e *queue.Envelope, notices []notice, now time.Time) {
+	if e.Sender == mta.NullSender || e.Kind != queue.Normal {
+		return
 	}
-	for _, rc := range rcpts {
-		rr := mta.ReportRecipient{Final: rc.Addr, Original: rc.Parent, Action: action, Status: rc.Status, Diagnostic: rc.Answer, LastAttempt: now}
+	var rcpts []*queue.Recipient
+	var actions []string
+	for _, n := range notices {
+		rcpts = append(rcpts, n.rc)
+		actions = append(actions, n.action)
+	}
+	rep := r.report(c, e, rcpts, actions, "", now, e.Sender)
+	id, err := r.send(e, rep, e.Sender, queue.Bounce, now)
+	if err != nil {
+		r.log.Error("queue success notice", "qid", e.ID, "err", err)
+		return
+	}
+	r.log.Info("success notice", "qid", e.ID, "to", addrs(rcpts), "notice", id, "rcpt", e.Sender)
+}
+
+// report builds the RFC 3464 report about rcpts: with one action for all,
+// or actions[i] for rcpts[i].
+func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipient, actions []string, action string, now time.Time, to string) *mta.Report {
+	rep := &mta.Report{ReportingMTA: c.Hostname, QueueID: e.ID, EnvID: e.EnvID, Arrived: e.Arrived, To: to, Date: now}
+	for i, rc := range rcpts {
+		act := action
+		if actions != nil {
+			act = actions[i]
+		}
+		rr := mta.ReportRecipient{Final: rc.Addr, Original: rc.Parent, Action: act, Status: rc.Status, Diagnostic: rc.Answer, DiagType: rc.DiagType, LastAttempt: now}
+		if typ, addr, ok := strings.Cut(rc.ORcpt, ";"); ok {
+			// RFC 3464 §2.3.1: the ORCPT the sender gave, as given.
+			rr.Original, rr.OriginalType = addr, strings.ToLower(typ)
+		}
+		if rc.RemoteMTA != "" {
+			rr.RemoteMTA = remoteHost(rc.RemoteMTA)
+		}
 		if strings.HasPrefix(rc.Addr, "|") || strings.HasPrefix(rc.Addr, "/") {
 			// Not an address: report the alias, and say what failed in the
 			// diagnostic.
-			rr.Final, rr.Original = rc.Parent, ""
+			rr.Final = rc.Parent
+			if rc.ORcpt == "" {
+				rr.Original = ""
+			}
 			rr.Diagnostic = rc.Addr + ": " + rc.Answer
 		}
 		if rr.Status == "" {
 			rr.Status = "4.0.0"
 		}
-		if action == mta.ActionDelayed {
+		switch act {
+		case mta.ActionDelayed:
 			if strings.HasPrefix(rr.Status, "2.") || strings.HasPrefix(rr.Status, "5.") {
 				rr.Status = "4.0.0"
 			}
@@ -297,24 +585,62 @@ func (r *Runner) report(c *conf.Conf, e *queue.Envelope, rcpts []*queue.Recipien
 			if rc.Attempts == 0 {
 				rr.LastAttempt = time.Time{}
 			}
+		case mta.ActionDelivered, mta.ActionRelayed:
+			rr.Status = "2.0.0"
 		}
 		rep.Recipients = append(rep.Recipients, rr)
+	}
+	// RFC 3461 §4.3: RET=FULL returns the whole message, in a report of a
+	// failure only; otherwise, and by default, the header alone (as
+	// Postfix's and Sendmail's headers-only reports do: a bounce need not
+	// carry a large message back).
+	if f, err := r.q.Message(e); err == nil {
+		if e.Ret == "FULL" && action == mta.ActionFailed {
+			rep.Message = f
+		} else {
+			rep.Header = mta.ReadHeader(f)
+			f.Close()
+		}
 	}
 	return rep
 }
 
+// remoteHost is the host name of a RemoteMTA "host[addr]:port", or the
+// address literal when there is no name, for RFC 3464 §2.3.5's
+// Remote-MTA: dns; host.
+func remoteHost(s string) string {
+	if i := strings.IndexByte(s, '['); i > 0 {
+		return s[:i]
+	} else if i == 0 {
+		if j := strings.IndexByte(s, ']'); j > 0 {
+			return s[:j+1]
+		}
+	}
+	return s
+}
+
 // send queues a report as a new message from the null sender, through the
-// same door as everything else, and takes it in at once.
-func (r *Runner) send(rep *mta.Report, to string, kind queue.Kind, now time.Time) (string, error) {
+// same door as everything else, and takes it in at once. The report is
+// streamed into the queue: a RET=FULL report carries a message of any size
+// without holding it in memory.
+func (r *Runner) send(orig *queue.Envelope, rep *mta.Report, to string, kind queue.Kind, now time.Time) (string, error) {
 	e := &queue.Envelope{Sender: mta.NullSender, UID: -1, Kind: kind,
 		Recipients: []*queue.Recipient{{Addr: to, State: queue.Queued}}}
 	e.ID = r.q.NewID(now)
-	rep.MessageID = e.ID + "." + string(kind) + "@" + rep.ReportingMTA
-	var msg bytes.Buffer
-	if _, err := rep.WriteTo(&msg); err != nil {
-		return "", err
+	if rep.Message != nil {
+		e.EightBit = orig.EightBit
+		if c, ok := rep.Message.(io.Closer); ok {
+			defer c.Close()
+		}
 	}
-	id, err := r.q.Inject(e, &msg, now)
+	rep.MessageID = e.ID + "." + string(kind) + "@" + rep.ReportingMTA
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := rep.WriteTo(pw)
+		pw.CloseWithError(err)
+	}()
+	id, err := r.q.Inject(e, pr, now)
+	pr.CloseWithError(io.ErrClosedPipe) // lets WriteTo end if Inject stopped early
 	if err != nil {
 		return "", err
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/tern-mail/tern/internal/privdrop"
 	"github.com/tern-mail/tern/mda"
 	"github.com/tern-mail/tern/mta"
-	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // result is what one delivery program answered.
@@ -52,12 +52,62 @@ func statusOf(code int) string {
 	return "5.3.0" // other mail system status
 }
 
+// Local is the local transport: each recipient is handed to a program as
+// the account that owns it. An account's mail goes to tern-deliver
+// --forward, with the environment qmail-local gives its programs; an
+// alias's "|command" and "/path/to/Maildir/" targets run as the owner of
+// the aliases file (nobody when that is root), as Postfix does for its
+// alias database.
+type Local struct {
+	Conf    func() *conf.Conf // the control directory as last read
+	Program string            // tern-deliver's path
+	Enqueue string            // tern-enqueue's path, for .forward (TERN_ENQUEUE_PATH)
+	Queue   string            // the queue directory, passed on (TERN_QUEUE)
+	ConfDir string            // passed on (TERN_CONF)
+	Timeout time.Duration     // one delivery's limit
+	Euid    int               // tern-queue's: as root, deliveries run as the account
+}
+
+// Deliver runs one delivery program per recipient, one after another.
+func (l *Local) Deliver(ctx context.Context, m *transport.Message, _ transport.Hop, rcpts []transport.Recipient) []transport.Result {
+	c := l.Conf()
+	out := make([]transport.Result, len(rcpts))
+	for i, rc := range rcpts {
+		var res result
+		switch {
+		case ctx.Err() != nil:
+			res = result{code: 75, status: "4.3.0", answer: "tern-queue is stopping"}
+		case strings.HasPrefix(rc.Addr, "|"), strings.HasPrefix(rc.Addr, "/"):
+			res = l.runTarget(ctx, c, m, rc)
+		default:
+			// Routing looked the address up already; the control
+			// directory may have changed since.
+			rcpt, err := c.LookupUser(rc.Addr)
+			switch {
+			case errors.Is(err, conf.ErrNoUser):
+				res = result{code: 67, status: "5.1.1", answer: "no such user here"}
+			case err == nil && rcpt.Account != nil:
+				res = l.runDeliver(ctx, c, m, rc, rcpt)
+			case err == nil:
+				res = result{code: 75, status: "4.3.0", answer: "the address became an alias during delivery"}
+			default:
+				res = result{code: 75, status: "4.3.0", answer: err.Error()}
+			}
+		}
+		out[i] = transport.Result{Status: res.status, Temporary: res.code == 75, Answer: res.answer, DiagType: "X-Unix"}
+		if res.code == 0 {
+			out[i].Status = "2.0.0"
+		}
+	}
+	return out
+}
+
 // runDeliver runs tern-deliver for an account, as the account, with the
 // environment qmail-local gives its programs (HOME, USER, LOCAL, DOMAIN,
 // EXT, SENDER, RECIPIENT), and --forward so that ~/.forward is read.
-func (r *Runner) runDeliver(ctx context.Context, c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rcpt *conf.Recipient) result {
+func (l *Local) runDeliver(ctx context.Context, c *conf.Conf, m *transport.Message, rc transport.Recipient, rcpt *conf.Recipient) result {
 	acct := rcpt.Account
-	cred, res := r.credential(acct.UID, acct.GID, acct.Name)
+	cred, res := l.credential(acct.UID, acct.GID, acct.Name)
 	if res != nil {
 		return *res
 	}
@@ -71,16 +121,15 @@ func (r *Runner) runDeliver(ctx context.Context, c *conf.Conf, e *queue.Envelope
 		"LOCAL=" + local, "DOMAIN=" + domain, "EXT=" + rcpt.Detail,
 		"RECIPIENT=" + rc.Addr,
 	}
-	args := []string{"--forward", "-r", rc.Addr, "-f", e.Sender, acct.Maildir}
-	return r.run(ctx, e, rc, r.o.Deliver, args, env, cred, acct.Home, nil)
+	args := []string{"--forward", "-r", rc.Addr, "-f", queuedSender(m), acct.Maildir}
+	return l.run(ctx, m, l.Program, args, env, cred, acct.Home, nil)
 }
 
 // runTarget delivers to an alias's "|command" or "/path/to/Maildir/", as
-// the owner of the aliases file (nobody when that is root), as Postfix
-// does for its alias database.
-func (r *Runner) runTarget(ctx context.Context, c *conf.Conf, e *queue.Envelope, rc *queue.Recipient) result {
+// the owner of the aliases file (nobody when that is root).
+func (l *Local) runTarget(ctx context.Context, c *conf.Conf, m *transport.Message, rc transport.Recipient) result {
 	uid, gid, name := -1, -1, ""
-	if r.env.Euid == 0 {
+	if l.Euid == 0 {
 		var st syscall.Stat_t
 		if err := syscall.Stat(filepath.Join(c.Dir, "aliases"), &st); err == nil && st.Uid != 0 {
 			uid, gid = int(st.Uid), int(st.Gid)
@@ -92,7 +141,7 @@ func (r *Runner) runTarget(ctx context.Context, c *conf.Conf, e *queue.Envelope,
 			uid, gid, name = u, g, "nobody"
 		}
 	}
-	cred, res := r.credential(uid, gid, name)
+	cred, res := l.credential(uid, gid, name)
 	if res != nil {
 		return *res
 	}
@@ -106,19 +155,28 @@ func (r *Runner) runTarget(ctx context.Context, c *conf.Conf, e *queue.Envelope,
 	}
 	if cmd, ok := strings.CutPrefix(rc.Addr, "|"); ok {
 		prep := func(msg io.Reader) (io.Reader, error) {
-			return mda.Prepare(msg, mda.Envelope{Sender: e.Sender, Recipient: rc.Parent})
+			return mda.Prepare(msg, mda.Envelope{Sender: queuedSender(m), Recipient: rc.Parent})
 		}
-		return r.run(ctx, e, rc, "/bin/sh", []string{"-c", cmd}, env, cred, "/", prep)
+		return l.run(ctx, m, "/bin/sh", []string{"-c", cmd}, env, cred, "/", prep)
 	}
-	return r.run(ctx, e, rc, r.o.Deliver, []string{"-r", rc.Parent, "-f", e.Sender, rc.Addr}, env, cred, "/", nil)
+	return l.run(ctx, m, l.Program, []string{"-r", rc.Parent, "-f", queuedSender(m), rc.Addr}, env, cred, "/", nil)
+}
+
+// queuedSender is the sender as the queue and tern-deliver's -f write it:
+// "<>" for the null sender.
+func queuedSender(m *transport.Message) string {
+	if m.Sender == "" {
+		return mta.NullSender
+	}
+	return m.Sender
 }
 
 // credential says whom to run a delivery as: the account when tern-queue
 // is root, itself otherwise (a queue run by a user for themselves, and the
 // tests). A uid of 0 is refused, as qmail-lspawn does: mail is not
 // delivered with root's rights.
-func (r *Runner) credential(uid, gid int, name string) (*syscall.Credential, *result) {
-	if r.env.Euid != 0 || uid < 0 {
+func (l *Local) credential(uid, gid int, name string) (*syscall.Credential, *result) {
+	if l.Euid != 0 || uid < 0 {
 		return nil, nil
 	}
 	if uid == 0 {
@@ -132,8 +190,8 @@ func (r *Runner) credential(uid, gid int, name string) (*syscall.Credential, *re
 
 // run runs one delivery program with the message on stdin and turns its
 // exit status into a result.
-func (r *Runner) run(ctx context.Context, e *queue.Envelope, rc *queue.Recipient, prog string, args, env []string, cred *syscall.Credential, dir string, prep func(io.Reader) (io.Reader, error)) result {
-	msg, err := r.q.Message(e)
+func (l *Local) run(ctx context.Context, m *transport.Message, prog string, args, env []string, cred *syscall.Credential, dir string, prep func(io.Reader) (io.Reader, error)) result {
+	msg, err := m.Open()
 	if err != nil {
 		return result{code: 75, status: "4.3.0", answer: "open queued message: " + err.Error()}
 	}
@@ -147,20 +205,17 @@ func (r *Runner) run(ctx context.Context, e *queue.Envelope, rc *queue.Recipient
 			return result{code: 75, status: "4.3.0", answer: err.Error()}
 		}
 	}
-	sender := e.Sender
-	if sender == mta.NullSender {
-		sender = "" // qmail-local's SENDER for the null sender
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	sender := m.Sender // "" for the null sender, as qmail-local's SENDER has it
+	ctx, cancel := context.WithTimeout(ctx, l.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = append([]string{
 		// tern-deliver's own directory first: a filter calls it by name,
 		// and /usr/local/sbin is not on a user's usual path.
-		"PATH=" + filepath.Dir(r.o.Deliver) + ":/usr/local/bin:/usr/bin:/bin",
+		"PATH=" + filepath.Dir(l.Program) + ":/usr/local/bin:/usr/bin:/bin",
 		"SENDER=" + sender,
-		"TERN_QUEUE=" + r.q.Dir, "TERN_CONF=" + r.o.Conf, "TERN_ENQUEUE=" + r.o.Enqueue,
-		"TERN_QID=" + e.ID,
+		"TERN_QUEUE=" + l.Queue, "TERN_CONF=" + l.ConfDir, EnqueuePathEnv + "=" + l.Enqueue,
+		"TERN_QID=" + m.ID,
 	}, env...)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		dir = "/"
@@ -175,13 +230,13 @@ func (r *Runner) run(ctx context.Context, e *queue.Envelope, rc *queue.Recipient
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
-	answer := out.lastLine()
+	answer := out.failureLine()
 	var exit *exec.ExitError
 	code := 0
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		return result{code: 75, status: "4.4.7", answer: fmt.Sprintf("%s did not finish within %s", filepath.Base(prog), r.o.Timeout)}
+		return result{code: 75, status: "4.4.7", answer: fmt.Sprintf("%s did not finish within %s", filepath.Base(prog), l.Timeout)}
 	case errors.As(err, &exit):
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			// A crash is not the message's fault: try again (qmail does).
@@ -226,7 +281,27 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) lastLine() string {
+// failureLine is the line of a program's output that says what failed
+// (issue #19): the last "prog: fatal: ..." or "prog: error: ..." line, as
+// tern's programs and s6's write them, not a "hint:" after it; else the
+// last line that is not a hint; else the last line.
+func (t *tailBuffer) failureLine() string {
 	lines := bytes.Split(bytes.TrimSpace(t.b), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := string(lines[i]); strings.Contains(l, ": fatal: ") || strings.Contains(l, ": error: ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := string(lines[i]); !strings.Contains(l, ": hint: ") && strings.TrimSpace(l) != "" {
+			return strings.TrimSpace(l)
+		}
+	}
 	return strings.TrimSpace(string(lines[len(lines)-1]))
 }
+
+// EnqueuePathEnv names tern-enqueue's path in the environment of
+// tern-queue and of the programs it runs. TERN_ENQUEUE is tern-smtpd's
+// filter (a program to pipe each message to): one name for one meaning
+// (issue #19).
+const EnqueuePathEnv = "TERN_ENQUEUE_PATH"

@@ -1,14 +1,21 @@
 // Package runner is tern-queue: it takes submissions into the queue,
-// delivers local recipients by running tern-deliver as the account, retries
-// on a growing schedule, and sends RFC 3464 bounces and delay warnings.
+// routes each recipient to a next hop, hands the recipients of a message
+// that share a hop to that hop's transport (local: tern-deliver as the
+// account; SMTP: the routes file's host or the domain's MX), records one
+// result per recipient, retries on a growing schedule, and sends RFC 3464
+// bounces, delay warnings and success notices.
 //
 // Why it is built this way: one process owns the queue (a lock file says
 // so), and every change to an entry happens under the entry's lock, with the
 // envelope re-read from disk first, so the administrative commands
-// (--hold, --delete) can run beside the daemon. New mail is noticed with
-// inotify on incoming/ and a periodic scan catches anything missed.
-// Deliveries are at least once: a crash after tern-deliver succeeded but
-// before the envelope was saved delivers that recipient again.
+// (--hold, --delete) can run beside the daemon; the lock is never held
+// while a transport runs. New mail is noticed with inotify on incoming/ and
+// a periodic scan catches anything missed. The scheduler takes entries in
+// arrival order, fresh mail before retries, with a limit per destination
+// so one slow or dead domain cannot hold up the rest, and backs off a
+// destination none of whose hosts answered as a whole (Postfix's qmgr does
+// both). Deliveries are at least once: a crash after a transport succeeded
+// but before the envelope was saved delivers that recipient again.
 package runner
 
 import (
@@ -19,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,23 +34,30 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/internal/resolver"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mta/queue"
+	"github.com/tern-mail/tern/mta/remote"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // Options are tern-queue's command line.
 type Options struct {
-	Queue        string
-	Conf         string
-	Deliver      string        // tern-deliver's path
-	Enqueue      string        // tern-enqueue's path, passed on for .forward
-	Concurrency  int           // entries delivered at once
-	MaxAge       time.Duration // after this, a deferred recipient bounces
-	WarnAfter    time.Duration // after this, one delay warning
-	ScanInterval time.Duration // the fallback scan of the queue
-	Timeout      time.Duration // one delivery's limit
-	Once         bool          // one pass over what is due, then exit
-	Flush        bool          // treat every deferred recipient as due
+	Queue       string
+	Conf        string
+	Deliver     string // tern-deliver's path
+	Enqueue     string // tern-enqueue's path, passed on for .forward
+	Concurrency int    // entries delivered at once
+	// DestinationConcurrency bounds the deliveries to one remote
+	// destination (transport.Hop.Key) at once.
+	DestinationConcurrency int
+	MaxAge                 time.Duration // after this, a deferred recipient bounces
+	WarnAfter              time.Duration // after this, one delay warning
+	ScanInterval           time.Duration // the fallback scan of the queue
+	Timeout                time.Duration // one delivery's limit
+	SMTP                   SMTPOptions   // remote delivery
+	Once                   bool          // one pass over what is due, then exit
+	Flush                  bool          // treat every deferred recipient as due
 }
 
 // Env is what the runner takes from its surroundings.
@@ -51,6 +66,13 @@ type Env struct {
 	Now     func() time.Time
 	Signals <-chan os.Signal // SIGHUP re-reads the control directory; SIGTERM and SIGINT stop
 	Euid    int
+	// Transports by kind. The local one defaults to running tern-deliver
+	// (Local), the SMTP one to mta/remote over the resolver and dialer
+	// below.
+	Transports map[transport.Kind]transport.Transport
+	Resolver   resolver.Resolver // nil: --dns, else /etc/resolv.conf's servers
+	Dial       Dial              // nil: net.Dialer
+	SelfAddrs  SelfAddrs         // nil: the interfaces' addresses
 }
 
 // Retry schedule (tern-queue(8)): the delay after the nth failed attempt
@@ -80,13 +102,23 @@ type Runner struct {
 	confMu sync.Mutex
 	conf   *conf.Conf
 
+	transports map[transport.Kind]transport.Transport
+	ownSMTP    *remote.Transport // the SMTP transport this runner made, under confMu
+	dests      *destinations
+
 	mu       sync.Mutex
 	fresh    []string // new entries, in arrival order: tried first
 	retries  retryHeap
-	known    map[string]bool // in fresh, in retries or running
+	known    map[string]bool     // in fresh, in retries or running
+	keys     map[string][]string // the destinations an entry waits on, for dispatch
 	running  int
 	retrying int // of running, how many are retries
 	flush    bool
+	// flushes counts the flushes done; started holds its value when each
+	// running entry started, so that an entry running during a flush is
+	// tried again at once when it finishes, not at its next-try time.
+	flushes int
+	started map[string]int
 }
 
 // New opens the queue and the control directory.
@@ -102,7 +134,33 @@ func New(o Options, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, flush: o.Flush}, nil
+	r := &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, keys: map[string][]string{}, started: map[string]int{}, flush: o.Flush,
+		dests: newDestinations(o.DestinationConcurrency), transports: map[transport.Kind]transport.Transport{}}
+	for k, t := range env.Transports {
+		r.transports[k] = t
+	}
+	if r.transports[transport.Local] == nil {
+		r.transports[transport.Local] = &Local{Conf: r.currentConf, Program: o.Deliver, Enqueue: o.Enqueue, Queue: q.Dir, ConfDir: o.Conf, Timeout: o.Timeout, Euid: env.Euid}
+	}
+	if r.transports[transport.SMTP] == nil {
+		if r.ownSMTP, err = r.smtpTransport(c); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// entryKeys is the destinations of e's recipients still to be tried.
+func (r *Runner) entryKeys(e *queue.Envelope) []string {
+	c := r.currentConf()
+	var keys []string
+	for _, rc := range e.Pending() {
+		k := hopKey(c, rc.Addr)
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 func (r *Runner) currentConf() *conf.Conf {
@@ -118,8 +176,10 @@ func (r *Runner) reload() {
 		return
 	}
 	r.confMu.Lock()
+	old := r.conf
 	r.conf = c
 	r.confMu.Unlock()
+	r.reloadSMTP(old, c)
 	r.log.Info("re-read the control directory", "dir", r.o.Conf)
 }
 
@@ -131,6 +191,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	defer func() {
+		// QUIT the connections kept for reuse.
+		if t, ok := r.transport(transport.SMTP).(*remote.Transport); ok && t == r.ownSMTP {
+			t.Close()
+		}
+	}()
 	notes, err := r.q.Recover(r.env.Now())
 	if err != nil {
 		return err
@@ -153,7 +219,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		events, watchErrs = w.Events, w.Errors
 	}
-	r.q.TakeFlush()
+	// A flush asked for while no tern-queue ran is done now; scan takes
+	// the request.
 	r.scan()
 	scan := time.NewTicker(r.o.ScanInterval)
 	defer scan.Stop()
@@ -278,6 +345,8 @@ func (r *Runner) scan() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.flush {
+		r.flushes++
+		r.dests.forgive()
 		// Everything deferred is due: rebuild the heap with now.
 		for i := range r.retries {
 			r.retries[i].due, r.retries[i].force = time.Time{}, true
@@ -298,16 +367,13 @@ func (r *Runner) scan() {
 		}
 		due, ok := e.NextTry()
 		if !ok {
-			if e.Done() || len(e.Pending()) == 0 && hasFailed(e) {
-				due = time.Time{} // finish it
-			} else {
-				continue // only remote recipients: nothing to do here
-			}
+			due = time.Time{} // done or failed: finish it
 		}
 		if r.flush {
 			due = time.Time{}
 		}
 		r.known[id] = true
+		r.keys[id] = r.entryKeys(e)
 		heap.Push(&r.retries, retryItem{id: id, due: due, force: r.flush})
 	}
 }
@@ -374,17 +440,22 @@ func (r *Runner) took(in queue.Ingested) {
 		rcpts[i] = rc.Addr
 	}
 	r.log.Info("new", "qid", id, "from", "<"+strings.Trim(e.Sender, "<>")+">", "to", strings.Join(rcpts, ","), "size", e.Size, "uid", e.UID)
+	keys := r.entryKeys(e)
 	r.mu.Lock()
 	if !r.known[id] {
 		r.known[id] = true
+		r.keys[id] = keys
 		r.fresh = append(r.fresh, id)
 	}
 	r.mu.Unlock()
 }
 
 // dispatch starts attempts while there are free slots: fresh entries
-// first, and retries only up to all slots but one, so that a backlog of
-// retries never keeps new mail waiting.
+// first, in arrival order, and retries only up to all slots but one, so
+// that a backlog of retries never keeps new mail waiting. An entry whose
+// every destination is at its limit is passed over for a later one (a
+// look-ahead of dispatchLookAhead entries), so a slow destination holds
+// only its own slots.
 func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -396,24 +467,78 @@ func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 	for r.running < r.o.Concurrency {
 		var id string
 		force, retry := false, false
-		switch {
-		case len(r.fresh) > 0:
-			id = r.fresh[0]
-			r.fresh = r.fresh[1:]
-		case len(r.retries) > 0 && !r.retries[0].due.After(now) && r.retrying < retrySlots:
-			it := heap.Pop(&r.retries).(retryItem)
+		if i := r.readyFresh(); i >= 0 {
+			id = r.fresh[i]
+			r.fresh = slices.Delete(r.fresh, i, i+1)
+		} else if r.retrying < retrySlots {
+			it, ok := r.readyRetry(now)
+			if !ok {
+				return
+			}
 			id, force = it.id, it.force
 			retry = true
 			r.retrying++
-		default:
+		} else {
 			return
 		}
 		r.running++
+		r.started[id] = r.flushes
+		booked := r.dests.book(r.keys[id])
 		go func() {
-			r.attempt(ctx, id, force)
+			r.attempt(ctx, id, force, booked)
 			done <- attemptDone{id, retry}
 		}()
 	}
+}
+
+// dispatchLookAhead bounds how far past a blocked entry the scheduler
+// looks for one it can start.
+const dispatchLookAhead = 512
+
+// ready reports whether entry id has a destination with a free slot.
+// Under r.mu.
+func (r *Runner) ready(id string) bool {
+	keys := r.keys[id]
+	if len(keys) == 0 {
+		return true
+	}
+	for _, k := range keys {
+		if !r.dests.full(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// readyFresh is the index of the first fresh entry that can start, or -1.
+func (r *Runner) readyFresh() int {
+	for i, id := range r.fresh {
+		if i >= dispatchLookAhead {
+			break
+		}
+		if r.ready(id) {
+			return i
+		}
+	}
+	return -1
+}
+
+// readyRetry pops the first due retry that can start.
+func (r *Runner) readyRetry(now time.Time) (retryItem, bool) {
+	var skipped []retryItem
+	defer func() {
+		for _, it := range skipped {
+			heap.Push(&r.retries, it)
+		}
+	}()
+	for len(r.retries) > 0 && !r.retries[0].due.After(now) && len(skipped) < dispatchLookAhead {
+		it := heap.Pop(&r.retries).(retryItem)
+		if r.ready(it.id) {
+			return it, true
+		}
+		skipped = append(skipped, it)
+	}
+	return retryItem{}, false
 }
 
 // finished reschedules an entry after an attempt.
@@ -425,6 +550,9 @@ func (r *Runner) finished(d attemptDone) {
 		r.retrying--
 	}
 	delete(r.known, id)
+	delete(r.keys, id)
+	flushed := r.started[id] != r.flushes
+	delete(r.started, id)
 	r.mu.Unlock()
 	e, err := r.q.Load(id)
 	if err != nil {
@@ -437,10 +565,15 @@ func (r *Runner) finished(d attemptDone) {
 	if !ok {
 		return
 	}
+	if flushed {
+		due = time.Time{}
+	}
+	keys := r.entryKeys(e)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.known[id] = true
-	heap.Push(&r.retries, retryItem{id: id, due: due})
+	r.keys[id] = keys
+	heap.Push(&r.retries, retryItem{id: id, due: due, force: flushed})
 }
 
 type attemptDone struct {

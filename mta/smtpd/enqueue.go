@@ -19,10 +19,15 @@ import (
 
 // Envelope is what the queue is told besides the message.
 type Envelope struct {
-	ID         string   // the queue ID, when the Enqueuer made one (IDMaker)
-	Sender     string   // "" is the null sender
-	Recipients []string //
-	Env        []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
+	ID         string              // the queue ID, when the Enqueuer made one (IDMaker)
+	Sender     string              // "" is the null sender
+	Recipients []enqueue.Recipient // with their DSN parameters
+	// MAIL FROM's parameters: SMTPUTF8, BODY, ENVID, RET, REQUIRETLS.
+	enqueue.Conversation
+	// EightBit: the text, as handed to the queue, has an octet over 127;
+	// the checker found it on its way through.
+	EightBit bool
+	Env      []string // "K=V" for the enqueue command: TERN_CID, TCPREMOTEIP, TERN_AUTH_USER
 }
 
 // Enqueuer puts a message into the queue. It returns the queue id, or an
@@ -73,12 +78,14 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := append([]string{"-v", "-f", env.Sender, "--"}, env.Recipients...)
-	cmd := exec.CommandContext(ctx, p.Command, args...)
-	cmd.Env = append(append([]string(nil), p.Env...), env.Env...)
+	cmd := exec.CommandContext(ctx, p.Command, pipeArgs(env)...)
+	cmd.Env = append(withoutEnvelopeVars(p.Env), env.Env...)
 	cmd.Stdin = msg
-	var stdout, stderr capped
-	stdout.max, stderr.max = 4096, 4096
+	var stdout capped
+	stdout.max = 4096
+	// What failed is said last (a filter's chatter comes first): the end
+	// of standard error is kept.
+	stderr := tail{max: 4096}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// A filter may start helpers of its own: on timeout the whole group
 	// goes, so nothing is left holding the message.
@@ -86,9 +93,9 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	why := strings.TrimSpace(stderr.String())
+	why := failureLine(stderr.String())
 	if why != "" {
-		why = ": " + lastLine(why)
+		why = ": " + why
 	}
 	if err != nil {
 		var exit *exec.ExitError
@@ -112,6 +119,54 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	return "unknown", nil
 }
 
+// pipeArgs is the enqueue command's command line for env: tern-enqueue's
+// flags for MAIL FROM's parameters, and a recipient with its RCPT
+// parameters in one argument (see enqueue.ParseRecipient). Values go in
+// the --flag=value form, which no value can be mistaken out of.
+func pipeArgs(env Envelope) []string {
+	args := []string{"-v", "-f", env.Sender}
+	c := env.Conversation
+	if c.SMTPUTF8 {
+		args = append(args, "--smtputf8")
+	}
+	if c.Body != "" {
+		args = append(args, "--body="+c.Body)
+	}
+	if c.EnvID != "" {
+		args = append(args, "--envid="+c.EnvID)
+	}
+	if c.Ret != "" {
+		args = append(args, "--ret="+c.Ret)
+	}
+	if c.RequireTLS {
+		args = append(args, "--requiretls")
+	}
+	args = append(args, "--")
+	for _, r := range env.Recipients {
+		args = append(args, r.Arg())
+	}
+	return args
+}
+
+// withoutEnvelopeVars is env without the variables that would set
+// tern-enqueue's flags about one message (TERN_FROM, TERN_ENVID, ...):
+// the envelope comes from the SMTP conversation alone, whatever the
+// server's own environment holds.
+func withoutEnvelopeVars(env []string) []string {
+	drop := map[string]bool{}
+	for _, v := range enqueue.EnvelopeVars() {
+		drop[v] = true
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !drop[k] {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // qidLine finds the first line "qid=ID" in out, ID being 1 to 64
 // printable ASCII characters; "" when there is none.
 func qidLine(out string) string {
@@ -127,11 +182,60 @@ func qidLine(out string) string {
 	return ""
 }
 
-func lastLine(s string) string {
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
+// failureLine picks from a child's standard error the line that says
+// what failed: the last "prog: fatal: ..." or "prog: error: ..." line, as
+// tern's programs (and s6's and age's) write it, else the last line that
+// is not a hint or a note. A usage error ends in "prog: hint: see 'prog
+// --help'", which names no cause, and the fatal line before it does.
+func failureLine(stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if level := logLevel(lines[i]); level == "fatal" || level == "error" {
+			return strings.TrimSpace(lines[i])
+		}
 	}
-	return s
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if level := logLevel(l); l != "" && level != "hint" && level != "note" {
+			return l
+		}
+	}
+	return ""
+}
+
+// logLevel is the word after the program's name in a "prog: level: ..."
+// line, or "".
+func logLevel(line string) string {
+	prog, rest, ok := strings.Cut(line, ": ")
+	if !ok || prog == "" || strings.ContainsAny(prog, " \t") {
+		return ""
+	}
+	level, _, ok := strings.Cut(rest, ": ")
+	if !ok || strings.ContainsAny(level, " \t") {
+		return ""
+	}
+	return level
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	if len(t.buf) > t.max {
+		return string(t.buf[len(t.buf)-t.max:])
+	}
+	return string(t.buf)
 }
 
 // capped keeps the first max bytes written to it.
@@ -172,11 +276,14 @@ func (d *Direct) Enqueue(_ context.Context, env Envelope, msg io.Reader) (string
 		return "", &EnqueueError{Status: sysexit.TempFail, Temporary: true, Err: err}
 	}
 	qid, err := enqueue.Submit(q, enqueue.Options{
-		ID:         env.ID,
-		Host:       d.Host(),
-		Sender:     env.Sender,
-		SenderSet:  true,
-		Recipients: env.Recipients,
+		ID:           env.ID,
+		Host:         d.Host(),
+		Sender:       env.Sender,
+		SenderSet:    true,
+		Recipients:   env.Recipients,
+		Conversation: env.Conversation,
+		Scanned:      true,
+		EightBit:     env.EightBit,
 	}, enqueue.Env{Stdin: msg, Now: d.Now})
 	if err != nil {
 		status := sysexit.Code(err)

@@ -40,8 +40,13 @@ type checker struct {
 	size int64
 	line int
 	cr   bool
+	high byte // every octet ORed: its top bit says the text is 8-bit
 	out  []byte
 }
+
+// eightBit reports whether the text so far has an octet over 127
+// (RFC 6152), which the queue keeps for delivery.
+func (c *checker) eightBit() bool { return c.high&0x80 != 0 }
 
 func (c *checker) scan(p []byte) ([]byte, *smtp.SMTPError) {
 	c.out = c.out[:0]
@@ -73,6 +78,7 @@ func (c *checker) scan(p []byte) ([]byte, *smtp.SMTPError) {
 		if c.cr {
 			return nil, errBareCR
 		}
+		c.high |= b
 		c.line++
 		if c.line > MaxLine-2 {
 			return nil, errLongLine
@@ -182,7 +188,7 @@ func (s *session) receivedLocked(id string, env Envelope) string {
 		proto = "ESMTP"
 	}
 	tlsInfo, isTLS := s.tlsState()
-	if s.utf8 {
+	if s.conv.SMTPUTF8 {
 		proto = "UTF8SMTP"
 	}
 	if isTLS {
@@ -197,8 +203,8 @@ func (s *session) receivedLocked(id string, env Envelope) string {
 	}
 	b.WriteString("\r\n\tid ")
 	b.WriteString(id)
-	if len(env.Recipients) == 1 && !strings.ContainsAny(env.Recipients[0], "<>\r\n") {
-		b.WriteString("\r\n\tfor <" + env.Recipients[0] + ">")
+	if len(env.Recipients) == 1 && !strings.ContainsAny(env.Recipients[0].Addr, "<>\r\n") {
+		b.WriteString("\r\n\tfor <" + env.Recipients[0].Addr + ">")
 	}
 	b.WriteString("; ")
 	b.WriteString(s.cfg.now().Format(time.RFC1123Z))

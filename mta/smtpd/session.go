@@ -17,6 +17,8 @@ import (
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
+	"github.com/tern-mail/tern/mta/enqueue"
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // backend hands go-smtp the one session of the connection.
@@ -44,8 +46,8 @@ type session struct {
 	user     *auth.Account
 	from     string
 	fromSet  bool
-	utf8     bool
-	rcpts    []string
+	conv     enqueue.Conversation // MAIL FROM's parameters
+	rcpts    []enqueue.Recipient
 	messages int
 }
 
@@ -143,7 +145,7 @@ func (s *session) tlsStarted() {
 	defer s.mu.Unlock()
 	s.heloName, s.esmtp = "", false
 	s.user = nil
-	s.from, s.fromSet, s.utf8, s.rcpts = "", false, false, nil
+	s.from, s.fromSet, s.conv, s.rcpts = "", false, enqueue.Conversation{}, nil
 	if v, ok := s.tlsState(); ok {
 		s.log().Info("starttls", "tls", v)
 	}
@@ -177,13 +179,85 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return smtpErr(553, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: %v", err)
 		}
 	}
+	conv, err := s.mailParams(from, opts)
+	if err != nil {
+		return err
+	}
 	if s.cfg.Mode == Submission && !s.owns(from) {
 		s.log().Info("rejected", "from", "<"+from+">", "user", s.user.Name, "status", "553 5.7.1", "why", "sender not owned by user")
 		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, "sender address <%s> is not one of %s's addresses", from, s.user.Name)
 	}
 	s.from, s.fromSet, s.rcpts = from, true, nil
-	s.utf8 = opts != nil && opts.UTF8
+	s.conv = conv
 	return nil
+}
+
+// mailParams checks MAIL FROM's parameters beyond what the engine checks
+// (it has parsed them, and refused malformed ones with 501 5.5.4) and
+// returns them as the queue keeps them.
+func (s *session) mailParams(from string, opts *smtp.MailOptions) (enqueue.Conversation, error) {
+	var c enqueue.Conversation
+	if opts == nil {
+		opts = &smtp.MailOptions{}
+	}
+	c.SMTPUTF8 = opts.UTF8
+	if !c.SMTPUTF8 && !isASCII(from) {
+		// RFC 6531 §3.5.
+		return c, smtpErr(553, smtp.EnhancedCode{5, 6, 7}, "non-ASCII address <%s> needs the SMTPUTF8 parameter", from)
+	}
+	if opts.RequireTLS && !s.isTLS() {
+		// RFC 8689 §4: REQUIRETLS only over TLS, and it is advertised
+		// only there.
+		return c, smtpErr(530, smtp.EnhancedCode{5, 7, 10}, "REQUIRETLS needs TLS: STARTTLS first")
+	}
+	c.RequireTLS = opts.RequireTLS
+	c.Body = string(opts.Body)
+	c.Ret = string(opts.Return)
+	if opts.EnvelopeID != "" {
+		if err := mta.CheckEnvID(opts.EnvelopeID); err != nil {
+			return c, smtpErr(501, smtp.EnhancedCode{5, 5, 4}, "malformed ENVID parameter: %v", err)
+		}
+		c.EnvID = opts.EnvelopeID
+	}
+	return c, nil
+}
+
+// rcptParams checks RCPT TO's DSN parameters (RFC 3461 §4.1, §4.2), as
+// the engine parsed them, and returns the recipient as the queue keeps
+// it.
+func rcptParams(addr string, opts *smtp.RcptOptions) (enqueue.Recipient, error) {
+	r := enqueue.Recipient{Addr: addr}
+	if opts == nil {
+		return r, nil
+	}
+	if len(opts.Notify) > 0 {
+		words := make([]string, len(opts.Notify))
+		for i, w := range opts.Notify {
+			words[i] = string(w)
+		}
+		n, err := transport.ParseNotify(strings.Join(words, ","))
+		if err != nil {
+			return r, smtpErr(501, smtp.EnhancedCode{5, 5, 4}, "malformed NOTIFY parameter: %v", err)
+		}
+		r.Notify = n
+	}
+	if opts.OriginalRecipient != "" {
+		o, err := mta.CheckORcpt(string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient)
+		if err != nil {
+			return r, smtpErr(501, smtp.EnhancedCode{5, 5, 4}, "malformed ORCPT parameter: %v", err)
+		}
+		r.ORcpt = o
+	}
+	return r, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // owns says whether the authenticated user may send as from: their own
@@ -233,7 +307,7 @@ func (s *session) leadsTo(r *conf.Recipient, name string, depth int) bool {
 // Rcpt implements smtp.Session. Local recipients are checked now, so that
 // mail for nobody is refused in the conversation and never bounced later
 // to a forged sender (backscatter).
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.fromSet {
@@ -242,6 +316,14 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	addr, err := mta.CheckAddress(to)
 	if err != nil {
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax: %v", err)
+	}
+	if !s.conv.SMTPUTF8 && !isASCII(to) {
+		// RFC 6531 §3.5.
+		return smtpErr(553, smtp.EnhancedCode{5, 6, 7}, "non-ASCII address <%s> needs MAIL FROM with SMTPUTF8", to)
+	}
+	rcpt, err := rcptParams(to, opts)
+	if err != nil {
+		return err
 	}
 	local, domain := mta.SplitAddress(addr)
 	if domain == "" && !strings.EqualFold(local, "postmaster") {
@@ -262,7 +344,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.log().Info("rejected", "from", "<"+s.from+">", "to", "<"+to+">", "status", "554 5.7.1", "why", "relaying denied")
 		return smtpErr(554, smtp.EnhancedCode{5, 7, 1}, "relay access denied: %s is not a domain of this host", domain)
 	}
-	s.rcpts = append(s.rcpts, to)
+	s.rcpts = append(s.rcpts, rcpt)
 	return nil
 }
 
@@ -270,7 +352,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.from, s.fromSet, s.utf8, s.rcpts = "", false, false, nil
+	s.from, s.fromSet, s.conv, s.rcpts = "", false, enqueue.Conversation{}, nil
 }
 
 // Logout implements smtp.Session.
@@ -364,7 +446,7 @@ func (s *session) Data(r io.Reader) error {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "need MAIL and RCPT before DATA")
 	}
 	s.messages++
-	env := Envelope{ID: qid, Sender: s.from, Recipients: append([]string(nil), s.rcpts...)}
+	env := Envelope{ID: qid, Sender: s.from, Recipients: append([]enqueue.Recipient(nil), s.rcpts...), Conversation: s.conv}
 	// Without a queue ID yet (a pipe makes its own), the connection id
 	// and the message's number; the "accepted" log line has both.
 	id := qid
@@ -409,6 +491,9 @@ func (s *session) Data(r io.Reader) error {
 	if cerr != nil {
 		return s.refuse(env, cerr)
 	}
+	// The checker saw every octet of the client's text; the Received
+	// line names a recipient that may not be ASCII.
+	env.EightBit = chk.eightBit() || !isASCII(rec)
 	if _, err := sp.Write(tail); err != nil {
 		return s.spoolFailed(err)
 	}

@@ -202,6 +202,13 @@ func (cfg *Config) Serve(ctx context.Context, c Conn, p Peer) error {
 	// idea of TLS, which never sees ours.
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = true
+	// RFC 3461: the queue keeps NOTIFY, RET, ENVID and ORCPT, and
+	// delivery honours them.
+	srv.EnableDSN = true
+	// RFC 8689: the engine parses the parameter; the session refuses it
+	// without TLS, and the wire advertises it only over TLS (the engine
+	// never sees ours, so it would not).
+	srv.EnableREQUIRETLS = true
 	// Timeouts are per read, in serve.Conn: the engine's ReadTimeout is
 	// not renewed during DATA.
 	srv.ReadTimeout, srv.WriteTimeout = 0, 0

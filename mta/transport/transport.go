@@ -53,6 +53,10 @@ type Recipient struct {
 	Addr   string
 	Notify Notify // RFC 3461 NOTIFY; 0 when not given
 	ORcpt  string // RFC 3461 ORCPT as "addr-type;address", decoded from xtext; "" if none
+	// Parent is the alias this recipient was expanded from, or "". The
+	// local transport runs an alias's "|command" and "/path/" targets
+	// for it, with the alias as RECIPIENT.
+	Parent string
 }
 
 // Kind names a transport.

@@ -101,6 +101,9 @@ type result struct {
 
 type rows struct {
 	cold, warm map[string][]*result // by server name
+	// churn: per server, the times of DELE+QUIT and of the next
+	// session's LOGIN+STAT+UIDL, one pair a round (see churn).
+	churn map[string][][2]time.Duration
 }
 
 func run(o options) error {
@@ -217,6 +220,18 @@ func bench(o options, n int, pass string, servers []*server) (*rows, error) {
 	if err := check(names, servers, r); err != nil {
 		return nil, err
 	}
+	r.churn = map[string][][2]time.Duration{}
+	for i := 0; i < o.warm; i++ {
+		for k := range servers {
+			s := servers[(i+k)%len(servers)]
+			d, err := churn(s, account(s.prefix, n, copies-1), pass, n-10*(i+1))
+			if err != nil {
+				return nil, fmt.Errorf("%s churn round %d: %w", s.name, i, err)
+			}
+			r.churn[s.name] = append(r.churn[s.name], d)
+			fmt.Printf("  %d churn %-10s DELE+QUIT %.0fms  re-login+STAT+UIDL %.0fms\n", n, s.name, ms(d[0]), ms(d[1]))
+		}
+	}
 	// The next size needs the disk more than these copies do.
 	os.RemoveAll(master)
 	for c := 0; c < copies; c++ {
@@ -290,6 +305,78 @@ func check(names []string, servers []*server, r *rows) error {
 	return nil
 }
 
+// churn is the re-login after changes of issue 14: a session deletes ten
+// messages and quits, and a new session logs in, asks STAT and UIDL and
+// quits, at once. The first says what a change costs; the second whether
+// the server trusts what the change left, or reads the directories again.
+// want is the count the second session must find.
+func churn(s *server, user, pass string, want int) ([2]time.Duration, error) {
+	var d [2]time.Duration
+	login := func() (*client, net.Conn, error) {
+		conn, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		conn.SetDeadline(time.Now().Add(15 * time.Minute))
+		c := &client{r: bufio.NewReaderSize(conn, 256<<10), w: conn}
+		if _, err := c.status(); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("greeting: %w", err)
+		}
+		for _, cmd := range []string{"USER " + user, "PASS " + pass} {
+			if _, err := c.cmd(cmd); err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+		}
+		return c, conn, nil
+	}
+	c, conn, err := login()
+	if err != nil {
+		return d, err
+	}
+	t0 := time.Now()
+	for i := 1; i <= 10; i++ {
+		if _, err := c.cmd(fmt.Sprintf("DELE %d", i)); err != nil {
+			conn.Close()
+			return d, err
+		}
+	}
+	_, err = c.cmd("QUIT")
+	// The server's session ends when the connection does: wait for it.
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	io.Copy(io.Discard, conn)
+	conn.Close()
+	d[0] = time.Since(t0)
+	if err != nil {
+		return d, err
+	}
+	t1 := time.Now()
+	c, conn, err = login()
+	if err != nil {
+		return d, err
+	}
+	defer conn.Close()
+	stat, err := c.cmd("STAT")
+	if err != nil {
+		return d, err
+	}
+	var count int
+	if _, err := fmt.Sscanf(stat, "+OK %d", &count); err != nil || count != want {
+		return d, fmt.Errorf("STAT after DELE: %q, want %d messages", stat, want)
+	}
+	lines, err := c.multi("UIDL")
+	if err != nil {
+		return d, err
+	}
+	d[1] = time.Since(t1)
+	if len(lines) != want {
+		return d, fmt.Errorf("UIDL after DELE: %d lines, want %d", len(lines), want)
+	}
+	c.cmd("QUIT")
+	return d, nil
+}
+
 // normalizeUIDL drops a maildir info part (":2,S"), should a server's
 // UIDL include it; neither tern nor Dovecot's %f does (checked: the
 // comparison would fail on the Seen flag of the warm sessions otherwise).
@@ -358,6 +445,27 @@ func report(o options, servers []*server, all map[int]*rows) {
 				}
 				fmt.Println(line)
 			}
+		}
+		for step, name := range []string{"DELE+QUIT", "relogin"} {
+			line := fmt.Sprintf("%-8d %-5s %-11s", n, "churn", name)
+			var med []time.Duration
+			for k, s := range servers {
+				var ds []time.Duration
+				for _, d := range r.churn[s.name] {
+					ds = append(ds, d[step])
+				}
+				med = append(med, median(ds))
+				line += fmt.Sprintf(" %*.1f", []int{10, 12}[min(k, 1)], ms(med[k]))
+			}
+			if len(med) > 1 {
+				ratio := float64(med[1]) / float64(max(med[0], 1))
+				mark := ""
+				if ratio < 1 {
+					mark = "  tern slower"
+				}
+				line += fmt.Sprintf(" %14.2f%s", ratio, mark)
+			}
+			fmt.Println(line)
 		}
 		line := fmt.Sprintf("%-8d %-5s %-11s", n, "peak", "RSS MiB")
 		var mems []float64

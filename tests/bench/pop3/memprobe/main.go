@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/tern-mail/tern/internal/account"
 	"github.com/tern-mail/tern/pop3d"
 )
 
@@ -19,7 +20,12 @@ func main() {
 	prof := flag.String("heap", "", "write a heap profile here after login")
 	flag.Parse()
 	t0 := time.Now()
-	box, err := pop3d.OpenMaildir(flag.Arg(0))
+	store, err := account.OpenStore(flag.Arg(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	box, err := pop3d.OpenMaildir(store)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
