@@ -342,6 +342,77 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// The same question asked by many at once goes out once.
+func TestInflight(t *testing.T) {
+	srv := testdns.Start(t)
+	srv.MX("busy.example", 10, "mx.busy.example")
+	srv.Hang("busy.example")
+	cl := newClient(t, Config{Timeout: 400 * time.Millisecond, Attempts: 3, CacheSize: -1}, srv)
+	const n = 20
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			mx, _, err := LookupMX(context.Background(), cl, "busy.example")
+			if err == nil && len(mx) != 1 {
+				err = fmt.Errorf("MX %v", mx)
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	srv.Heal("busy.example") // the first try is lost; the second is answered
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if c := srv.Count("busy.example", dns.TypeMX); c != 2 {
+		t.Errorf("%d questions asked %d times, want 2 (one lost, one answered)", n, c)
+	}
+	// A waiter's own deadline still holds.
+	srv.Hang("busy.example")
+	go LookupMX(context.Background(), cl, "busy.example")
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := cl.Query(ctx, "busy.example", dns.TypeMX); !errors.Is(err, ErrTemporary) || time.Since(start) > time.Second {
+		t.Errorf("waiter past its deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+// An empty answer is NODATA only when it says so (RFC 2308 §2.2): a
+// referral from a server that does not recurse is a failure.
+func TestReferral(t *testing.T) {
+	msg := func(ns ...string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeMX)
+		m.Response = true
+		for _, s := range ns {
+			rr, err := dns.NewRR(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Ns = append(m.Ns, rr)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		ns   []string
+		kind error
+	}{
+		{nil, ErrNoData},
+		{[]string{"example.org. 60 IN SOA ns.example.org. h.example.org. 1 2 3 4 60"}, ErrNoData},
+		{[]string{"org. 172800 IN NS a0.org.afilias-nst.info."}, ErrTemporary},
+		{[]string{"example.org. 60 IN NS ns.example.org.", "example.org. 60 IN SOA ns.example.org. h.example.org. 1 2 3 4 60"}, ErrNoData},
+	} {
+		_, _, err := interpret(msg(tc.ns...), "example.org.", dns.TypeMX, "s").answer()
+		if !errors.Is(err, tc.kind) {
+			t.Errorf("authority %v: %v, want %v", tc.ns, err, tc.kind)
+		}
+	}
+}
+
 // A stray answer to another question is not taken.
 func TestMismatchedAnswer(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

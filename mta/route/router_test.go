@@ -122,6 +122,10 @@ func TestTargets(t *testing.T) {
 	// IDN.
 	srv.MX("xn--bcher-kva.example", 10, "xn--mx-bcher-mlb.example")
 	srv.A("xn--mx-bcher-mlb.example", "192.0.2.20")
+	// A host listed twice.
+	srv.MX("dup.example", 30, "a.order.example")
+	srv.MX("dup.example", 20, "b.order.example")
+	srv.MX("dup.example", 10, "a.order.example")
 	// A route host: has an MX, which must not be used.
 	srv.A("relay.example", "192.0.2.30")
 	srv.MX("relay.example", 10, "c.order.example")
@@ -135,6 +139,7 @@ func TestTargets(t *testing.T) {
 		want   string
 	}{
 		{"preference order", "order.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
+		{"a host listed twice", "dup.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2"},
 		{"case and final dot", "ORDER.Example.", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
 		{"implicit MX", "implicit.example", nil, "implicit.example:2525=2001:db8::4,192.0.2.4"},
 		{"no MX, no address", "noaddr.example", nil, "5.4.4 permanent noaddr.example has no MX record and no address: no host to send to"},
@@ -300,6 +305,29 @@ func TestMaxMX(t *testing.T) {
 	}
 	if n := srv.Count(fmt.Sprintf("mx%02d.many.example", MaxMX), 0); n != 0 {
 		t.Errorf("an MX host past the first %d was looked up", MaxMX)
+	}
+}
+
+// A host with hundreds of addresses keeps MaxAddrs, both families.
+func TestMaxAddrs(t *testing.T) {
+	srv := testdns.Start(t)
+	srv.MX("crowd.example", 10, "mx.crowd.example")
+	srv.MX("crowd.example", 20, "mx2.crowd.example")
+	var want []string
+	for i := range 300 {
+		srv.A("mx.crowd.example", fmt.Sprintf("10.0.%d.%d", i/256, i%256), fmt.Sprintf("2001:db8:1::%x", i))
+		srv.A("mx2.crowd.example", fmt.Sprintf("10.0.%d.%d", i/256, i%256))
+		if len(want) < MaxAddrs {
+			want = append(want, netip.MustParseAddr(fmt.Sprintf("2001:db8:1::%x", i)).String(), fmt.Sprintf("10.0.%d.%d", i/256, i%256))
+		}
+	}
+	r := newRouter(t, srv)
+	ts, err := r.Targets(context.Background(), "crowd.example", nil)
+	if got := show(ts, err); !strings.HasPrefix(got, "mx.crowd.example:2525="+strings.Join(want, ",")+" mx2.crowd.example:2525=10.0.0.8,") {
+		t.Errorf("got %s", got)
+	}
+	if len(ts) != 2 || len(ts[1].Addrs) != MaxAddrs {
+		t.Errorf("second host: %s", show(ts, err))
 	}
 }
 
