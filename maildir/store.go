@@ -42,6 +42,9 @@ type Store struct {
 
 	pid int
 	seq atomic.Int64 // the Q<n> delivery counter of this Store
+	// mutation, set only by tests, breaks a rule of the index on
+	// purpose, to show that the tests catch it.
+	mutation int
 }
 
 func newStore(root string) (*Store, error) {

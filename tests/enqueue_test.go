@@ -81,7 +81,7 @@ func TestEnqueueMailq(t *testing.T) {
 		cmd := r.Cmd("tern-enqueue")
 		cmd.Path, cmd.Args = prog, append([]string{prog}, args[1:]...)
 		res := RunCmd(t, cmd, "")
-		if res.Code != 0 || !strings.Contains(res.Stdout, id) || !strings.Contains(res.Stdout, "<joe@example.net>") || !strings.Contains(res.Stdout, "remote    far@elsewhere.example") {
+		if res.Code != 0 || !strings.Contains(res.Stdout, id) || !strings.Contains(res.Stdout, "<joe@example.net>") || !strings.Contains(res.Stdout, "deferred  far@elsewhere.example") {
 			t.Errorf("%v: %v", args, res)
 		}
 	}

@@ -128,6 +128,10 @@ func (r *Root) Env(extra ...string) []string {
 		"TERN_QUEUE=" + r.Queue,
 		"HOME=" + filepath.Join(r.Home, "nobody"),
 		"LANG=C.UTF-8",
+		// No test asks the real DNS: a remote recipient is deferred
+		// (nothing answers on this port) unless the test gives its own
+		// server (internal/testdns) with --dns.
+		"TERN_DNS=127.0.0.1:9",
 	}
 	return overrideEnv(env, extra)
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // submission returns the envelope of the submission qid in the queue's
@@ -206,5 +207,26 @@ func TestIntakeEnqueueFlags(t *testing.T) {
 		if res.Code != 64 || !strings.Contains(res.Stderr, "tern-enqueue: ") {
 			t.Errorf("%q: %v, want exit 64 with the reason", args, res)
 		}
+	}
+}
+
+// TestIntakePipeKeepsCause: when the enqueue program refuses a message,
+// tern-smtpd's log keeps the line that says why (tern-enqueue's "fatal:"
+// line), not the hint that follows it.
+func TestIntakePipeKeepsCause(t *testing.T) {
+	r, _ := smtpdRoot(t)
+	wrapper := r.WriteFile("bin/bad-filter", "#!/bin/sh\nexec "+Bin("tern-enqueue")+" --no-such-flag \"$@\"\n")
+	if err := os.Chmod(wrapper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, addr := startSmtpd(t, r, nil, "--greet-delay", "0", "--rdns=false", "--enqueue", wrapper)
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.transaction("a@remote.example", "bob@example.org")
+	c.expect("Subject: x\r\n\r\nx\r\n.", "554 5.3.0")
+	Eventually(t, 5*time.Second, "the refusal is logged", func() bool { return strings.Contains(p.Stderr(), "rejected") })
+	log := p.Stderr()
+	if !strings.Contains(log, "fatal: flag provided but not defined: -no-such-flag") || strings.Contains(log, "hint:") {
+		t.Errorf("the log does not keep the cause:\n%s", log)
 	}
 }

@@ -122,8 +122,13 @@ func TestQueueLocalUser(t *testing.T) {
 	if !strings.HasPrefix(res.Stdout, "qid=") || len(id) != 21 {
 		t.Fatalf("-v printed %q, want qid=<21 hex digits>", res.Stdout)
 	}
-	if l := r.list(); len(l) != 1 || l[0].ID != id || l[0].Kind != "incoming" {
+	// Not taken in yet: listed from its own envelope (issue #19), by
+	// tern-queue and by mailq.
+	if l := r.list(); len(l) != 1 || l[0].ID != id || l[0].Kind != "incoming" || l[0].Sender != "joe@example.net" || len(l[0].Recipients) != 1 || l[0].Recipients[0].Address != "bob@example.org" {
 		t.Fatalf("before tern-queue ran: %+v", l)
+	}
+	if res := r.Run("", nil, "tern-enqueue", "--list"); !strings.Contains(res.Stdout, "<joe@example.net> incoming") || !strings.Contains(res.Stdout, "queued    bob@example.org") || strings.Contains(res.Stdout, "        0 ") {
+		t.Errorf("mailq before tern-queue ran:\n%s", res.Stdout)
 	}
 	q := r.runQueue()
 	got := inbox(t, filepath.Join(r.home("bob"), "Maildir"))
@@ -518,6 +523,25 @@ func TestQueueDelayWarning(t *testing.T) {
 	}
 	if l := r.list(); len(l) != 0 {
 		t.Errorf("queue: %+v", l)
+	}
+}
+
+// TestQueueEnqueuePath: tern-queue hands .forward its tern-enqueue as
+// TERN_ENQUEUE_PATH, and says it does not read TERN_ENQUEUE, which is
+// tern-smtpd's filter (issue #19).
+func TestQueueEnqueuePath(t *testing.T) {
+	r := newQueueRoot(t)
+	r.forwardFile("bob", "carol@example.org\n")
+	r.enqueue(plainMsg, "-f", "joe@example.net", "--", "bob@example.org")
+	res := r.Run("", []string{"TERN_ENQUEUE=/nonexistent/spamfilter"}, "tern-queue", "--once")
+	if res.Code != 0 {
+		t.Fatalf("tern-queue: %v", res)
+	}
+	if !strings.Contains(res.Stderr, "warning: TERN_ENQUEUE is tern-smtpd's filter and is not read here") {
+		t.Errorf("no warning about TERN_ENQUEUE:\n%s", res.Stderr)
+	}
+	if n := len(inbox(t, filepath.Join(r.home("carol"), "Maildir"))); n != 1 {
+		t.Errorf("carol got %d forwarded messages, want 1 (the forward used TERN_ENQUEUE?)\n%s", n, res.Stderr)
 	}
 }
 

@@ -19,15 +19,14 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/tern-mail/tern/imapd"
+	"github.com/tern-mail/tern/internal/account"
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/command"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/logging"
-	"github.com/tern-mail/tern/internal/privdrop"
 	"github.com/tern-mail/tern/internal/serve"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/internal/tlsconf"
-	"github.com/tern-mail/tern/maildir"
 	"github.com/urfave/cli/v2"
 )
 
@@ -70,9 +69,9 @@ func run(c *cli.Context) error {
 	if err != nil && (preauth == "" || c.String("maildir") == "") {
 		return err
 	}
-	var account *auth.Account
+	var preauthed *auth.Account
 	if preauth != "" {
-		if account, err = preauthAccount(cf, preauth, c.String("maildir")); err != nil {
+		if preauthed, err = preauthAccount(cf, preauth, c.String("maildir")); err != nil {
 			return err
 		}
 	}
@@ -93,7 +92,7 @@ func run(c *cli.Context) error {
 		authn = auth.ForServer(c.String("checkpassword"), cf.UsersPath(), log)
 	}
 	insecure := c.Bool("insecure-auth")
-	accounts := imapd.Accounts{Authenticator: authn, Open: openMaildir}
+	accounts := imapd.Accounts{Authenticator: authn, Open: account.Open}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -106,8 +105,8 @@ func run(c *cli.Context) error {
 			InsecureAuth: insecure,
 			AppendLimit:  uint32(limit),
 			NewSession: func(st *imapd.ConnState) (imapserver.Session, bool, error) {
-				s, err := imapd.NewSession(ctx, st, accounts, account)
-				return s, account != nil, err
+				s, err := imapd.NewSession(ctx, st, accounts, preauthed)
+				return s, preauthed != nil, err
 			},
 		}
 		if opts.TLS != nil {
@@ -147,23 +146,4 @@ func preauthAccount(cf *conf.Conf, user, dir string) (*auth.Account, error) {
 		return nil, sysexit.New(sysexit.NoUser, "no account %q in %s", user, cf.UsersPath())
 	}
 	return e.Account(), nil
-}
-
-// openMaildir becomes the account, when running as root, before its
-// Maildir is touched, and opens it, making it when a new account's first
-// login finds none.
-func openMaildir(a *auth.Account) (*maildir.Store, error) {
-	if os.Geteuid() == 0 {
-		if a.UID <= 0 || a.GID <= 0 {
-			return nil, errors.New("account " + a.Name + " has no uid and gid of its own: refusing to serve its mailbox as root")
-		}
-		if err := privdrop.To(a.UID, a.GID); err != nil {
-			return nil, err
-		}
-	}
-	store, err := maildir.Open(a.Maildir)
-	if errors.Is(err, fs.ErrNotExist) {
-		store, err = maildir.Create(a.Maildir, 0o700)
-	}
-	return store, err
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -62,6 +63,20 @@ type Client struct {
 	total    time.Duration
 	now      func() time.Time
 	cache    *cache // nil: no cache
+
+	mu       sync.Mutex
+	inflight map[cacheKey]*flight
+}
+
+// flight is a question on its way to the servers: the same question asked
+// meanwhile waits for its answer instead of going out again, so that a
+// burst of mail to one new domain asks for its MX once. (x/sync's
+// singleflight does this too, but is not a requirement of ours for a
+// dozen lines.)
+type flight struct {
+	done chan struct{}
+	e    *entry
+	err  error
 }
 
 // ParseServer reads a --dns value: "ADDR:PORT", "[V6ADDR]:PORT", or a bare
@@ -85,7 +100,7 @@ func ParseServer(s string) (string, error) {
 
 // New returns a Client for c.
 func New(c Config) (*Client, error) {
-	cl := &Client{timeout: c.Timeout, attempts: c.Attempts, total: c.Total, now: c.Now}
+	cl := &Client{timeout: c.Timeout, attempts: c.Attempts, total: c.Total, now: c.Now, inflight: map[cacheKey]*flight{}}
 	if cl.now == nil {
 		cl.now = time.Now
 	}
@@ -191,13 +206,36 @@ func (c *Client) step(ctx context.Context, name string, qtype uint16) (*Answer, 
 	if e, ok := c.cache.get(key, c.now()); ok {
 		return e.answer()
 	}
+	c.mu.Lock()
+	if f, ok := c.inflight[key]; ok {
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, nil, &Error{Kind: ErrTemporary, Name: trimDot(name), Type: qtype, Rcode: -1, Err: ctx.Err()}
+		}
+		if f.err != nil {
+			return nil, nil, f.err
+		}
+		return f.e.answer()
+	}
+	f := &flight{done: make(chan struct{})}
+	c.inflight[key] = f
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.inflight, key)
+		c.mu.Unlock()
+		close(f.done)
+	}()
 	m, server, err := c.exchange(ctx, name, qtype)
 	if err != nil {
+		f.err = err
 		return nil, nil, err
 	}
-	e := interpret(m, name, qtype, server)
-	c.cache.put(key, e, c.now())
-	return e.answer()
+	f.e = interpret(m, name, qtype, server)
+	c.cache.put(key, f.e, c.now())
+	return f.e.answer()
 }
 
 // interpret reads a response to (name, qtype) into a cache entry.

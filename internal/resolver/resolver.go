@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,6 +191,7 @@ func LookupIP(ctx context.Context, r Resolver, host string) ([]netip.Addr, bool,
 	}
 	wg.Wait()
 	var addrs []netip.Addr
+	seen := map[netip.Addr]bool{}
 	authentic := true
 	for _, x := range res {
 		if x.err != nil {
@@ -206,7 +206,8 @@ func LookupIP(ctx context.Context, r Resolver, host string) ([]netip.Addr, bool,
 			case *dns.AAAA:
 				ip = rr.AAAA
 			}
-			if a, ok := netip.AddrFromSlice(ip); ok && !slices.Contains(addrs, a.Unmap()) {
+			if a, ok := netip.AddrFromSlice(ip); ok && !seen[a.Unmap()] {
+				seen[a.Unmap()] = true
 				addrs = append(addrs, a.Unmap())
 			}
 		}

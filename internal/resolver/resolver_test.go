@@ -342,6 +342,45 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// The same question asked by many at once goes out once.
+func TestInflight(t *testing.T) {
+	srv := testdns.Start(t)
+	srv.MX("busy.example", 10, "mx.busy.example")
+	srv.Hang("busy.example")
+	cl := newClient(t, Config{Timeout: 400 * time.Millisecond, Attempts: 3, CacheSize: -1}, srv)
+	const n = 20
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			mx, _, err := LookupMX(context.Background(), cl, "busy.example")
+			if err == nil && len(mx) != 1 {
+				err = fmt.Errorf("MX %v", mx)
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	srv.Heal("busy.example") // the first try is lost; the second is answered
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if c := srv.Count("busy.example", dns.TypeMX); c != 2 {
+		t.Errorf("%d questions asked %d times, want 2 (one lost, one answered)", n, c)
+	}
+	// A waiter's own deadline still holds.
+	srv.Hang("busy.example")
+	go LookupMX(context.Background(), cl, "busy.example")
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := cl.Query(ctx, "busy.example", dns.TypeMX); !errors.Is(err, ErrTemporary) || time.Since(start) > time.Second {
+		t.Errorf("waiter past its deadline: %v after %v", err, time.Since(start))
+	}
+}
+
 // A stray answer to another question is not taken.
 func TestMismatchedAnswer(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

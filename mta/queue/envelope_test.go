@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -353,5 +354,46 @@ func TestReclaimVersion1Prepared(t *testing.T) {
 	e, err := q.Ingest(id)
 	if err != nil || !e.EightBit || e.Size != int64(len("Subject: old\n\nbody\n")) {
 		t.Errorf("taken in: %+v, %v", e, err)
+	}
+}
+
+// BenchmarkHas8Bit: what Inject's look for 8-bit octets costs a message
+// of plain ASCII (the whole text is read), against copying it.
+func BenchmarkHas8Bit(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20} {
+		text := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"), size/64)
+		b.Run(fmt.Sprintf("scan/%dKiB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				if has8Bit(text) {
+					b.Fatal("8-bit")
+				}
+			}
+		})
+		dst := make([]byte, len(text))
+		b.Run(fmt.Sprintf("copy/%dKiB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				copy(dst, text)
+			}
+		})
+	}
+}
+
+// TestHas8Bit: an octet over 127 is found at every place in a buffer,
+// whatever the word it falls in.
+func TestHas8Bit(t *testing.T) {
+	for n := 0; n < 100; n++ {
+		p := bytes.Repeat([]byte{0x7f}, n)
+		if has8Bit(p) {
+			t.Fatalf("%d octets of 0x7f: 8-bit", n)
+		}
+		for i := 0; i < n; i++ {
+			p[i] = 0x80
+			if !has8Bit(p) {
+				t.Fatalf("0x80 at %d of %d not found", i, n)
+			}
+			p[i] = 0x7f
+		}
 	}
 }

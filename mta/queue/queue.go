@@ -294,8 +294,16 @@ func (s *eightBitScanner) Read(p []byte) (int, error) {
 
 // has8Bit reports whether p has an octet over 127.
 func has8Bit(p []byte) bool {
+	const high = 0x8080808080808080
+	for len(p) >= 32 {
+		e := binary.NativeEndian
+		if (e.Uint64(p)|e.Uint64(p[8:])|e.Uint64(p[16:])|e.Uint64(p[24:]))&high != 0 {
+			return true
+		}
+		p = p[32:]
+	}
 	for len(p) >= 8 {
-		if binary.NativeEndian.Uint64(p)&0x8080808080808080 != 0 {
+		if binary.NativeEndian.Uint64(p)&high != 0 {
 			return true
 		}
 		p = p[8:]

@@ -42,7 +42,9 @@ type Options struct {
 	Targets func(ctx context.Context, domain string, rt *conf.Route) ([]route.Target, error)
 	// Dial opens a connection; nil means a net.Dialer's DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	Now  func() time.Time // nil means time.Now
+	// Now is the clock of the log's delay=; nil means time.Now. Idle
+	// connections are timed by the real clock.
+	Now func() time.Time
 	// Hostname is this host's name, given in EHLO.
 	Hostname string
 	// Client holds the SMTP time limits; its Hostname is set from Hostname.
@@ -80,7 +82,13 @@ type Transport struct {
 	nIdle  int
 	closed bool
 	quits  sync.WaitGroup // QUITs of connections let go
+	// buffers lend the buffer a message's text is read into while it is
+	// sent: no allocation a message, none held by an idle connection.
+	buffers sync.Pool
 }
+
+// readBuffer is the size of the reads from the queue file.
+const readBuffer = 32 << 10
 
 var _ transport.Transport = (*Transport)(nil)
 
@@ -109,7 +117,9 @@ func New(o Options) *Transport {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	o.Client.Hostname = o.Hostname
-	return &Transport{o: o, idle: map[string][]*conn{}}
+	t := &Transport{o: o, idle: map[string][]*conn{}}
+	t.buffers.New = func() any { b := make([]byte, readBuffer); return &b }
+	return t
 }
 
 // conn is one SMTP connection to a host address.
@@ -119,6 +129,7 @@ type conn struct {
 	relay    string      // "mx.example.org[192.0.2.7]:25"
 	tls      string      // "TLSv1.3", or "" in plaintext
 	verified bool        // the certificate was checked against the host name
+	closing  bool        // the server said 421: it is closing the connection
 	sent     int         // messages carried
 	since    time.Time   // idle since
 	timer    *time.Timer // QUITs it when idle too long
@@ -136,18 +147,35 @@ func (t *Transport) Close() error {
 	}
 	t.nIdle = 0
 	t.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range all {
 		c.timer.Stop()
-		t.quit(c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.cl.Quit()
+		}()
 	}
+	wg.Wait()
+	// No QUIT starts in the background once closed is set.
 	t.quits.Wait()
 	return nil
 }
 
-// quit sends QUIT in the background: the server's reply is no one's
-// business, and a slow one must not hold up a delivery.
+// quit sends QUIT, in the background while the transport is open: the
+// server's reply is no one's business, and a slow one must not hold up a
+// delivery.
 func (t *Transport) quit(c *conn) {
-	t.quits.Add(1)
+	t.mu.Lock()
+	closed := t.closed
+	if !closed {
+		t.quits.Add(1)
+	}
+	t.mu.Unlock()
+	if closed {
+		c.cl.Quit()
+		return
+	}
 	go func() {
 		defer t.quits.Done()
 		c.cl.Quit()
@@ -185,7 +213,7 @@ func (t *Transport) put(c *conn) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		t.quit(c)
+		c.cl.Quit()
 		return
 	}
 	var evict *conn
@@ -266,8 +294,8 @@ type delivery struct {
 	pending []int // indexes of the recipients not yet decided
 	// reachedMail is set once some host took us as far as MAIL.
 	reachedMail bool
-	// convert is set when the text goes 7-bit to this host; sevenBitErr is
-	// the outcome of checking the message converts, done once.
+	// sevenBitErr is the outcome of checking that the message can be made
+	// 7-bit, done once, the first time a host without 8BITMIME is met.
 	sevenBitChecked bool
 	sevenBitErr     error
 }
@@ -319,15 +347,15 @@ func (d *delivery) run(ctx context.Context) {
 				if len(d.pending) > 0 {
 					// The recipients' own lines come at the end; this says
 					// why a host was passed over.
-					d.t.o.Log.Info("smtp: host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
+					d.t.o.Log.Info("smtp host passed over", "qid", d.m.ID, "relay", r.RemoteMTA, "dsn", r.Status, "answer", r.Answer)
 				}
 			}
 		}
 	}
 	if len(d.pending) > 0 {
 		// Whatever the hosts left undecided is deferred with the last
-		// error; a recipient a host answered for keeps that answer when
-		// no later host got as far.
+		// thing that happened to it: a host's temporary answer, or the
+		// failure of the last host tried.
 		for _, i := range d.pending {
 			if d.res[i].Status == "" {
 				d.res[i] = last
@@ -431,7 +459,7 @@ func (d *delivery) tryAddr(ctx context.Context, tg route.Target, a netip.Addr) (
 	if c == nil && r.tlsFailed && d.policy() == conf.TLSMay && !d.m.RequireTLS {
 		// RFC 7435 §3 / Postfix: a broken handshake with a host that only
 		// may use TLS is tried once more in plaintext.
-		d.t.o.Log.Info("smtp: TLS failed, trying again without", "qid", d.m.ID, "relay", r.res.RemoteMTA, "reason", r.res.Answer)
+		d.t.o.Log.Info("smtp TLS failed, trying again without TLS", "qid", d.m.ID, "relay", r.res.RemoteMTA, "reason", r.res.Answer)
 		c, r = d.connect(ctx, tg, a, port, key, true)
 	}
 	if c == nil {

@@ -568,3 +568,66 @@ func TestDeliverConcurrent(t *testing.T) {
 		t.Errorf("%d connections for %d concurrent senders", n, workers)
 	}
 }
+
+// More recipients than one transaction carries: several transactions on
+// one connection, each recipient once.
+func TestDeliverManyRecipients(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0)
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	var addrs []string
+	for i := range 250 {
+		addrs = append(addrs, fmt.Sprintf("r%d@example.org", i))
+	}
+	res := h.deliver(message("MANY", "s@sender.test", text), transport.Hop{}, rcpts(addrs...))
+	for i, r := range res {
+		if !r.Delivered() {
+			t.Fatalf("recipient %d: %+v", i, r)
+		}
+	}
+	var got []string
+	var sizes []int
+	for _, g := range m.received() {
+		got = append(got, g.Rcpts...)
+		sizes = append(sizes, len(g.Rcpts))
+	}
+	if strings.Join(got, ",") != strings.Join(addrs, ",") || fmt.Sprint(sizes) != "[100 100 50]" || m.connCount() != 1 {
+		t.Errorf("transactions of %v recipients over %d connections", sizes, m.connCount())
+	}
+}
+
+// An ORCPT of type utf-8 goes as RFC 6533's utf-8-addr-xtext to a host
+// without SMTPUTF8.
+func TestDeliverORCPTUTF8(t *testing.T) {
+	m := newMX(t, "127.0.0.2", 0, func(m *mx) { m.srv.EnableDSN = true })
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	res := h.deliver(message("U1", "s@sender.test", text), transport.Hop{}, []transport.Recipient{{Addr: "a@example.org", ORcpt: "utf-8;dörte@example.org"}})
+	if !res[0].Delivered() {
+		t.Fatalf("result %+v", res[0])
+	}
+	if w := `RCPT TO:<a@example.org> ORCPT=utf-8;d\x{F6}rte@example.org` + "\r\n"; !strings.Contains(m.written(), w) {
+		t.Errorf("sent no %q:\n%s", w, m.written())
+	}
+}
+
+// A 421 in the middle of a conversation: the recipients are deferred and
+// the connection is not kept for the next message.
+func TestDeliver421ClosesConnection(t *testing.T) {
+	var calls atomic.Int32
+	m := newMX(t, "127.0.0.2", 0, func(m *mx) {
+		m.mail = func(string) error {
+			if calls.Add(1) == 1 {
+				return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
+			}
+			return nil
+		}
+	})
+	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
+	res := h.deliver(message("F1", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
+	if !res[0].Temporary || res[0].Reply != 421 {
+		t.Fatalf("result %+v", res[0])
+	}
+	res = h.deliver(message("F2", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
+	if !res[0].Delivered() || m.connCount() != 2 {
+		t.Errorf("after a 421: %+v over %d connections, want delivered over a second one", res[0], m.connCount())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/tern-mail/tern/mta/smtpclient"
 	"github.com/tern-mail/tern/mta/transport"
@@ -17,7 +18,7 @@ import (
 func (d *delivery) session(ctx context.Context, c *conn, reused bool) (res transport.Result, failed, stale bool) {
 	stop := context.AfterFunc(ctx, c.cl.Abort)
 	healthy, res, failed, stale := d.transactions(c, reused)
-	if !stop() {
+	if !stop() || c.closing {
 		healthy = false
 	}
 	if healthy {
@@ -39,8 +40,6 @@ func needsUTF8(addr string) bool {
 	}
 	return false
 }
-
-func (d *delivery) eightBit() bool { return d.m.EightBit }
 
 func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport.Result, failed, stale bool) {
 	ext := c.cl.Extensions()
@@ -84,7 +83,7 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			utf8 = utf8 || needsUTF8(d.rcpts[i].Addr)
 		}
 	}
-	sevenBit := d.eightBit() && !ext.EightBitMIME
+	sevenBit := m.EightBit && !ext.EightBitMIME
 	if sevenBit && len(d.pending) > 0 {
 		if r, ok := d.checkSevenBit(c); !ok {
 			d.decidePending(r)
@@ -95,7 +94,7 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 	if ext.SizeOffered {
 		mailParams = append(mailParams, "SIZE="+strconv.FormatInt(m.Size, 10))
 	}
-	if d.eightBit() && ext.EightBitMIME {
+	if m.EightBit && ext.EightBitMIME {
 		mailParams = append(mailParams, "BODY=8BITMIME") // RFC 6152 §2
 	}
 	if utf8 && ext.SMTPUTF8 {
@@ -110,14 +109,16 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		}
 	}
 	if m.RequireTLS {
-		mailParams = append(mailParams, "REQUIRETLS") // RFC 8689 §4.1
+		mailParams = append(mailParams, "REQUIRETLS") // RFC 8689 §3
 	}
 
-	todo := append([]int(nil), d.pending...)
+	queue := append([]int(nil), d.pending...)
 	reset := reused
-	// Each round is one transaction; a round that delivers nobody ends
-	// the loop, so there are at most as many as recipients.
-	for len(todo) > 0 {
+	// Each round is one transaction of at most maxRcptsPerTransaction
+	// recipients; a round ends either with recipients delivered or
+	// refused, or with fewer left to try, so the loop ends.
+	for len(queue) > 0 {
+		todo, rest := queue[:min(len(queue), maxRcptsPerTransaction)], queue[min(len(queue), maxRcptsPerTransaction):]
 		tx := smtpclient.Transaction{Reset: reset, From: m.Sender, FromParams: mailParams, Rcpts: make([]smtpclient.Rcpt, len(todo))}
 		for k, i := range todo {
 			tx.Rcpts[k] = smtpclient.Rcpt{Addr: d.rcpts[i].Addr, Params: rcptParams(ext, d.rcpts[i])}
@@ -133,6 +134,10 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		}
 		reused, reset = false, false
 		d.reachedMail = true
+		c.note(reps.Mail)
+		for _, r := range reps.Rcpts {
+			c.note(r)
+		}
 		if reps.Mail.Code != 250 {
 			r := replyResult(reps.Mail, c.relay, c.tls)
 			if r.Temporary {
@@ -166,6 +171,13 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		if len(accepted) == 0 {
 			// The transaction is open with no one to send to; it is reset
 			// before the connection is used again, which it always is.
+			// Recipients turned away with 452 wait for the next host: this
+			// one took no one.
+			reset = true
+			if len(rest) > 0 {
+				queue = rest
+				continue
+			}
 			if len(again) > 0 {
 				softest = d.res[again[0]]
 			}
@@ -174,6 +186,9 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		rep, err := d.data(c, sevenBit)
 		c.sent++
 		var re *smtpclient.ReplyError
+		if errors.As(err, &re) {
+			c.note(re.Reply)
+		}
 		var be *smtpclient.BodyError
 		switch {
 		case errors.As(err, &be):
@@ -203,10 +218,16 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			r.Relayed = !ext.DSN
 			d.decideSome(accepted, r)
 		}
-		todo = again
+		queue = append(again, rest...)
 	}
 	return true, transport.Result{}, false, false
 }
+
+// maxRcptsPerTransaction bounds the recipients of one transaction: the
+// 100 every server must take (RFC 5321 §4.5.3.1.8), and a pipelined group
+// whose replies fit the socket buffers, so that neither side blocks
+// writing while the other does (RFC 2920 §3.2).
+const maxRcptsPerTransaction = 100
 
 // checkSevenBit makes sure, once per delivery, that the message can be
 // made 7-bit, before a transaction starts, so that no host is left with a
@@ -247,7 +268,9 @@ func (d *delivery) data(c *conn, sevenBit bool) (smtpclient.Reply, error) {
 	if sevenBit {
 		return c.cl.Data(func(w io.Writer) error { return smtpclient.To7Bit(w, f) })
 	}
-	return c.cl.Data(c.cl.Copy(f))
+	bp := d.t.buffers.Get().(*[]byte)
+	defer d.t.buffers.Put(bp)
+	return c.cl.Data(smtpclient.Copy(f, *bp))
 }
 
 // rcptParams are RFC 3461 §4.1 and §4.2's NOTIFY and ORCPT, for a host
@@ -262,7 +285,11 @@ func rcptParams(ext smtpclient.Extensions, rc transport.Recipient) []string {
 	}
 	if rc.ORcpt != "" {
 		if typ, addr, ok := cutORcpt(rc.ORcpt); ok {
-			p = append(p, "ORCPT="+typ+";"+smtpclient.XText(addr))
+			if strings.EqualFold(typ, "utf-8") {
+				p = append(p, "ORCPT="+typ+";"+smtpclient.UTF8AddrXText(addr, ext.SMTPUTF8))
+			} else {
+				p = append(p, "ORCPT="+typ+";"+smtpclient.XText(addr))
+			}
 		}
 	}
 	return p
@@ -330,4 +357,12 @@ func (t *Transport) logResult(d *delivery, rc transport.Recipient, r transport.R
 	delay := t.o.Now().Sub(d.start).Seconds()
 	t.o.Log.Info("smtp", "qid", d.m.ID, "to", "<"+rc.Addr+">", "relay", relay,
 		"delay", strconv.FormatFloat(delay, 'f', 2, 64), "tls", tlsv, "dsn", r.Status, "status", word, "answer", r.Answer)
+}
+
+// note marks a connection the server is closing: after a 421 (RFC 5321
+// §3.8) it is not kept for another message.
+func (c *conn) note(r smtpclient.Reply) {
+	if r.Code == 421 {
+		c.closing = true
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/idna"
 
@@ -27,9 +29,14 @@ const DefaultPort = 25
 // throws away our own entry and everything worse than it anyway.
 const MaxMX = 16
 
+// MaxAddrs bounds the addresses kept for one host, after ordering (so
+// both families stay): a hostile DNS answer can hold thousands, and no
+// client tries more than a few (Postfix's smtp_mx_address_limit is 5).
+const MaxAddrs = 16
+
 // Router finds the targets of a domain. Its fields are set once; it is
-// safe for concurrent use. Make a new one (it is cheap) when the control
-// directory is read again and Hostname changes.
+// safe for concurrent use, and used by pointer. Make a new one (it is
+// cheap) when the control directory is read again and Hostname changes.
 type Router struct {
 	Resolver resolver.Resolver
 	// Hostname is this host's name (the control directory's hostname):
@@ -37,7 +44,7 @@ type Router struct {
 	Hostname string
 	// SelfAddrs returns this host's addresses: an MX host with one of
 	// them is this host. Nil means the addresses of the machine's
-	// interfaces (InterfaceAddrs).
+	// interfaces (InterfaceAddrs), read again after selfTTL.
 	SelfAddrs func() ([]netip.Addr, error)
 	// Port is where MX hosts, and routes without a port, are reached;
 	// 0 means DefaultPort.
@@ -45,6 +52,19 @@ type Router struct {
 	// Shuffle orders MX hosts of equal preference; nil means at random
 	// (math/rand/v2's Shuffle).
 	Shuffle func(n int, swap func(i, j int))
+
+	ifaces atomic.Pointer[ifaceAddrs] // InterfaceAddrs' last answer
+}
+
+// selfTTL is how long the interface addresses are used before they are
+// read again: listing them costs a netlink round trip, as much as a
+// routing decision from cached DNS answers; an address added to the
+// machine is known within this time.
+const selfTTL = 5 * time.Second
+
+type ifaceAddrs struct {
+	addrs []netip.Addr
+	at    time.Time
 }
 
 // InterfaceAddrs returns the addresses of the machine's network
@@ -259,9 +279,17 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 	}
 	shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
 	slices.SortStableFunc(hosts, func(a, b mx) int { return cmp.Compare(a.Pref, b.Pref) })
-	if len(hosts) > MaxMX {
-		hosts = hosts[:MaxMX]
+	// A host listed twice is tried at its best preference only.
+	kept := hosts[:0]
+	for _, h := range hosts {
+		if len(kept) == MaxMX {
+			break
+		}
+		if !slices.ContainsFunc(kept, func(k mx) bool { return k.Host == h.Host }) {
+			kept = append(kept, h)
+		}
 	}
+	hosts = kept
 	var wg sync.WaitGroup
 	for i := range hosts {
 		wg.Go(func() {
@@ -318,7 +346,7 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 }
 
 // order puts IPv6 and IPv4 addresses in alternation, IPv6 first, each in
-// the order given, leaving out those in skip.
+// the order given, leaving out those in skip, MaxAddrs at most.
 //
 // Postfix's smtp_address_preference=any picks the first family at
 // random; this alternation instead tries both families early on every
@@ -327,6 +355,9 @@ func (r *Router) mxTargets(ctx context.Context, domain string, records []resolve
 func order(addrs, skip []netip.Addr) []netip.Addr {
 	var v6, v4 []netip.Addr
 	for _, a := range addrs {
+		if len(v6) >= MaxAddrs && len(v4) >= MaxAddrs {
+			break
+		}
 		switch {
 		case slices.Contains(skip, a):
 		case a.Is4():
@@ -335,12 +366,12 @@ func order(addrs, skip []netip.Addr) []netip.Addr {
 			v6 = append(v6, a)
 		}
 	}
-	out := make([]netip.Addr, 0, len(v6)+len(v4))
-	for i := 0; i < len(v6) || i < len(v4); i++ {
+	out := make([]netip.Addr, 0, min(len(v6)+len(v4), MaxAddrs))
+	for i := 0; (i < len(v6) || i < len(v4)) && len(out) < MaxAddrs; i++ {
 		if i < len(v6) {
 			out = append(out, v6[i])
 		}
-		if i < len(v4) {
+		if i < len(v4) && len(out) < MaxAddrs {
 			out = append(out, v4[i])
 		}
 	}
@@ -357,11 +388,18 @@ func (s selfAddrs) has(a netip.Addr) bool {
 }
 
 func (r *Router) selfSet() (selfAddrs, error) {
-	f := r.SelfAddrs
-	if f == nil {
-		f = InterfaceAddrs
+	if r.SelfAddrs == nil {
+		if c := r.ifaces.Load(); c != nil && time.Since(c.at) < selfTTL {
+			return c.addrs, nil
+		}
+		as, err := InterfaceAddrs()
+		if err != nil {
+			return nil, err
+		}
+		r.ifaces.Store(&ifaceAddrs{addrs: as, at: time.Now()})
+		return as, nil
 	}
-	as, err := f()
+	as, err := r.SelfAddrs()
 	if err != nil {
 		return nil, err
 	}

@@ -303,6 +303,29 @@ func TestMaxMX(t *testing.T) {
 	}
 }
 
+// A host with hundreds of addresses keeps MaxAddrs, both families.
+func TestMaxAddrs(t *testing.T) {
+	srv := testdns.Start(t)
+	srv.MX("crowd.example", 10, "mx.crowd.example")
+	srv.MX("crowd.example", 20, "mx2.crowd.example")
+	var want []string
+	for i := range 300 {
+		srv.A("mx.crowd.example", fmt.Sprintf("10.0.%d.%d", i/256, i%256), fmt.Sprintf("2001:db8:1::%x", i))
+		srv.A("mx2.crowd.example", fmt.Sprintf("10.0.%d.%d", i/256, i%256))
+		if len(want) < MaxAddrs {
+			want = append(want, netip.MustParseAddr(fmt.Sprintf("2001:db8:1::%x", i)).String(), fmt.Sprintf("10.0.%d.%d", i/256, i%256))
+		}
+	}
+	r := newRouter(t, srv)
+	ts, err := r.Targets(context.Background(), "crowd.example", nil)
+	if got := show(ts, err); !strings.HasPrefix(got, "mx.crowd.example:2525="+strings.Join(want, ",")+" mx2.crowd.example:2525=10.0.0.8,") {
+		t.Errorf("got %s", got)
+	}
+	if len(ts) != 2 || len(ts[1].Addrs) != MaxAddrs {
+		t.Errorf("second host: %s", show(ts, err))
+	}
+}
+
 func TestSelfAddrsFailing(t *testing.T) {
 	srv := testdns.Start(t)
 	srv.MX("x.example", 10, "mx.x.example")

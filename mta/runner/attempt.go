@@ -189,8 +189,10 @@ func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *grou
 	}
 	if dd, ok := r.dests.suspended(key, r.env.Now()); ok {
 		g.suspended = dd.until
-		fill(transport.Result{Status: dd.status, Temporary: true, DiagType: "X-Unix",
-			Answer: fmt.Sprintf("delivery to %s suspended until %s: %s", key, dd.until.UTC().Format(time.RFC3339), dd.answer)})
+		// The host tried last and its words stay, for --list and the
+		// delay warning.
+		fill(transport.Result{Status: dd.last.Status, Temporary: true, RemoteMTA: dd.last.RemoteMTA, DiagType: dd.last.DiagType,
+			Answer: fmt.Sprintf("delivery to %s suspended until %s: %s", key, dd.until.UTC().Format(time.RFC3339), dd.last.Answer)})
 		return
 	}
 	tr := r.transport(g.hop.Kind)
@@ -222,7 +224,7 @@ func (r *Runner) deliverGroup(ctx context.Context, m *transport.Message, g *grou
 		}
 	}
 	last := g.results[len(g.results)-1]
-	until := r.dests.failed(key, r.env.Now(), last.Status, last.Answer)
+	until := r.dests.failed(key, r.env.Now(), last)
 	r.log.Warn("destination backed off", "dest", key, "until", until.UTC().Format(time.RFC3339), "answer", last.Answer)
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/tern-mail/tern/mta/transport"
 )
 
 // destinations holds what the scheduler knows about each next hop
@@ -25,9 +27,8 @@ type destinations struct {
 // without a connection.
 type deadDestination struct {
 	until    time.Time
-	failures int    // in a row, for the growing back-off
-	status   string // the last failure's, for the deferral it causes
-	answer   string
+	failures int              // in a row, for the growing back-off
+	last     transport.Result // the failure that backed it off, for the deferrals it causes
 }
 
 func newDestinations(limit int) *destinations {
@@ -152,7 +153,7 @@ func (d *destinations) suspended(key string, now time.Time) (deadDestination, bo
 // failed backs key off after a delivery reached none of its hosts: for
 // the retry delay of its failures in a row (1, 2, 4 ... 60 minutes), as a
 // message's own retries grow.
-func (d *destinations) failed(key string, now time.Time, status, answer string) time.Time {
+func (d *destinations) failed(key string, now time.Time, last transport.Result) time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dd := d.dead[key]
@@ -167,7 +168,7 @@ func (d *destinations) failed(key string, now time.Time, status, answer string) 
 	}
 	dd.failures++
 	dd.until = now.Add(retryDelay(dd.failures))
-	dd.status, dd.answer = status, answer
+	dd.last = last
 	return dd.until
 }
 
@@ -176,4 +177,13 @@ func (d *destinations) reached(key string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.dead, key)
+}
+
+// forgive ends every back-off: an administrator's flush means "try
+// everything now", dead destinations included (Postfix's qmgr does the
+// same on a flush request).
+func (d *destinations) forgive() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.dead)
 }

@@ -114,6 +114,11 @@ type Runner struct {
 	running  int
 	retrying int // of running, how many are retries
 	flush    bool
+	// flushes counts the flushes done; started holds its value when each
+	// running entry started, so that an entry running during a flush is
+	// tried again at once when it finishes, not at its next-try time.
+	flushes int
+	started map[string]int
 }
 
 // New opens the queue and the control directory.
@@ -129,7 +134,7 @@ func New(o Options, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, keys: map[string][]string{}, flush: o.Flush,
+	r := &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, keys: map[string][]string{}, started: map[string]int{}, flush: o.Flush,
 		dests: newDestinations(o.DestinationConcurrency), transports: map[transport.Kind]transport.Transport{}}
 	for k, t := range env.Transports {
 		r.transports[k] = t
@@ -214,7 +219,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		events, watchErrs = w.Events, w.Errors
 	}
-	r.q.TakeFlush()
+	// A flush asked for while no tern-queue ran is done now; scan takes
+	// the request.
 	r.scan()
 	scan := time.NewTicker(r.o.ScanInterval)
 	defer scan.Stop()
@@ -339,6 +345,8 @@ func (r *Runner) scan() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.flush {
+		r.flushes++
+		r.dests.forgive()
 		// Everything deferred is due: rebuild the heap with now.
 		for i := range r.retries {
 			r.retries[i].due, r.retries[i].force = time.Time{}, true
@@ -474,6 +482,7 @@ func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 			return
 		}
 		r.running++
+		r.started[id] = r.flushes
 		booked := r.dests.book(r.keys[id])
 		go func() {
 			r.attempt(ctx, id, force, booked)
@@ -542,6 +551,8 @@ func (r *Runner) finished(d attemptDone) {
 	}
 	delete(r.known, id)
 	delete(r.keys, id)
+	flushed := r.started[id] != r.flushes
+	delete(r.started, id)
 	r.mu.Unlock()
 	e, err := r.q.Load(id)
 	if err != nil {
@@ -554,12 +565,15 @@ func (r *Runner) finished(d attemptDone) {
 	if !ok {
 		return
 	}
+	if flushed {
+		due = time.Time{}
+	}
 	keys := r.entryKeys(e)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.known[id] = true
 	r.keys[id] = keys
-	heap.Push(&r.retries, retryItem{id: id, due: due})
+	heap.Push(&r.retries, retryItem{id: id, due: due, force: flushed})
 }
 
 type attemptDone struct {

@@ -31,7 +31,7 @@ type world struct {
 	dir, queue, conf, deliver string
 }
 
-func newWorld(t *testing.T, users ...string) *world {
+func newWorld(t testing.TB, users ...string) *world {
 	dir := t.TempDir()
 	w := &world{dir: dir, queue: filepath.Join(dir, "spool"), conf: filepath.Join(dir, "etc"), deliver: filepath.Join(dir, "deliver")}
 	os.MkdirAll(w.queue, 0o755)
@@ -50,7 +50,7 @@ func newWorld(t *testing.T, users ...string) *world {
 	return w
 }
 
-func (w *world) inject(t *testing.T, sender string, rcpts ...string) string {
+func (w *world) inject(t testing.TB, sender string, rcpts ...string) string {
 	t.Helper()
 	q, err := queue.Open(w.queue)
 	if err != nil {
@@ -159,4 +159,20 @@ func TestFailureLine(t *testing.T) {
 			t.Errorf("failureLine(%q) = %q, want %q", c.out, got, c.want)
 		}
 	}
+}
+
+// FuzzFailureLine: a delivery program's output, whatever it is, gives one
+// line of it, without a line end.
+func FuzzFailureLine(f *testing.F) {
+	f.Add([]byte("tern-deliver: fatal: x\ntern-deliver: hint: y\n"))
+	f.Add([]byte("\n\n\n"))
+	f.Add([]byte("a: error: \x00\xff\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		b := &tailBuffer{max: 2048}
+		b.Write(out)
+		got := b.failureLine()
+		if strings.ContainsAny(got, "\n") || !strings.Contains(string(b.b), got) {
+			t.Errorf("failureLine(%q) = %q", out, got)
+		}
+	})
 }

@@ -121,7 +121,7 @@ type runnerSetup struct {
 	log   *syncBuffer
 }
 
-func (w *world) remoteRunner(t *testing.T, s runnerSetup) *Runner {
+func (w *world) remoteRunner(t testing.TB, s runnerSetup) *Runner {
 	t.Helper()
 	o := s.o
 	o.Queue, o.Conf, o.Deliver = w.queue, w.conf, w.deliver
@@ -176,7 +176,7 @@ func (w *world) left(t *testing.T) []string {
 	return ids
 }
 
-func runOnce(t *testing.T, r *Runner) {
+func runOnce(t testing.TB, r *Runner) {
 	t.Helper()
 	if err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -308,7 +308,7 @@ func TestDestinationBackoff(t *testing.T) {
 	}
 	for _, id := range ids[1:] {
 		rc := w.load(t, id).Recipients[0]
-		if rc.State != queue.Deferred || rc.Attempts != 0 || !strings.Contains(rc.Answer, "suspended until") || !strings.Contains(rc.Answer, "connection refused") || !rc.Next.Equal(first.Next) {
+		if rc.State != queue.Deferred || rc.Attempts != 0 || !strings.Contains(rc.Answer, "suspended until") || !strings.Contains(rc.Answer, "connection refused") || !rc.Next.Equal(first.Next) || rc.RemoteMTA != "mx.dead.example[192.0.2.9]:25" {
 			t.Errorf("a message deferred by the back-off: %+v", rc)
 		}
 	}
@@ -355,6 +355,19 @@ func TestDestinationBackoffInProcess(t *testing.T) {
 	r.dests.reached("smtp:dead.example")
 	if _, ok := r.dests.suspended("smtp:dead.example", clk.Now()); ok {
 		t.Errorf("still backed off after a host answered")
+	}
+	// A flush tries dead destinations too.
+	w.inject(t, "bob@example.org", "x@dead.example")
+	runOnce(t, r)
+	if _, ok := r.dests.suspended("smtp:dead.example", clk.Now()); !ok {
+		t.Fatalf("not backed off again")
+	}
+	q, _ := queue.Open(w.queue)
+	q.RequestFlush()
+	before := tr.count(tr.calls, "dead.example")
+	runOnce(t, r)
+	if n := tr.count(tr.calls, "dead.example"); n != before+1 {
+		t.Errorf("%d connections on a flush while backed off, want 1", n-before)
 	}
 }
 
@@ -424,5 +437,50 @@ func TestLockNotHeld(t *testing.T) {
 	}
 	if n := tr.count(tr.calls, "slow.example"); n != 2 {
 		t.Errorf("%d deliveries, want 2", n)
+	}
+}
+
+// TestFlushDuringDelivery: an entry whose delivery runs when a flush is
+// asked for is tried again as soon as it finishes, not at its next-try
+// time.
+func TestFlushDuringDelivery(t *testing.T) {
+	w := newWorld(t, "bob")
+	clk := &clock{t: time.Now()}
+	tr := newFakeSMTP(func(transport.Hop, transport.Recipient) transport.Result {
+		return transport.Result{Status: "4.2.0", Temporary: true, Reply: 451, Answer: "451 4.2.0 later"}
+	})
+	tr.gate["slow.example"] = make(chan struct{})
+	log := &syncBuffer{}
+	r := w.remoteRunner(t, runnerSetup{o: Options{Concurrency: 4}, clock: clk, tr: tr, log: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	w.inject(t, "bob@example.org", "x@slow.example")
+	select {
+	case <-tr.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery did not start")
+	}
+	q, _ := queue.Open(w.queue)
+	if err := q.RequestFlush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "flush requested") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the flush was not seen:\n%s", log.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The gate stays open from now on: the retry answers at once.
+	close(tr.gate["slow.example"])
+	select {
+	case <-tr.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not tried again after the flush:\n%s", log.String())
 	}
 }

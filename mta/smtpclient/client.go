@@ -68,7 +68,7 @@ const (
 const MaxReplyLine = 4096
 
 // bodyBuffer is the size of the writes to the connection while the text
-// goes out, and of the reads from the queue file.
+// goes out.
 const bodyBuffer = 32 << 10
 
 func (o *Options) fill() {
@@ -122,7 +122,6 @@ type Client struct {
 	ext      Extensions
 	tls      *tls.ConnectionState
 	aborted  atomic.Bool
-	buf      []byte // the copy buffer for message text, kept for the next message
 	cmd      []byte // a command line being built
 }
 
@@ -471,17 +470,15 @@ func (c *Client) Data(write func(w io.Writer) error) (Reply, error) {
 	return r, nil
 }
 
-// Copy is a write function for Data that copies r with the client's own
-// buffer, kept from one message to the next.
-func (c *Client) Copy(r io.Reader) func(io.Writer) error {
+// Copy is a write function for Data that copies r through buf, which the
+// caller lends for the time of the copy (a pool of them spares an
+// allocation a message).
+func Copy(r io.Reader, buf []byte) func(io.Writer) error {
 	return func(w io.Writer) error {
-		if c.buf == nil {
-			c.buf = make([]byte, bodyBuffer)
-		}
 		for {
-			n, err := r.Read(c.buf)
+			n, err := r.Read(buf)
 			if n > 0 {
-				if _, werr := w.Write(c.buf[:n]); werr != nil {
+				if _, werr := w.Write(buf[:n]); werr != nil {
 					return werr
 				}
 			}

@@ -82,7 +82,7 @@ func TestClientConversation(t *testing.T) {
 	if reps.Mail.Code != 250 || len(reps.Rcpts) != 2 || reps.Rcpts[0].String() != "550 5.1.1 unknown" || reps.Rcpts[1].Code != 250 {
 		t.Fatalf("replies %+v", reps)
 	}
-	r, err := c.Data(c.Copy(strings.NewReader(".dot\nline")))
+	r, err := c.Data(Copy(strings.NewReader(".dot\nline"), make([]byte, 4)))
 	if err != nil || r.String() != "250 2.0.0 queued" {
 		t.Fatalf("DATA: %v %v", r, err)
 	}
@@ -175,7 +175,7 @@ func TestClientBodyErrorSendsNoDot(t *testing.T) {
 	}
 	c.Hello()
 	broken := io.MultiReader(strings.NewReader("first line\n"), &failingReader{})
-	_, err = c.Data(c.Copy(broken))
+	_, err = c.Data(Copy(broken, make([]byte, 512)))
 	var be *BodyError
 	if !errors.As(err, &be) {
 		t.Fatalf("Data = %v, want a BodyError", err)
@@ -210,7 +210,7 @@ func TestClientDataBlockTimeout(t *testing.T) {
 	}
 	c.Hello()
 	start := time.Now()
-	_, err = c.Data(c.Copy(strings.NewReader(strings.Repeat("x", 1<<20))))
+	_, err = c.Data(Copy(strings.NewReader(strings.Repeat("x", 1<<20)), make([]byte, 32<<10)))
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Data = %v, want a timeout", err)

@@ -105,6 +105,23 @@ func TestXText(t *testing.T) {
 	}
 }
 
+func TestUTF8AddrXText(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		unitext bool
+		want    string
+	}{
+		{"a@b.example", false, "a@b.example"},
+		{"dörte@b.example", false, `d\x{F6}rte@b.example`},
+		{"dörte@b.example", true, "dörte@b.example"},
+		{"a+b=c\\d e", true, `a\x{2B}b\x{3D}c\x{5C}d\x{20}e`},
+	} {
+		if got := UTF8AddrXText(tt.in, tt.unitext); got != tt.want {
+			t.Errorf("UTF8AddrXText(%q, %v) = %q, want %q", tt.in, tt.unitext, got, tt.want)
+		}
+	}
+}
+
 func FuzzReadReply(f *testing.F) {
 	for _, s := range []string{"250 ok\r\n", "250-a\r\n250 b\r\n", "550 5.1.1 x\r\n", "250 2.0.0\r\n", "421-4.3.2 a\r\n421 4.3.2 b\n"} {
 		f.Add([]byte(s))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -223,6 +224,39 @@ func TestPipeEnvironment(t *testing.T) {
 	for _, v := range []string{"TERN_QUEUE=/q", "TERN_CID=c1"} {
 		if !strings.Contains(string(b), v) {
 			t.Errorf("%s did not reach the enqueue program:\n%s", v, b)
+		}
+	}
+}
+
+// TestPipeFailureLine: a refusal carries the line of the enqueue
+// program's standard error that says what failed, not the hint after it,
+// nor a filter's chatter before it.
+func TestPipeFailureLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, stderr string
+		status       int
+		want         string
+	}{
+		{"usage", "tern-enqueue: fatal: recipient argument \"<x\": no > after the address\ntern-enqueue: hint: see 'tern-enqueue --help'\n", 64, `tern-enqueue: fatal: recipient argument "<x": no > after the address`},
+		{"filter chatter first", strings.Repeat("spamc: info: scanning\n", 400) + "tern-enqueue: fatal: header larger than 1048576 bytes\n", 65, "tern-enqueue: fatal: header larger than 1048576 bytes"},
+		{"error word", "filter: error: spamd said no\nfilter: note: see the log\n", 65, "filter: error: spamd said no"},
+		{"plain last line", "first\nrefused: too spammy\n", 65, "refused: too spammy"},
+		{"nothing", "", 65, "exited 65"},
+	} {
+		prog := filepath.Join(dir, "enq-"+strings.ReplaceAll(c.name, " ", "-"))
+		errf := prog + ".err"
+		if err := os.WriteFile(errf, []byte(c.stderr), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		script := "#!/bin/sh\ncat >/dev/null\ncat '" + errf + "' >&2\nexit " + strconv.Itoa(c.status) + "\n"
+		if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := &Pipe{Command: prog, Env: []string{"PATH=/usr/bin:/bin"}}
+		_, err := p.Enqueue(context.Background(), Envelope{Recipients: []enqueue.Recipient{{Addr: "bob@example.org"}}}, strings.NewReader("x\n"))
+		if err == nil || !strings.HasSuffix(err.Error(), c.want) || strings.Contains(err.Error(), "hint:") {
+			t.Errorf("%s: %v, want it to end in %q", c.name, err, c.want)
 		}
 	}
 }

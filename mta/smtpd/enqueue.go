@@ -81,8 +81,11 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	cmd := exec.CommandContext(ctx, p.Command, pipeArgs(env)...)
 	cmd.Env = append(withoutEnvelopeVars(p.Env), env.Env...)
 	cmd.Stdin = msg
-	var stdout, stderr capped
-	stdout.max, stderr.max = 4096, 4096
+	var stdout capped
+	stdout.max = 4096
+	// What failed is said last (a filter's chatter comes first): the end
+	// of standard error is kept.
+	stderr := tail{max: 4096}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// A filter may start helpers of its own: on timeout the whole group
 	// goes, so nothing is left holding the message.
@@ -90,9 +93,9 @@ func (p *Pipe) Enqueue(ctx context.Context, env Envelope, msg io.Reader) (string
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	why := strings.TrimSpace(stderr.String())
+	why := failureLine(stderr.String())
 	if why != "" {
-		why = ": " + lastLine(why)
+		why = ": " + why
 	}
 	if err != nil {
 		var exit *exec.ExitError
@@ -179,11 +182,60 @@ func qidLine(out string) string {
 	return ""
 }
 
-func lastLine(s string) string {
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
+// failureLine picks from a child's standard error the line that says
+// what failed: the last "prog: fatal: ..." or "prog: error: ..." line, as
+// tern's programs (and s6's and age's) write it, else the last line that
+// is not a hint or a note. A usage error ends in "prog: hint: see 'prog
+// --help'", which names no cause, and the fatal line before it does.
+func failureLine(stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if level := logLevel(lines[i]); level == "fatal" || level == "error" {
+			return strings.TrimSpace(lines[i])
+		}
 	}
-	return s
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if level := logLevel(l); l != "" && level != "hint" && level != "note" {
+			return l
+		}
+	}
+	return ""
+}
+
+// logLevel is the word after the program's name in a "prog: level: ..."
+// line, or "".
+func logLevel(line string) string {
+	prog, rest, ok := strings.Cut(line, ": ")
+	if !ok || prog == "" || strings.ContainsAny(prog, " \t") {
+		return ""
+	}
+	level, _, ok := strings.Cut(rest, ": ")
+	if !ok || strings.ContainsAny(level, " \t") {
+		return ""
+	}
+	return level
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	if len(t.buf) > t.max {
+		return string(t.buf[len(t.buf)-t.max:])
+	}
+	return string(t.buf)
 }
 
 // capped keeps the first max bytes written to it.

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"net"
 	"strconv"
@@ -18,12 +19,16 @@ import (
 //   - reads hand the engine at most one line each, so that its buffer
 //     never holds what the client sent after a command; at STARTTLS the
 //     rest of ours is thrown away (CVE-2011-0411, RFC 3207 §4.2);
+//   - which line is a command, and which is message data (after 354, and
+//     BDAT's counted octets) or a SASL response (after 334), is followed
+//     here from the protocol itself, so that a reply is known by the
+//     command it answers and its code, never by the engine's wording;
 //   - STARTTLS is answered here, through serve.Conn, whose handshake has
 //     the per-read deadlines (the engine is told nothing of TLS and so
-//     answers "502 TLS not supported", which is the cue);
+//     refuses the command, which is the cue);
 //   - the greeting and the first EHLO line name this host, as RFC 5321
 //     §4.2 has it; SIZE announces the true limit (the engine is given one
-//     more byte: see Serve);
+//     more byte: see Serve); REQUIRETLS is offered over TLS (RFC 8689 §4);
 //   - replies are written when the engine next waits for the client, so
 //     a turn is one segment however many lines go-smtp wrote;
 //   - every error reply carries the connection id, and is counted: past
@@ -44,13 +49,35 @@ type wire struct {
 	greeted bool
 	inEHLO  bool
 	errors  int
-	cutOff  bool
-	dead    bool
-	err     error
+
+	// What the client's next octets are, as the protocol says: a
+	// command, message data until the next reply (after 354), bdatLeft
+	// octets of a BDAT chunk, or one SASL response line (after 334).
+	expect   expect
+	bdatLeft int64
+	line     []byte // the command or SASL line read so far
+	verb     string // the last command's verb, upper case
+	arg      string // and its first argument
+	// forced replaces the engine's error reply to the command or SASL
+	// line just read: a reply of ours for a case the engine answers
+	// otherwise.
+	forced string
+	cutOff bool
+	dead   bool
+	err    error
 
 	closed chan struct{}
 	once   sync.Once
 }
+
+type expect int
+
+const (
+	expectCommand expect = iota
+	expectData
+	expectBDAT
+	expectSASL
+)
 
 func newWire(ctx context.Context, c Conn, s *session) *wire {
 	return &wire{ctx: ctx, c: c, s: s, closed: make(chan struct{})}
@@ -106,8 +133,83 @@ func (w *wire) Read(p []byte) (int, error) {
 	}
 	k = min(k, len(p))
 	copy(p, w.in[:k])
+	w.follow(w.in[:k])
 	w.in = w.in[k:]
 	return k, nil
+}
+
+// follow notes what the engine is handed, to know what each reply answers.
+func (w *wire) follow(b []byte) {
+	switch w.expect {
+	case expectData:
+		return
+	case expectBDAT:
+		w.bdatLeft -= int64(len(b))
+		if w.bdatLeft <= 0 {
+			w.expect = expectCommand
+		}
+		return
+	}
+	if len(w.line)+len(b) <= MaxLine {
+		w.line = append(w.line, b...)
+	}
+	if !bytes.HasSuffix(b, []byte{'\n'}) {
+		return
+	}
+	line := strings.TrimRight(string(w.line), "\r\n")
+	w.line = w.line[:0]
+	if w.expect == expectSASL {
+		// RFC 4954 §4: a response is base64, or "*" to cancel.
+		w.expect = expectCommand
+		if line != "*" && !isBase64(line) {
+			w.forced = "501 5.5.2 invalid base64 data"
+		}
+		return
+	}
+	f := strings.Fields(line)
+	w.verb, w.arg = "", ""
+	if len(f) > 0 {
+		w.verb = strings.ToUpper(f[0])
+	}
+	if len(f) > 1 {
+		w.arg = f[1]
+	}
+	switch w.verb {
+	case "BDAT":
+		// RFC 3030 §2: "BDAT" SP chunk-size [SP "LAST"], and the
+		// chunk's octets follow the command line, refused or not. A
+		// malformed command has none; the engine reads chunk sizes of 32
+		// bits.
+		n, err := strconv.ParseUint(w.arg, 10, 32)
+		if err == nil && n > 0 && (len(f) == 2 || len(f) == 3 && strings.EqualFold(f[2], "LAST")) {
+			w.expect, w.bdatLeft = expectBDAT, int64(n)
+		}
+	case "AUTH":
+		if len(f) > 2 && !isBase64(f[2]) {
+			w.forced = "501 5.5.2 invalid base64 data"
+		}
+	}
+}
+
+// isBase64 says whether s is a SASL response as RFC 4954 §4 writes it:
+// base64, or "=" for an empty one.
+func isBase64(s string) bool {
+	if s == "=" {
+		return true
+	}
+	_, err := base64.StdEncoding.DecodeString(s)
+	return err == nil
+}
+
+// notImplemented reports whether verb is a command RFC 5321 knows that the
+// engine implements in no state: its 502 for them is right (§4.2.4), and
+// any other 502 of its is a command out of sequence, 503.
+func notImplemented(verb string) bool {
+	switch verb {
+	case "SEND", "SOML", "SAML", "EXPN", "HELP", "TURN":
+		return true
+	}
+	return false
 }
 
 // Write implements net.Conn for the engine: replies, a line or more at a
@@ -174,22 +276,58 @@ func (w *wire) reply(line string) {
 	}
 	sep, text := line[3], line[4:]
 	host := w.s.host()
+	// What the client sends next, as this reply says (RFC 5321 §4.3.2,
+	// RFC 4954 §4).
+	if sep == ' ' || sep == '-' {
+		switch {
+		case code == 354:
+			w.expect = expectData
+		case code == 334:
+			w.expect = expectSASL
+		case w.expect == expectData:
+			w.expect = expectCommand
+		}
+	}
+	if w.forced != "" && sep == ' ' {
+		forced := w.forced
+		w.forced = ""
+		if code >= 400 {
+			code, _ = strconv.Atoi(forced[:3])
+			text = forced[4:]
+			w.countError(code, sep, text)
+			return
+		}
+	}
 	switch {
 	case !w.greeted && code == 220:
 		w.greeted = true
 		w.emit("220 " + host + " ESMTP tern ready cid=" + w.s.peer.ID)
 		return
-	case code == 250 && sep == '-' && !w.inEHLO && strings.HasPrefix(text, "Hello "):
-		w.inEHLO = true
-		d := strings.TrimPrefix(text, "Hello ")
+	case code == 250 && w.verb == "EHLO" && !w.inEHLO:
+		// The engine's first line of its EHLO reply; the client's name
+		// as the engine takes it, the first word after EHLO.
+		w.inEHLO = sep == '-'
+		d := w.arg
 		w.s.hello(d, true)
-		w.emit("250-" + host + " hello " + d)
+		var caps []string
 		if w.s.canStartTLS() {
-			w.emit("250-STARTTLS")
+			caps = append(caps, "STARTTLS")
 		}
 		if w.s.isTLS() {
 			// RFC 8689 §4: only over TLS.
-			w.emit("250-REQUIRETLS")
+			caps = append(caps, "REQUIRETLS")
+		}
+		if sep == ' ' && len(caps) == 0 {
+			w.emit("250 " + host + " hello " + d)
+			return
+		}
+		w.emit("250-" + host + " hello " + d)
+		for i, c := range caps {
+			if i == len(caps)-1 && sep == ' ' {
+				w.emit("250 " + c)
+			} else {
+				w.emit("250-" + c)
+			}
 		}
 		return
 	case w.inEHLO:
@@ -201,26 +339,33 @@ func (w *wire) reply(line string) {
 		}
 		w.emit(line[:4] + text)
 		return
-	case code == 250 && sep == ' ' && strings.HasPrefix(text, "2.0.0 Hello "):
-		d := strings.TrimPrefix(text, "2.0.0 Hello ")
+	case code == 250 && w.verb == "HELO":
+		d := w.arg
 		w.s.hello(d, false)
 		w.emit("250 " + host + " hello " + d)
 		return
-	case code == 502 && text == "5.5.1 TLS not supported":
+	case w.verb == "STARTTLS" && code >= 400 && sep == ' ':
+		// The engine, told nothing of TLS, refuses it: ours to answer.
 		if w.startTLS() {
 			return
 		}
 		code, text = w.lastTLSReply()
 	case code == 502 && strings.HasPrefix(text, "5.5.4 "):
+		// A missing or bad argument: RFC 5321 §4.2.4's 501.
 		code = 501
-	case code == 502 && !strings.HasSuffix(text, "command not implemented"):
+	case code == 502 && !notImplemented(w.verb):
 		code = 503
 	case code == 235:
 		// RFC 4954 §6.
 		text = "2.7.0 authentication succeeded"
-	case code == 454 && text == "4.7.0 Invalid base64 data":
-		code, text = 501, "5.5.2 invalid base64 data"
 	}
+	w.countError(code, sep, text)
+}
+
+// countError emits a reply line, and counts it when it is the last line
+// of an error: past MaxErrors the client is cut off. Each error carries
+// the connection id.
+func (w *wire) countError(code int, sep byte, text string) {
 	if sep == ' ' && code >= 400 {
 		w.errors++
 		if !strings.Contains(text, "cid=") {
