@@ -292,17 +292,28 @@ func TestDeliverReadOnlyFileSystem(t *testing.T) {
 
 // TestDeliverKill9 kills tern-deliver at random moments while it reads and
 // writes; a reader must never see a partial message: every visible file is
-// complete, and each run left either one whole message or none.
+// complete, and each run left either one whole message or none. It runs
+// until kills have landed mid-delivery (the run left its file in tmp/) and
+// some runs completed, so that both outcomes were seen, or fails.
 func TestDeliverKill9(t *testing.T) {
 	r := NewRoot(t)
 	md := r.Path("Maildir")
-	runs := 40
+	minRuns, minCut, maxRuns := 40, 5, 400
 	if testing.Short() {
-		runs = 10
+		minRuns, minCut = 10, 2
 	}
 	body := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 4096) // 256 KiB
-	for i := range runs {
-		msg := fmt.Sprintf("Subject: run %d\n\n%s", i, body)
+	count := func(sub string) int {
+		entries, err := os.ReadDir(filepath.Join(md, sub))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	runs, cutMid, completed := 0, 0, 0
+	for ; runs < maxRuns && (runs < minRuns || cutMid < minCut || completed == 0); runs++ {
+		inTmp, inNew := count("tmp"), count("new")
+		msg := fmt.Sprintf("Subject: run %d\n\n%s", runs, body)
 		cmd := r.Cmd("tern-deliver", md)
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -322,8 +333,19 @@ func TestDeliverKill9(t *testing.T) {
 		}()
 		time.Sleep(time.Duration(rand.IntN(8000)) * time.Microsecond)
 		p.Kill()
-		p.Wait(10 * time.Second)
+		if _, ok := p.Wait(10 * time.Second); !ok {
+			t.Fatalf("run %d: tern-deliver still running 10s after SIGKILL", runs)
+		}
 		stdin.Close()
+		switch {
+		case count("new") > inNew:
+			completed++
+		case count("tmp") > inTmp:
+			cutMid++
+		}
+	}
+	if cutMid < minCut || completed == 0 {
+		t.Fatalf("after %d runs, %d kills landed mid-delivery (want %d) and %d runs completed (want one): the kill moments missed", runs, cutMid, minCut, completed)
 	}
 	want := func(name string) bool {
 		b, err := os.ReadFile(filepath.Join(md, "new", name))
@@ -333,17 +355,17 @@ func TestDeliverKill9(t *testing.T) {
 		i := bytes.Index(b, []byte("\n\n"))
 		return i > 0 && string(b[i+2:]) == body && bytes.HasPrefix(b, []byte("Subject: run "))
 	}
-	complete := 0
+	visible := 0
 	for _, name := range files(t, filepath.Join(md, "new")) {
 		if !want(name) {
 			t.Errorf("partial message visible: %s", name)
 		}
-		complete++
+		visible++
 	}
-	if complete == 0 || complete == runs {
-		t.Logf("note: no run was cut mid-delivery or none completed; the kill moments missed")
+	if visible != completed {
+		t.Errorf("%d messages visible, but %d runs completed", visible, completed)
 	}
-	t.Logf("%d runs killed with SIGKILL: %d complete messages visible, %d left in tmp/", runs, complete, len(files(t, filepath.Join(md, "tmp"))))
+	t.Logf("%d runs killed with SIGKILL: %d cut mid-delivery (left in tmp/), %d complete, the rest killed before they began", runs, cutMid, completed)
 }
 
 // TestDeliverStartsLean guards what tern-deliver's start-up costs, most of

@@ -83,3 +83,28 @@ func TestHelpDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestManPageReferences: every tern page a page points to (.Xr) is one of
+// ours, in the section named.
+func TestManPageReferences(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, err := filepath.Glob(filepath.Join(root, "man", "*.[1-8]"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no man pages in man/: %v", err)
+	}
+	xr := regexp.MustCompile(`\bXr (tern[a-z0-9.-]*) ([1-9])`)
+	for _, p := range pages {
+		src, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range xr.FindAllStringSubmatch(string(src), -1) {
+			if _, err := os.Stat(filepath.Join(root, "man", m[1]+"."+m[2])); err != nil {
+				t.Errorf("%s points to %s(%s), which is not in man/", filepath.Base(p), m[1], m[2])
+			}
+		}
+	}
+}
