@@ -187,7 +187,8 @@ func (x *index) applyRecords(block string) error {
 		if len(line) < 2 || line[1] != ' ' {
 			return bad(line, "no record type")
 		}
-		f := strings.SplitN(line[2:], " ", 6)
+		var fa [6]string
+		f := fa[:splitFields(line[2:], fa[:])]
 		switch line[0] {
 		case '+':
 			if len(f) != 6 {
@@ -276,6 +277,23 @@ func (x *index) applyRecords(block string) error {
 		x.entries = slices.DeleteFunc(x.entries, func(e indexEntry) bool { return e.name == "" })
 	}
 	return nil
+}
+
+// splitFields is strings.SplitN(s, " ", len(out)) into out, without
+// making a slice for each of 100,000 lines; it returns how many fields
+// there are.
+func splitFields(s string, out []string) int {
+	n := 0
+	for n < len(out)-1 {
+		i := strings.IndexByte(s, ' ')
+		if i < 0 {
+			break
+		}
+		out[n], s = s[:i], s[i+1:]
+		n++
+	}
+	out[n] = s
+	return n + 1
 }
 
 func parseDirLetter(s string) (isNew, ok bool) {
@@ -688,7 +706,7 @@ func (f *Folder) appendLocked(x *index, r *indexRecords) (*index, error) {
 	}
 	// Compaction: a file grown to twice what a fresh one would be is
 	// written anew, the block's state with it.
-	if live := int64(80 * len(y.entries)); x.size+int64(len(block)) > 2*live+64<<10 {
+	if x.size+int64(len(block)) > 2*y.compactSize()+64<<10 {
 		y.size = 0
 		if err := f.writeIndex(y); err != nil {
 			return nil, err
@@ -1015,6 +1033,15 @@ func (f *Folder) giveUIDs(uniques []string) (uint32, []uint32, error) {
 	return x.validity, uids, nil
 }
 
+// compactSize is about what the index would take written whole.
+func (x *index) compactSize() int64 {
+	n := int64(0)
+	for i := range x.entries {
+		n += int64(len(x.entries[i].name)) + 40
+	}
+	return n
+}
+
 // byUnique maps unique names to positions.
 func (x *index) byUnique() map[string]int {
 	m := make(map[string]int, len(x.entries))
@@ -1092,6 +1119,16 @@ func (f *Folder) Settle() error {
 		return err
 	}
 	defer lk.unlock()
-	_, err = f.refreshWaiting(lk, true)
-	return err
+	x, err := f.refreshWaiting(lk, true)
+	if err != nil {
+		return err
+	}
+	// A session is done: the next one reads the index whole, so it is
+	// written whole once the changes are half of it (a QUIT that read
+	// 100,000 new messages doubles it).
+	if x.size > x.compactSize()*3/2+64<<10 {
+		y := x.clone()
+		return f.writeIndex(y)
+	}
+	return nil
 }
