@@ -371,17 +371,19 @@ func (f *Folder) indexPath() string { return filepath.Join(f.path, IndexName) }
 // wrapping fs.ErrNotExist when there is none, and ErrCorruptIndex when it
 // cannot be trusted.
 func (f *Folder) readIndex() (*index, error) {
-	p := f.indexPath()
-	var file *os.File
-	var err error
 	// A file another host replaced by rename answers ESTALE to a handle
-	// opened before; opened again by its name it is the new one.
-	for try := 0; ; try++ {
-		file, err = os.Open(p)
-		if err == nil || !errors.Is(err, unix.ESTALE) || try >= 3 {
-			break
-		}
+	// opened before, at open or at read; opened again by its name it is
+	// the new one.
+	x, err := f.readIndexOnce()
+	for try := 0; errors.Is(err, unix.ESTALE) && try < 3; try++ {
+		x, err = f.readIndexOnce()
 	}
+	return x, err
+}
+
+func (f *Folder) readIndexOnce() (*index, error) {
+	p := f.indexPath()
+	file, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("maildir: read index: %w", err)
 	}
