@@ -550,6 +550,12 @@ func (f *Folder) loadLocked() (*index, error) {
 		if l, _, err := f.readUIDList(); err == nil {
 			return f.importUIDList(l)
 		}
+		if l := f.readForeignUIDList(); l != nil {
+			if err := f.importForeignKeywords(); err != nil {
+				return nil, err
+			}
+			return f.importUIDList(l)
+		}
 		return f.newIndex(f.newValidity(f.indexValidityHint()), 1)
 	}
 	return nil, err
@@ -621,6 +627,59 @@ func (f *Folder) importUIDList(l *UIDList) (*index, error) {
 		return nil, err
 	}
 	return x, nil
+}
+
+// Files other IMAP servers keep per folder, read once when tern makes a
+// folder's index, so that clients keep their caches (issue 15: moving
+// from Dovecot or Courier).
+const (
+	dovecotUIDList  = "dovecot-uidlist"
+	courierUIDList  = "courierimapuiddb"
+	dovecotKeywords = "dovecot-keywords"
+)
+
+// readForeignUIDList returns Dovecot's or Courier's UID list of the
+// folder, nil where there is none that can be read whole.
+func (f *Folder) readForeignUIDList() *UIDList {
+	for _, name := range []string{dovecotUIDList, courierUIDList} {
+		file, err := os.Open(filepath.Join(f.path, name))
+		if err != nil {
+			continue
+		}
+		l, err := ParseForeignUIDList(file)
+		file.Close()
+		if err == nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// importForeignKeywords gives the keywords of dovecot-keywords ("<n>
+// <keyword>", n from 0 for the letter a) the same letters in
+// tern-keywords, where the folder has no tern-keywords yet, so that the
+// letters in the file names keep their meaning.
+func (f *Folder) importForeignKeywords() error {
+	if _, err := os.Stat(f.keywordsPath()); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(filepath.Join(f.path, dovecotKeywords))
+	if err != nil {
+		return nil // none: nothing to keep
+	}
+	k := &Keywords{}
+	for _, line := range strings.Split(string(data), "\n") {
+		n, kw, ok := strings.Cut(line, " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || i < 0 || i >= 26 || !validKeyword(kw) || k.byLetter[i] != "" {
+			continue
+		}
+		if _, dup := k.Letter(kw); dup {
+			continue
+		}
+		k.byLetter[i] = kw
+	}
+	return writeFileAtomic(f.keywordsPath(), k.bytes())
 }
 
 // entryOf reads what the index keeps of a message: the sizes from its
