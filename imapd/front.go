@@ -686,8 +686,11 @@ func (f *front) compress(tag, rest string) error {
 		return clientErr(err)
 	}
 	// What the client sent after the command, already in the buffer, is
-	// compressed: the inflater reads the old buffer first.
-	f.in = bufio.NewReader(flate.NewReader(f.in))
+	// compressed: the inflater reads the old buffer first. It is our
+	// own (inflate.go), so that a command flushed with zlib's
+	// Z_PARTIAL_FLUSH is read at once; our output is written by
+	// compress/flate, with sync flushes.
+	f.in = bufio.NewReader(newInflater(f.in))
 	z, err := flate.NewWriter(f.conn, flate.DefaultCompression)
 	if err != nil {
 		return err

@@ -290,3 +290,25 @@ func TestSessionIdle(t *testing.T) {
 	w.send("DONE\r\n")
 	w.until("i")
 }
+
+// TestSessionFetchSections: BODY[] of a message without a header is its
+// bytes (imapserver's extraction gives nothing), partial fetches cut
+// where asked, and a header field comes alone.
+func TestSessionFetchSections(t *testing.T) {
+	mb := newMailbox(t, 1)
+	w := mb.loggedIn()
+	w.ok("s", "SELECT INBOX")
+	w.ok("a", "APPEND INBOX {7+}\r\nab\r\ncd")
+	w.ok("n", "NOOP")
+	for _, c := range []struct{ cmd, want string }{
+		{"FETCH 2 (BODY.PEEK[])", `* 2 FETCH (BODY[] {7}`},
+		{"FETCH 2 (BODY.PEEK[]<2.3>)", `* 2 FETCH (BODY[]<2> {3}`},
+		{"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])", `* 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {22}`},
+		{"FETCH 1 (RFC822.SIZE BODY.PEEK[TEXT])", `* 1 FETCH (RFC822.SIZE 91 BODY[TEXT] {8}`},
+	} {
+		lines := w.ok("f", c.cmd)
+		if len(lines) == 0 || lines[0] != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, lines, c.want)
+		}
+	}
+}
