@@ -231,11 +231,22 @@ func fileSizes(m *Message) error {
 		m.Size = st.Size()
 	}
 	if m.RFC822Size < 0 {
+		// Only a bare LF grows into CRLF: a file another program wrote
+		// with CRLF line ends (go-maildir keeps what it is given) is
+		// sent as it is.
 		var lfs, n int64
+		var prev byte
 		buf := make([]byte, 64<<10)
 		for {
 			k, err := file.Read(buf)
-			lfs += int64(bytes.Count(buf[:k], []byte{'\n'}))
+			chunk := buf[:k]
+			lfs += int64(bytes.Count(chunk, []byte{'\n'}) - bytes.Count(chunk, []byte{'\r', '\n'}))
+			if k > 0 {
+				if prev == '\r' && chunk[0] == '\n' {
+					lfs--
+				}
+				prev = chunk[k-1]
+			}
 			n += int64(k)
 			if err == io.EOF {
 				break

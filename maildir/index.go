@@ -187,7 +187,8 @@ func (x *index) applyRecords(block string) error {
 		if len(line) < 2 || line[1] != ' ' {
 			return bad(line, "no record type")
 		}
-		f := strings.SplitN(line[2:], " ", 6)
+		var fa [6]string
+		f := fa[:splitFields(line[2:], fa[:])]
 		switch line[0] {
 		case '+':
 			if len(f) != 6 {
@@ -209,7 +210,7 @@ func (x *index) applyRecords(block string) error {
 			if err1 != nil || err2 != nil || err3 != nil || e.size < 0 || e.rfc822 < 0 {
 				return bad(line, "numbers")
 			}
-			e.name = f[5]
+			e.setName(f[5], e.new)
 			if u, _ := splitName(e.name); !validUnique(u) || strings.IndexByte(e.name, '/') >= 0 {
 				return bad(line, "name")
 			}
@@ -231,7 +232,7 @@ func (x *index) applyRecords(block string) error {
 			}
 			e := &x.entries[i]
 			x.sums[dirIdx(e.new)].sub(e.name)
-			e.name, e.new = f[2], isNew
+			e.setName(f[2], isNew)
 			x.sums[dirIdx(e.new)].add(e.name)
 		case '-':
 			uid, err := parseUint32Field(line[2:], 0)
@@ -276,6 +277,23 @@ func (x *index) applyRecords(block string) error {
 		x.entries = slices.DeleteFunc(x.entries, func(e indexEntry) bool { return e.name == "" })
 	}
 	return nil
+}
+
+// splitFields is strings.SplitN(s, " ", len(out)) into out, without
+// making a slice for each of 100,000 lines; it returns how many fields
+// there are.
+func splitFields(s string, out []string) int {
+	n := 0
+	for n < len(out)-1 {
+		i := strings.IndexByte(s, ' ')
+		if i < 0 {
+			break
+		}
+		out[n], s = s[:i], s[i+1:]
+		n++
+	}
+	out[n] = s
+	return n + 1
 }
 
 func parseDirLetter(s string) (isNew, ok bool) {
@@ -353,17 +371,19 @@ func (f *Folder) indexPath() string { return filepath.Join(f.path, IndexName) }
 // wrapping fs.ErrNotExist when there is none, and ErrCorruptIndex when it
 // cannot be trusted.
 func (f *Folder) readIndex() (*index, error) {
-	p := f.indexPath()
-	var file *os.File
-	var err error
 	// A file another host replaced by rename answers ESTALE to a handle
-	// opened before; opened again by its name it is the new one.
-	for try := 0; ; try++ {
-		file, err = os.Open(p)
-		if err == nil || !errors.Is(err, unix.ESTALE) || try >= 3 {
-			break
-		}
+	// opened before, at open or at read; opened again by its name it is
+	// the new one.
+	x, err := f.readIndexOnce()
+	for try := 0; errors.Is(err, unix.ESTALE) && try < 3; try++ {
+		x, err = f.readIndexOnce()
 	}
+	return x, err
+}
+
+func (f *Folder) readIndexOnce() (*index, error) {
+	p := f.indexPath()
+	file, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("maildir: read index: %w", err)
 	}
@@ -454,7 +474,7 @@ func (f *Folder) current() (*index, error) {
 		if serr != nil {
 			return nil, serr
 		}
-		if st == x.stamps {
+		if st == x.stamps || f.store.mutation == mutationTrustStale {
 			return x, nil
 		}
 	}
@@ -530,6 +550,12 @@ func (f *Folder) loadLocked() (*index, error) {
 		if l, _, err := f.readUIDList(); err == nil {
 			return f.importUIDList(l)
 		}
+		if l := f.readForeignUIDList(); l != nil {
+			if err := f.importForeignKeywords(); err != nil {
+				return nil, err
+			}
+			return f.importUIDList(l)
+		}
 		return f.newIndex(f.newValidity(f.indexValidityHint()), 1)
 	}
 	return nil, err
@@ -542,9 +568,11 @@ func (f *Folder) loadLocked() (*index, error) {
 // index, and its removal, set).
 func (f *Folder) indexValidityHint() uint32 {
 	var hint uint32
+	// A time T says an index existed then, made with a UIDVALIDITY of T,
+	// or of T+1 where a time hint like this one pushed it on.
 	for _, p := range []string{f.indexPath(), f.path} {
 		if st, err := os.Stat(p); err == nil {
-			hint = max(hint, uint32(min(max(st.ModTime().Unix(), 0), math.MaxUint32-1)))
+			hint = max(hint, uint32(min(max(st.ModTime().Unix()+1, 0), math.MaxUint32-2)))
 		}
 	}
 	if data, err := readHead(f.indexPath()); err == nil {
@@ -601,11 +629,65 @@ func (f *Folder) importUIDList(l *UIDList) (*index, error) {
 	return x, nil
 }
 
+// Files other IMAP servers keep per folder, read once when tern makes a
+// folder's index, so that clients keep their caches (issue 15: moving
+// from Dovecot or Courier).
+const (
+	dovecotUIDList  = "dovecot-uidlist"
+	courierUIDList  = "courierimapuiddb"
+	dovecotKeywords = "dovecot-keywords"
+)
+
+// readForeignUIDList returns Dovecot's or Courier's UID list of the
+// folder, nil where there is none that can be read whole.
+func (f *Folder) readForeignUIDList() *UIDList {
+	for _, name := range []string{dovecotUIDList, courierUIDList} {
+		file, err := os.Open(filepath.Join(f.path, name))
+		if err != nil {
+			continue
+		}
+		l, err := ParseForeignUIDList(file)
+		file.Close()
+		if err == nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// importForeignKeywords gives the keywords of dovecot-keywords ("<n>
+// <keyword>", n from 0 for the letter a) the same letters in
+// tern-keywords, where the folder has no tern-keywords yet, so that the
+// letters in the file names keep their meaning.
+func (f *Folder) importForeignKeywords() error {
+	if _, err := os.Stat(f.keywordsPath()); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(filepath.Join(f.path, dovecotKeywords))
+	if err != nil {
+		return nil // none: nothing to keep
+	}
+	k := &Keywords{}
+	for _, line := range strings.Split(string(data), "\n") {
+		n, kw, ok := strings.Cut(line, " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || i < 0 || i >= 26 || !validKeyword(kw) || k.byLetter[i] != "" {
+			continue
+		}
+		if _, dup := k.Letter(kw); dup {
+			continue
+		}
+		k.byLetter[i] = kw
+	}
+	return writeFileAtomic(f.keywordsPath(), k.bytes())
+}
+
 // entryOf reads what the index keeps of a message: the sizes from its
 // name (or the file where the name lacks them) and its mtime. ok is false
 // when the file is gone.
 func (f *Folder) entryOf(p place, uid uint32) (indexEntry, bool, error) {
-	e := indexEntry{uid: uid, name: p.name, new: !p.cur}
+	e := indexEntry{uid: uid}
+	e.setName(p.name, !p.cur)
 	path := filepath.Join(f.path, p.dir(), p.name)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -685,7 +767,7 @@ func (f *Folder) appendLocked(x *index, r *indexRecords) (*index, error) {
 	}
 	// Compaction: a file grown to twice what a fresh one would be is
 	// written anew, the block's state with it.
-	if live := int64(80 * len(y.entries)); x.size+int64(len(block)) > 2*live+64<<10 {
+	if x.size+int64(len(block)) > 2*y.compactSize()+64<<10 {
 		y.size = 0
 		if err := f.writeIndex(y); err != nil {
 			return nil, err
@@ -789,7 +871,7 @@ func (f *Folder) refreshWaiting(lk *dotLock, wait bool) (*index, error) {
 				s.add(n)
 			}
 		}
-		if s != x.sums[d] {
+		if s != x.sums[d] && !(f.store.mutation == mutationCountOnly && s.n == x.sums[d].n) {
 			same = false
 		}
 	}
@@ -883,34 +965,89 @@ func (f *Folder) diff(x *index, read [2]bool, names [2][]string, r *indexRecords
 			}
 		}
 	}
+	// Given from the second read: a message the first read missed while
+	// it was being linked, earlier than the cutoff, gets its UID now,
+	// before the later one the first read saw.
 	var give []string
-	for _, u := range fresh {
+	for u := range again {
+		if _, ok := known[u]; ok {
+			continue
+		}
 		if haveCutoff && !cutoff.less(parseArrival(u)) {
-			if _, ok := again[u]; ok {
-				give = append(give, u)
-				continue
-			}
+			give = append(give, u)
+			continue
 		}
 		complete = false
+	}
+	for _, u := range fresh {
+		if _, ok := again[u]; !ok {
+			complete = false
+		}
 	}
 	sortByArrival(give)
 	next := x.next
 	if uint64(next)+uint64(len(give)) >= math.MaxUint32 {
 		return false, fmt.Errorf("maildir: %s: UIDs spent; remove %s to start again under a new UIDVALIDITY", f.path, f.indexPath())
 	}
-	for _, u := range give {
-		e, ok, err := f.entryOf(again[u], next)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			complete = false
+	entries, err := f.entriesOf(give, again)
+	if err != nil {
+		return false, err
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.name == "" {
+			complete = false // gone meanwhile
 			continue
 		}
-		r.add(&e)
+		e.uid = next
+		r.add(e)
 		next++
 	}
 	return complete, nil
+}
+
+// entriesOf reads what the index keeps of each message (entryOf), a few
+// at a time: a first look at a folder of 100,000 messages makes as many
+// stat(2)s, which wait on the disk more than on the processor. A message
+// gone meanwhile gets an entry with no name.
+func (f *Folder) entriesOf(uniques []string, where map[string]place) ([]indexEntry, error) {
+	out := make([]indexEntry, len(uniques))
+	const workers = 4
+	if len(uniques) < 64 {
+		for i, u := range uniques {
+			e, ok, err := f.entryOf(where[u], 0)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out[i] = e
+			}
+		}
+		return out, nil
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(uniques); i += workers {
+				e, ok, err := f.entryOf(where[uniques[i]], 0)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				if ok {
+					out[i] = e
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // giveUIDs records messages this process has just put into the folder
@@ -957,6 +1094,15 @@ func (f *Folder) giveUIDs(uniques []string) (uint32, []uint32, error) {
 	return x.validity, uids, nil
 }
 
+// compactSize is about what the index would take written whole.
+func (x *index) compactSize() int64 {
+	n := int64(0)
+	for i := range x.entries {
+		n += int64(len(x.entries[i].name)) + 40
+	}
+	return n
+}
+
 // byUnique maps unique names to positions.
 func (x *index) byUnique() map[string]int {
 	m := make(map[string]int, len(x.entries))
@@ -965,6 +1111,17 @@ func (x *index) byUnique() map[string]int {
 	}
 	return m
 }
+
+// Mutations of the index's rules that the tests must catch (see
+// TestIndexBehindItsBack): a Store with one set trusts the index wrongly.
+const (
+	mutationNone = iota
+	// mutationTrustStale trusts a stamped index whatever the stamps.
+	mutationTrustStale
+	// mutationCountOnly takes a directory with as many names as the
+	// index has there for unchanged.
+	mutationCountOnly
+)
 
 // dirStamp is what tells that a directory has changed: a new entry, a
 // removed one and a rename all set its mtime and ctime, and ctime cannot
@@ -1023,6 +1180,16 @@ func (f *Folder) Settle() error {
 		return err
 	}
 	defer lk.unlock()
-	_, err = f.refreshWaiting(lk, true)
-	return err
+	x, err := f.refreshWaiting(lk, true)
+	if err != nil {
+		return err
+	}
+	// A session is done: the next one reads the index whole, so it is
+	// written whole once the changes are half of it (a QUIT that read
+	// 100,000 new messages doubles it).
+	if x.size > x.compactSize()*3/2+64<<10 {
+		y := x.clone()
+		return f.writeIndex(y)
+	}
+	return nil
 }

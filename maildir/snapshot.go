@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,7 +17,8 @@ import (
 // session needs without reading the file.
 type indexEntry struct {
 	uid          uint32
-	name         string // the file name in new/ or cur/
+	mask         flagMask // the letters of name, for questions asked of every message
+	name         string   // the file name in new/ or cur/
 	new          bool
 	size, rfc822 int64
 	date         int64 // the file's mtime, in seconds: INTERNALDATE
@@ -24,6 +26,35 @@ type indexEntry struct {
 
 func (e *indexEntry) unique() string  { u, _ := splitName(e.name); return u }
 func (e *indexEntry) letters() string { _, l := splitName(e.name); return l }
+
+// setName sets the file name and the mask of its letters.
+func (e *indexEntry) setName(name string, isNew bool) {
+	e.name, e.new = name, isNew
+	e.mask = maskOf(e.letters())
+}
+
+// flagMask is a set of flag letters: a–z in bits 0–25, then D F P R S T.
+type flagMask uint32
+
+func letterBit(c byte) flagMask {
+	if c >= 'a' && c <= 'z' {
+		return 1 << (c - 'a')
+	}
+	if i := strings.IndexByte(systemFlags, c); i >= 0 {
+		return 1 << (26 + i)
+	}
+	return 0
+}
+
+func maskOf(letters string) flagMask {
+	var m flagMask
+	for i := 0; i < len(letters); i++ {
+		m |= letterBit(letters[i])
+	}
+	return m
+}
+
+func (m flagMask) has(c byte) bool { return m&letterBit(c) != 0 }
 
 // snapshot is a folder's messages with their UIDs, in UID order, as of
 // one look.

@@ -53,6 +53,7 @@ type View struct {
 	kw       *Keywords
 	kwList   []string
 	keepNew  bool
+	changed  bool // a write call of the view changed a file
 	mu       sync.Mutex
 }
 
@@ -122,13 +123,14 @@ func (v *View) claimRecent(at []int) error {
 		e := &v.msgs[i].e
 		items[k] = known{uid: e.uid, name: e.name, new: e.new}
 	}
+	v.changed = true
 	out, err := v.f.renameKnown(items, func(old string) string { return old })
 	if err != nil {
 		return err
 	}
 	for k, i := range at {
 		if out[k].name != "" {
-			v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
+			v.msgs[i].e.setName(out[k].name, out[k].new)
 		}
 	}
 	return nil
@@ -183,7 +185,7 @@ func (v *View) CanCreateKeywords() bool { return len(v.kwList) < 26 }
 // 0 when there is none (the UNSEEN response of IMAP4rev1).
 func (v *View) FirstUnseen() uint32 {
 	for i, m := range v.msgs {
-		if !hasLetter(m.e.letters(), 'S') {
+		if !m.e.mask.has('S') {
 			return uint32(i + 1)
 		}
 	}
@@ -307,10 +309,10 @@ func (v *View) HasFlag(seq uint32, flag string) bool {
 		return false
 	}
 	if c, ok := systemLetter(flag); ok {
-		return hasLetter(v.msgs[seq-1].e.letters(), c)
+		return v.msgs[seq-1].e.mask.has(c)
 	}
 	c, ok := v.kw.Letter(flag)
-	return ok && hasLetter(v.msgs[seq-1].e.letters(), c)
+	return ok && v.msgs[seq-1].e.mask.has(c)
 }
 
 // Delete removes the messages with the given UIDs whatever their flags
@@ -332,6 +334,7 @@ func (v *View) Delete(uids []uint32) ([]Expunged, error) {
 			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
 		}
 	}
+	v.changed = v.changed || len(items) > 0
 	removed, err := v.f.removeKnown(items, nil)
 	for k, i := range at {
 		if removed[k] {
@@ -432,7 +435,7 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 			j++ // a UID the view never had below its last: see snapshot
 		}
 		if j < len(cur) && cur[j].uid == m.e.uid {
-			if cur[j].letters() != m.e.letters() {
+			if cur[j].mask != m.e.mask {
 				flagged = append(flagged, i)
 			}
 			m.e = cur[j]
@@ -470,11 +473,12 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 			flaggedUIDs = append(flaggedUIDs, v.msgs[i].e.uid)
 		}
 	}
+	// Counted before the expunges, after which the added messages are
+	// still the last ones.
+	nAdded := len(v.msgs) - added
 	if allowExpunge {
 		ch.Expunged = v.dropGone()
 	}
-	// After the expunges, the added messages are still at the end.
-	nAdded := len(v.msgs) - added
 	for i := len(v.msgs) - nAdded; i < len(v.msgs); i++ {
 		ch.Added = append(ch.Added, v.message(i))
 	}
@@ -540,6 +544,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 			items = append(items, known{uid: e.uid, name: e.name, new: e.new})
 		}
 	}
+	v.changed = v.changed || len(items) > 0
 	out, err := v.f.renameKnown(items, change.apply)
 	if err != nil {
 		return nil, err
@@ -554,7 +559,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 		if out[k].name == "" {
 			continue // gone: its expunge comes with a Poll
 		}
-		v.msgs[i].e.name, v.msgs[i].e.new = out[k].name, out[k].new
+		v.msgs[i].e.setName(out[k].name, out[k].new)
 		done = append(done, v.msgs[i].e.uid)
 	}
 	return v.messagesByUID(done), nil
@@ -594,7 +599,7 @@ func (v *View) Expunge(uids []uint32) ([]Expunged, error) {
 	}
 	var doomed []int
 	for i, m := range v.msgs {
-		if !m.gone && (only == nil || only[m.e.uid]) && hasLetter(m.e.letters(), 'T') {
+		if !m.gone && (only == nil || only[m.e.uid]) && m.e.mask.has('T') {
 			doomed = append(doomed, i)
 		}
 	}
@@ -603,6 +608,7 @@ func (v *View) Expunge(uids []uint32) ([]Expunged, error) {
 		e := &v.msgs[i].e
 		items[k] = known{uid: e.uid, name: e.name, new: e.new}
 	}
+	v.changed = v.changed || len(items) > 0
 	removed, err := v.f.removeKnown(items, func(letters string) bool { return hasLetter(letters, 'T') })
 	for k, i := range doomed {
 		if removed[k] {
@@ -645,6 +651,7 @@ func (v *View) Move(uids []uint32, dst *Folder) (*CopyResult, []Expunged, error)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.changed = true
 	res, err := v.copyTo(uids, dst, true)
 	if err != nil {
 		return nil, nil, err
@@ -701,7 +708,13 @@ func (v *View) copyTo(uids []uint32, dst *Folder, move bool) (*CopyResult, error
 // that the next session to open the folder reads the index alone (see
 // Folder.Settle). A session calls it when it is done changing, not after
 // every change.
-func (v *View) Settle() error { return v.f.Settle() }
+func (v *View) Settle() error {
+	if !v.changed {
+		return nil // nothing of ours to record: the index is as it was
+	}
+	v.changed = false
+	return v.f.Settle()
+}
 
 // Close ends the view. It holds no file or lock; Close is for symmetry
 // with the watch and for what a later index may keep per view.
@@ -726,11 +739,10 @@ func (f *Folder) Status() (Status, error) {
 	}
 	st := Status{Messages: uint32(len(snap.entries)), UIDNext: snap.next, UIDValidity: snap.validity}
 	for _, e := range snap.entries {
-		l := e.letters()
-		if !hasLetter(l, 'S') {
+		if !e.mask.has('S') {
 			st.Unseen++
 		}
-		if hasLetter(l, 'T') {
+		if e.mask.has('T') {
 			st.Deleted++
 		}
 		if e.new {

@@ -21,7 +21,7 @@ func mustPoll(t *testing.T, v *View, allowExpunge bool) *Changes {
 	return ch
 }
 
-func deliverText(t *testing.T, f *Folder, text string) Message {
+func deliverText(t testing.TB, f *Folder, text string) Message {
 	t.Helper()
 	m, err := f.Deliver(strings.NewReader(text), DeliverOptions{})
 	if err != nil {
