@@ -303,6 +303,9 @@ type delivery struct {
 // Deliver sends m to rcpts at hop's destination. It never returns before
 // each recipient has a result.
 func (t *Transport) Deliver(ctx context.Context, m *transport.Message, hop transport.Hop, rcpts []transport.Recipient) []transport.Result {
+	if len(rcpts) == 0 {
+		return nil
+	}
 	d := &delivery{t: t, m: m, hop: hop, rcpts: rcpts, start: t.o.Now(), res: make([]transport.Result, len(rcpts))}
 	for i := range rcpts {
 		d.pending = append(d.pending, i)
