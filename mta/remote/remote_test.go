@@ -649,3 +649,32 @@ func TestDeliver421ClosesConnection(t *testing.T) {
 		t.Errorf("after a 421: %+v over %d connections, want delivered over a second one", res[0], m.connCount())
 	}
 }
+
+// The cache is bounded: with room for one idle connection, the one idle
+// longest is QUIT when another comes; an idle one past its time is QUIT
+// by itself.
+func TestDeliverCacheBounded(t *testing.T) {
+	a := newMX(t, "127.0.0.2", 0)
+	b := newMX(t, "127.0.0.3", 0)
+	h := newHarness(t, nil, func(o *Options) { o.MaxIdle = 1; o.IdleTimeout = time.Second })
+	h.targets = []route.Target{a.target("mx.a.example")}
+	h.deliver(message("E1", "s@sender.test", text), transport.Hop{Domain: "a.example"}, rcpts("x@a.example"))
+	h.targets = []route.Target{b.target("mx.b.example")}
+	h.deliver(message("E2", "s@sender.test", text), transport.Hop{Domain: "b.example"}, rcpts("x@b.example"))
+	waitFor(t, func() bool { return strings.HasSuffix(a.written(), "QUIT\r\n") }, "a's connection QUIT when b's took its place")
+	if strings.Contains(b.written(), "QUIT") {
+		t.Errorf("b's connection QUIT at once")
+	}
+	waitFor(t, func() bool { return strings.HasSuffix(b.written(), "QUIT\r\n") }, "b's connection QUIT after its idle time")
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for range 200 {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("no %s", what)
+}
