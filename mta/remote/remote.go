@@ -223,7 +223,13 @@ func (t *Transport) put(c *conn) {
 	t.idle[c.key] = append(t.idle[c.key], c)
 	t.nIdle++
 	c.since = time.Now()
-	c.timer = time.AfterFunc(t.o.IdleTimeout, func() { t.expire(c) })
+	if c.timer == nil {
+		c.timer = time.AfterFunc(t.o.IdleTimeout, func() { t.expire(c) })
+	} else {
+		// One timer a connection: expire checks under the lock whether c
+		// is still idle, so a late firing after take does nothing.
+		c.timer.Reset(t.o.IdleTimeout)
+	}
 	t.mu.Unlock()
 	if evict != nil {
 		t.quit(evict)
