@@ -521,8 +521,6 @@ func TestDeliverIPv6(t *testing.T) {
 	}
 }
 
-var _ = conf.TLSMay
-
 // A cancelled context ends a delivery stuck on a silent host at once,
 // whatever the SMTP time limits say.
 func TestDeliverContextCancels(t *testing.T) {
@@ -677,4 +675,24 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Errorf("no %s", what)
+}
+
+// A route to an address literal: the relay is named by its address, and
+// tls=verify has no name to check a certificate against.
+func TestDeliverAddressLiteral(t *testing.T) {
+	srvTLS, pool := testTLS(t)
+	m := newMX(t, "127.0.0.2", 0, withTLS(srvTLS))
+	tg := m.target("")
+	h := newHarness(t, []route.Target{tg}, func(o *Options) { o.RootCAs = pool })
+	rt := &conf.Route{Domain: "*", Addr: m.ap.Addr(), Port: int(m.ap.Port())}
+	res := h.deliver(message("L1", "s@sender.test", text), transport.Hop{Key: "[127.0.0.2]", Route: rt}, rcpts("a@example.org"))
+	want := fmt.Sprintf("127.0.0.2[127.0.0.2]:%d", m.ap.Port())
+	if !res[0].Delivered() || res[0].RemoteMTA != want || res[0].TLS == "" {
+		t.Errorf("result %+v, want delivered over TLS by %s", res[0], want)
+	}
+	rt.TLS = conf.TLSVerify
+	res = h.deliver(message("L2", "s@sender.test", text), transport.Hop{Key: "[127.0.0.2]", Route: rt}, rcpts("a@example.org"))
+	if !res[0].Temporary || res[0].Status != "4.7.5" || !strings.Contains(res[0].Answer, "address literal") {
+		t.Errorf("verify with an address literal: %+v", res[0])
+	}
 }
