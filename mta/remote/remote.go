@@ -34,7 +34,7 @@ import (
 	"github.com/tern-mail/tern/mta/transport"
 )
 
-// Options configure the transport. Targets, Hostname and Log are needed;
+// Options configure the transport. Targets and Hostname are needed;
 // the rest have defaults.
 type Options struct {
 	// Targets finds the hosts for a domain: the route's host when rt is
