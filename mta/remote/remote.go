@@ -62,7 +62,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxIdle bounds the idle connections kept in all: 64.
 	MaxIdle int
-	Log     *slog.Logger
+	// Log gets a line for each recipient and attempt (and for each host
+	// passed over); nil discards them.
+	Log *slog.Logger
 }
 
 // Defaults of Options.
