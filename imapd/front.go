@@ -154,7 +154,7 @@ func (f *front) relay() {
 		if first && bytes.HasPrefix(line, []byte("* PREAUTH ")) {
 			f.authed = true
 		}
-		keep := f.capture != "" && bytes.HasPrefix(line, []byte("* "+f.capture+" "))
+		keep := f.capture != "" && isCaptured(line, f.capture)
 		if keep {
 			f.captured = append(f.captured, bytes.Clone(line))
 		}
@@ -223,6 +223,18 @@ func (f *front) stopReading() {
 		return
 	}
 	f.conn.Close()
+}
+
+// isCaptured reports whether an untagged line is the response the front
+// waits for: "* SEARCH", with numbers or none, or its "* ESEARCH" form
+// (IMAP4rev2 or RETURN).
+func isCaptured(line []byte, name string) bool {
+	for _, p := range []string{"* " + name, "* E" + name} {
+		if rest, ok := bytes.CutPrefix(line, []byte(p)); ok && (len(rest) == 0 || rest[0] == ' ') {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *front) copyToClient(n int64) error {
@@ -323,6 +335,9 @@ func (f *front) caps(authed bool) string {
 		"UTF8=ACCEPT", fmt.Sprintf("APPENDLIMIT=%d", f.cfg.appendLimit()))
 	if _, ok := f.st.session().(QuotaSession); ok {
 		c = append(c, "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
+	}
+	if _, ok := f.st.session().(*Session); ok {
+		c = append(c, "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 	}
 	f.mu.Lock()
 	compressed := f.compressed
@@ -489,6 +504,14 @@ func (f *front) command(ctx context.Context, tag, name string, line []byte) (don
 		return false, f.compress(tag, rest)
 	case "GETQUOTA", "GETQUOTAROOT", "SETQUOTA":
 		return false, f.quota(tag, name, rest)
+	case "SORT", "UID SORT":
+		if f.isAuthed() {
+			return false, f.sortCmd(tag, name, rest)
+		}
+	case "THREAD", "UID THREAD":
+		if f.isAuthed() {
+			return false, f.thread(tag, name, rest)
+		}
 	case "LOGIN", "AUTHENTICATE":
 		if !f.cfg.secure() && !f.isAuthed() {
 			// RFC 9051 §6.2.3 and §7.1: refused in the clear, and
@@ -686,8 +709,11 @@ func (f *front) compress(tag, rest string) error {
 		return clientErr(err)
 	}
 	// What the client sent after the command, already in the buffer, is
-	// compressed: the inflater reads the old buffer first.
-	f.in = bufio.NewReader(flate.NewReader(f.in))
+	// compressed: the inflater reads the old buffer first. It is our
+	// own (inflate.go), so that a command flushed with zlib's
+	// Z_PARTIAL_FLUSH is read at once; our output is written by
+	// compress/flate, with sync flushes.
+	f.in = bufio.NewReader(newInflater(f.in))
 	z, err := flate.NewWriter(f.conn, flate.DefaultCompression)
 	if err != nil {
 		return err

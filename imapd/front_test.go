@@ -43,7 +43,7 @@ func startFront(t *testing.T, cfg Config) net.Conn {
 	if !cfg.Remote.IsValid() {
 		cfg.Remote = netip.MustParseAddr("127.0.0.1")
 	}
-	client, server := net.Pipe()
+	client, server := socketPair(t)
 	done := make(chan error, 1)
 	go func() { done <- Serve(context.Background(), server, cfg) }()
 	t.Cleanup(func() {
@@ -58,6 +58,32 @@ func startFront(t *testing.T, cfg Config) net.Conn {
 		}
 	})
 	return client
+}
+
+// socketPair is a connected pair of loopback TCP sockets: unlike
+// net.Pipe they buffer, as a client's connection does, so a client may
+// write while the server writes (COMPRESS's flushes, pipelining).
+func socketPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	return client, server
 }
 
 // wire is a raw IMAP conversation for the tests that must send what no

@@ -62,6 +62,11 @@ func FuzzArgs(f *testing.F) {
 		a := &args{s: s}
 		a.idParams()
 		splitCommand([]byte(s))
+		if base, _ := baseSubject(s); len(base) > len(s) {
+			t.Fatalf("base subject %q longer than %q", base, s)
+		}
+		parseSortKeys(&args{s: s})
+		searchNumbers([]byte(s))
 	})
 }
 

@@ -332,7 +332,7 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			rw.WriteBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(raw)))
 		}
 		for _, sec := range options.BodySection {
-			b := imapserver.ExtractBodySection(bytes.NewReader(raw), sec)
+			b := bodySection(raw, sec)
 			wc := rw.WriteBodySection(sec, int64(len(b)))
 			wc.Write(b)
 			if err := wc.Close(); err != nil {
@@ -355,6 +355,25 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 	return nil
+}
+
+// bodySection is a BODY[...] section of a message. The whole message is
+// its bytes as they are: imapserver's ExtractBodySection parses the
+// header first and gives nothing for a message without one.
+func bodySection(raw []byte, sec *imap.FetchItemBodySection) []byte {
+	if len(sec.Part) > 0 || sec.Specifier != imap.PartSpecifierNone {
+		return imapserver.ExtractBodySection(bytes.NewReader(raw), sec)
+	}
+	if p := sec.Partial; p != nil {
+		if p.Offset >= int64(len(raw)) {
+			return nil
+		}
+		raw = raw[p.Offset:]
+		if p.Size >= 0 && p.Size < int64(len(raw)) {
+			raw = raw[:p.Size]
+		}
+	}
+	return raw
 }
 
 // withRecent is a message's flags with \Recent when this session is

@@ -290,3 +290,93 @@ func TestSessionIdle(t *testing.T) {
 	w.send("DONE\r\n")
 	w.until("i")
 }
+
+// TestSessionFetchSections: BODY[] of a message without a header is its
+// bytes (imapserver's extraction gives nothing), partial fetches cut
+// where asked, and a header field comes alone.
+func TestSessionFetchSections(t *testing.T) {
+	mb := newMailbox(t, 1)
+	w := mb.loggedIn()
+	w.ok("s", "SELECT INBOX")
+	w.ok("a", "APPEND INBOX {7+}\r\nab\r\ncd")
+	w.ok("n", "NOOP")
+	for _, c := range []struct{ cmd, want string }{
+		{"FETCH 2 (BODY.PEEK[])", `* 2 FETCH (BODY[] {7}`},
+		{"FETCH 2 (BODY.PEEK[]<2.3>)", `* 2 FETCH (BODY[]<2> {3}`},
+		{"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])", `* 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {22}`},
+		{"FETCH 1 (RFC822.SIZE BODY.PEEK[TEXT])", `* 1 FETCH (RFC822.SIZE 91 BODY[TEXT] {8}`},
+	} {
+		lines := w.ok("f", c.cmd)
+		if len(lines) == 0 || lines[0] != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, lines, c.want)
+		}
+	}
+}
+
+// TestSessionSortThread: SORT and THREAD (RFC 5256) over messages whose
+// subjects, dates, senders and references differ.
+func TestSessionSortThread(t *testing.T) {
+	mb := newMailbox(t, 0)
+	for _, m := range []string{
+		"Subject: Meeting\nDate: Tue, 03 Nov 2026 10:00:00 +0000\nFrom: carol@example.org\nMessage-ID: <1@x>\n\n.\n",
+		"Subject: Re: Meeting\nDate: Wed, 04 Nov 2026 10:00:00 +0000\nFrom: Alice <alice@example.org>\nMessage-ID: <2@x>\nReferences: <1@x>\n\n.\n",
+		"Subject: Lunch\nDate: Sun, 01 Nov 2026 10:00:00 +0000\nFrom: bob@example.org\nMessage-ID: <3@x>\n\n.\n",
+		"Subject: [list] Re: Meeting\nDate: Thu, 05 Nov 2026 10:00:00 +0000\nFrom: dave@example.org\nMessage-ID: <4@x>\nIn-Reply-To: <2@x>\n\n.\n",
+		"Subject: Fwd: Lunch (fwd)\nDate: Mon, 02 Nov 2026 10:00:00 +0000\nFrom: erin@example.org\nMessage-ID: <5@x>\n\n.\n",
+	} {
+		mb.deliver(m)
+	}
+	w := mb.loggedIn()
+	w.ok("s", "SELECT INBOX")
+	for _, c := range []struct{ cmd, want string }{
+		{"SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4"},
+		{"SORT (REVERSE DATE) UTF-8 ALL", "* SORT 4 2 1 5 3"},
+		{"SORT (FROM) US-ASCII ALL", "* SORT 2 3 1 4 5"},
+		{"SORT (SUBJECT REVERSE DATE) UTF-8 ALL", "* SORT 5 3 4 2 1"},
+		{"UID SORT (SIZE ARRIVAL) UTF-8 FROM erin", "* SORT 5"},
+		{"SORT (DATE) UTF-8 SUBJECT nothing-matches", "* SORT"},
+		{"THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (3 5)(1 (2)(4))"},
+		{"THREAD REFERENCES UTF-8 ALL", "* THREAD (3 5)(1 2 4)"},
+		{"UID THREAD REFERENCES UTF-8 NOT FROM alice", "* THREAD (3 5)(1 4)"},
+	} {
+		lines := w.ok("t", c.cmd)
+		if len(lines) != 1 || lines[0] != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, lines, c.want)
+		}
+	}
+	// With IMAP4rev2 on, imapserver answers the front's SEARCH with
+	// ESEARCH; SORT reads that too, and the client sees neither.
+	w.ok("e", "ENABLE IMAP4rev2")
+	if lines := w.ok("t", "UID SORT (REVERSE SUBJECT) UTF-8 ALL"); len(lines) != 1 || lines[0] != "* SORT 1 2 4 3 5" {
+		t.Errorf("UID SORT after ENABLE IMAP4rev2: %q", lines)
+	}
+	if _, st := w.cmd("b", "SORT (DATE) KOI8-R ALL"); !strings.HasPrefix(st, "b NO [BADCHARSET") {
+		t.Errorf("SORT with another charset: %q", st)
+	}
+	if _, st := w.cmd("b", "SORT (NOSUCH) UTF-8 ALL"); !strings.HasPrefix(st, "b BAD") {
+		t.Errorf("SORT with an unknown criterion: %q", st)
+	}
+	if _, st := w.cmd("b", "THREAD X UTF-8 ALL"); !strings.HasPrefix(st, "b BAD") {
+		t.Errorf("THREAD with an unknown algorithm: %q", st)
+	}
+}
+
+func TestBaseSubject(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		reply    bool
+	}{
+		{"Meeting", "Meeting", false},
+		{"Re: Meeting", "Meeting", true},
+		{"RE[2]: Re:  Meeting  (fwd)", "Meeting", true},
+		{"[list] Re: [other] Meeting", "Meeting", true},
+		{"[fwd: Re: Meeting]", "Meeting", true},
+		{"[only a blob]", "[only a blob]", false},
+		{"Fwd:", "", true},
+	} {
+		got, reply := baseSubject(c.in)
+		if got != c.want || reply != c.reply {
+			t.Errorf("baseSubject(%q) = %q, %v; want %q, %v", c.in, got, reply, c.want, c.reply)
+		}
+	}
+}

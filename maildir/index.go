@@ -187,7 +187,8 @@ func (x *index) applyRecords(block string) error {
 		if len(line) < 2 || line[1] != ' ' {
 			return bad(line, "no record type")
 		}
-		f := strings.SplitN(line[2:], " ", 6)
+		var fa [6]string
+		f := fa[:splitFields(line[2:], fa[:])]
 		switch line[0] {
 		case '+':
 			if len(f) != 6 {
@@ -278,6 +279,23 @@ func (x *index) applyRecords(block string) error {
 	return nil
 }
 
+// splitFields is strings.SplitN(s, " ", len(out)) into out, without
+// making a slice for each of 100,000 lines; it returns how many fields
+// there are.
+func splitFields(s string, out []string) int {
+	n := 0
+	for n < len(out)-1 {
+		i := strings.IndexByte(s, ' ')
+		if i < 0 {
+			break
+		}
+		out[n], s = s[:i], s[i+1:]
+		n++
+	}
+	out[n] = s
+	return n + 1
+}
+
 func parseDirLetter(s string) (isNew, ok bool) {
 	switch s {
 	case "n":
@@ -353,17 +371,19 @@ func (f *Folder) indexPath() string { return filepath.Join(f.path, IndexName) }
 // wrapping fs.ErrNotExist when there is none, and ErrCorruptIndex when it
 // cannot be trusted.
 func (f *Folder) readIndex() (*index, error) {
-	p := f.indexPath()
-	var file *os.File
-	var err error
 	// A file another host replaced by rename answers ESTALE to a handle
-	// opened before; opened again by its name it is the new one.
-	for try := 0; ; try++ {
-		file, err = os.Open(p)
-		if err == nil || !errors.Is(err, unix.ESTALE) || try >= 3 {
-			break
-		}
+	// opened before, at open or at read; opened again by its name it is
+	// the new one.
+	x, err := f.readIndexOnce()
+	for try := 0; errors.Is(err, unix.ESTALE) && try < 3; try++ {
+		x, err = f.readIndexOnce()
 	}
+	return x, err
+}
+
+func (f *Folder) readIndexOnce() (*index, error) {
+	p := f.indexPath()
+	file, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("maildir: read index: %w", err)
 	}
@@ -530,6 +550,12 @@ func (f *Folder) loadLocked() (*index, error) {
 		if l, _, err := f.readUIDList(); err == nil {
 			return f.importUIDList(l)
 		}
+		if l := f.readForeignUIDList(); l != nil {
+			if err := f.importForeignKeywords(); err != nil {
+				return nil, err
+			}
+			return f.importUIDList(l)
+		}
 		return f.newIndex(f.newValidity(f.indexValidityHint()), 1)
 	}
 	return nil, err
@@ -601,6 +627,59 @@ func (f *Folder) importUIDList(l *UIDList) (*index, error) {
 		return nil, err
 	}
 	return x, nil
+}
+
+// Files other IMAP servers keep per folder, read once when tern makes a
+// folder's index, so that clients keep their caches (issue 15: moving
+// from Dovecot or Courier).
+const (
+	dovecotUIDList  = "dovecot-uidlist"
+	courierUIDList  = "courierimapuiddb"
+	dovecotKeywords = "dovecot-keywords"
+)
+
+// readForeignUIDList returns Dovecot's or Courier's UID list of the
+// folder, nil where there is none that can be read whole.
+func (f *Folder) readForeignUIDList() *UIDList {
+	for _, name := range []string{dovecotUIDList, courierUIDList} {
+		file, err := os.Open(filepath.Join(f.path, name))
+		if err != nil {
+			continue
+		}
+		l, err := ParseForeignUIDList(file)
+		file.Close()
+		if err == nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// importForeignKeywords gives the keywords of dovecot-keywords ("<n>
+// <keyword>", n from 0 for the letter a) the same letters in
+// tern-keywords, where the folder has no tern-keywords yet, so that the
+// letters in the file names keep their meaning.
+func (f *Folder) importForeignKeywords() error {
+	if _, err := os.Stat(f.keywordsPath()); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(filepath.Join(f.path, dovecotKeywords))
+	if err != nil {
+		return nil // none: nothing to keep
+	}
+	k := &Keywords{}
+	for _, line := range strings.Split(string(data), "\n") {
+		n, kw, ok := strings.Cut(line, " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || i < 0 || i >= 26 || !validKeyword(kw) || k.byLetter[i] != "" {
+			continue
+		}
+		if _, dup := k.Letter(kw); dup {
+			continue
+		}
+		k.byLetter[i] = kw
+	}
+	return writeFileAtomic(f.keywordsPath(), k.bytes())
 }
 
 // entryOf reads what the index keeps of a message: the sizes from its
@@ -688,7 +767,7 @@ func (f *Folder) appendLocked(x *index, r *indexRecords) (*index, error) {
 	}
 	// Compaction: a file grown to twice what a fresh one would be is
 	// written anew, the block's state with it.
-	if live := int64(80 * len(y.entries)); x.size+int64(len(block)) > 2*live+64<<10 {
+	if x.size+int64(len(block)) > 2*y.compactSize()+64<<10 {
 		y.size = 0
 		if err := f.writeIndex(y); err != nil {
 			return nil, err
@@ -1015,6 +1094,15 @@ func (f *Folder) giveUIDs(uniques []string) (uint32, []uint32, error) {
 	return x.validity, uids, nil
 }
 
+// compactSize is about what the index would take written whole.
+func (x *index) compactSize() int64 {
+	n := int64(0)
+	for i := range x.entries {
+		n += int64(len(x.entries[i].name)) + 40
+	}
+	return n
+}
+
 // byUnique maps unique names to positions.
 func (x *index) byUnique() map[string]int {
 	m := make(map[string]int, len(x.entries))
@@ -1092,6 +1180,16 @@ func (f *Folder) Settle() error {
 		return err
 	}
 	defer lk.unlock()
-	_, err = f.refreshWaiting(lk, true)
-	return err
+	x, err := f.refreshWaiting(lk, true)
+	if err != nil {
+		return err
+	}
+	// A session is done: the next one reads the index whole, so it is
+	// written whole once the changes are half of it (a QUIT that read
+	// 100,000 new messages doubles it).
+	if x.size > x.compactSize()*3/2+64<<10 {
+		y := x.clone()
+		return f.writeIndex(y)
+	}
+	return nil
 }

@@ -104,6 +104,10 @@ func (f *Folder) keywordsPath() string { return filepath.Join(f.path, "tern-keyw
 // Keywords reads the folder's keyword letters, without the lock; a folder
 // without a tern-keywords file has none.
 func (f *Folder) Keywords() (*Keywords, error) {
+	return retryStale(f.readKeywords)
+}
+
+func (f *Folder) readKeywords() (*Keywords, error) {
 	p := f.keywordsPath()
 	file, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -52,7 +52,12 @@ func (s *Store) lockFile(path string) (*dotLock, error) {
 	for {
 		lerr := os.Link(tmp, path)
 		var st unix.Stat_t
-		if err := unix.Stat(tmp, &st); err != nil {
+		if err := statRetry(tmp, &st); err != nil {
+			// The check failed: a lock our link may have made is never
+			// left behind for everyone to wait out.
+			if lerr == nil {
+				os.Remove(path)
+			}
 			os.Remove(tmp)
 			return nil, fmt.Errorf("maildir: lock %s: stat %s: %w", path, tmp, err)
 		}
@@ -127,8 +132,38 @@ func (l *dotLock) touch() {
 // unlock removes the lock file if it is still ours, and the unique file.
 func (l *dotLock) unlock() {
 	var st unix.Stat_t
-	if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino {
+	err := unix.Lstat(l.path, &st)
+	// A shared file system can fail a look at a name just made or
+	// replaced for an instant (GlusterFS answers EBADFD, NFS ESTALE):
+	// look again rather than leave the lock for everyone to wait out.
+	for try := 0; err != nil && err != unix.ENOENT && try < 5; try++ {
+		time.Sleep(time.Duration(try+1) * 2 * time.Millisecond)
+		err = unix.Lstat(l.path, &st)
+	}
+	if err == nil && st.Ino == l.ino {
 		os.Remove(l.path)
 	}
 	os.Remove(l.tmp)
+}
+
+// statRetry is stat(2), looked at again a few times when a shared file
+// system fails it for an instant (ESTALE, EBADFD) rather than for good.
+func statRetry(p string, st *unix.Stat_t) error {
+	err := unix.Stat(p, st)
+	for try := 0; (err == unix.ESTALE || err == unix.EBADFD) && try < 5; try++ {
+		time.Sleep(time.Duration(try+1) * 2 * time.Millisecond)
+		err = unix.Stat(p, st)
+	}
+	return err
+}
+
+// retryStale reads a small file that another host may replace by rename
+// again when the read fails with ESTALE: opened anew by its name, it is
+// the new file.
+func retryStale[T any](read func() (T, error)) (T, error) {
+	v, err := read()
+	for try := 0; errors.Is(err, unix.ESTALE) && try < 3; try++ {
+		v, err = read()
+	}
+	return v, err
 }

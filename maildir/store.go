@@ -3,6 +3,7 @@ package maildir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for the fields of Store.
@@ -386,4 +389,37 @@ func syncDir(dir string) error {
 		return fmt.Errorf("maildir: fsync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ErrSessionLocked is returned by LockSession when another process holds
+// the lock.
+var ErrSessionLocked = errors.New("maildir: held by another session")
+
+// LockSession takes an exclusive lock for a whole session (POP3's: RFC
+// 1939 §8 wants a maildrop locked while a session has it) on the file
+// name at the top of the Maildir, without waiting: ErrSessionLocked when
+// another session holds it. Close releases it.
+//
+// It is an open file description lock (F_OFD_SETLK): the kernel drops it
+// when the process dies, so a crashed session never locks a user out, and
+// the NFS client turns it into a server-side lock, so two hosts over one
+// Maildir exclude each other too. It is not the link(2) lock of the
+// index: a session lock is held for minutes, by a process that may die.
+func (s *Store) LockSession(name string) (io.Closer, error) {
+	if name == "" || strings.ContainsAny(name, "/") || name[0] == '.' {
+		return nil, fmt.Errorf("maildir: bad session lock name %q", name)
+	}
+	lock, err := os.OpenFile(filepath.Join(s.Root, name), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: open session lock: %w", err)
+	}
+	flock := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &flock); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, ErrSessionLocked
+		}
+		return nil, fmt.Errorf("maildir: lock %s: %w", lock.Name(), err)
+	}
+	return lock, nil
 }

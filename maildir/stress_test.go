@@ -255,10 +255,32 @@ func TestStressWorker(t *testing.T) {
 			if _, err := f.SetFlags(u, flags); err != nil && !gone(err) {
 				t.Fatal(err)
 			}
-		case r < 75:
+		case r < 70:
 			if u := pick(); u != "" {
 				if _, err := f.MoveToCur(u); err != nil && !gone(err) {
 					t.Fatal(err)
+				}
+			}
+		case r < 75:
+			// Another mail reader (mutt) reads or flags a message:
+			// a rename without tern's lock.
+			u := pick()
+			if u == "" {
+				continue
+			}
+			for _, dir := range []string{"new", "cur"} {
+				names, err := readDirNames(filepath.Join(s.Root, dir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, n := range names {
+					if un, flags := splitName(n); un == u {
+						to := u + ":2," + lettersAdd("F")(strings.ReplaceAll(flags, "F", ""))
+						if hasLetter(flags, 'F') {
+							to = u + ":2," + strings.ReplaceAll(flags, "F", "")
+						}
+						os.Rename(filepath.Join(s.Root, dir, n), filepath.Join(s.Root, "cur", to))
+					}
 				}
 			}
 		case r < 90:

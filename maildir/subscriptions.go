@@ -24,6 +24,10 @@ const maxSubscriptions = 1 << 20
 // name a folder that does not exist (RFC 9051 §6.3.7 allows it). Lines
 // that are not valid folder names are skipped.
 func (s *Store) Subscriptions() ([]string, error) {
+	return retryStale(s.readSubscriptions)
+}
+
+func (s *Store) readSubscriptions() ([]string, error) {
 	file, err := os.Open(filepath.Join(s.Root, SubscriptionsName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

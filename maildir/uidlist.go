@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,4 +180,84 @@ func validityHint(data []byte) uint32 {
 		}
 	}
 	return 0
+}
+
+// ParseForeignUIDList reads the UID list another IMAP server kept for a
+// folder, so that a Maildir moved to tern keeps its UIDVALIDITY and UIDs
+// and no client downloads it again: Dovecot's dovecot-uidlist (version 3:
+// "3 V<validity> N<next> G<guid>", then "<uid> [<ext>...] :<file name>")
+// and Courier's courierimapuiddb (version 1, which older Dovecots wrote
+// too: "1 <validity> <next>", then "<uid> <file name>"). A name's info
+// part (":2,<flags>") is dropped. Anything it cannot read whole, UIDs out
+// of order or a name twice, is an error wrapping ErrCorruptUIDList: a
+// list half understood would give wrong UIDs under the old UIDVALIDITY.
+func ParseForeignUIDList(r io.Reader) (*UIDList, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxUIDListSize+1))
+	if err != nil {
+		return nil, err
+	}
+	bad := func(line int, why string) error {
+		return fmt.Errorf("line %d: %s: %w", line, why, ErrCorruptUIDList)
+	}
+	if len(data) > maxUIDListSize {
+		return nil, bad(0, "too large")
+	}
+	text := string(data)
+	header, rest, _ := strings.Cut(text, "\n")
+	hdr := strings.Fields(header)
+	var validity, next uint32
+	var v3 bool
+	switch {
+	case len(hdr) == 3 && hdr[0] == "1":
+		v, err1 := parseUint32Field(hdr[1], 0)
+		n, err2 := parseUint32Field(hdr[2], 0)
+		if err1 != nil || err2 != nil {
+			return nil, bad(1, "bad version 1 header")
+		}
+		validity, next = v, n
+	case len(hdr) >= 3 && hdr[0] == "3":
+		v3 = true
+		for _, f := range hdr[1:] {
+			switch f[0] {
+			case 'V':
+				validity, _ = parseUint32Field(f, 'V')
+			case 'N':
+				next, _ = parseUint32Field(f, 'N')
+			}
+		}
+	default:
+		return nil, bad(1, "not a version 1 or 3 list")
+	}
+	if validity == 0 || next == 0 {
+		return nil, bad(1, "no UIDVALIDITY or next UID")
+	}
+	var entries []UIDEntry
+	seen := map[string]bool{}
+	var last uint32
+	for i := 0; rest != ""; i++ {
+		var ln string
+		ln, rest, _ = strings.Cut(rest, "\n")
+		if ln == "" {
+			continue
+		}
+		uidText, name, ok := strings.Cut(ln, " ")
+		if v3 {
+			// Extension fields come before the name, which starts with ':'.
+			_, name, ok = strings.Cut(ln, " :")
+		}
+		uid, err := parseUint32Field(uidText, 0)
+		if !ok || err != nil || uid <= last || uid == math.MaxUint32 {
+			return nil, bad(i+2, "bad or unordered UID")
+		}
+		u, _ := splitName(name)
+		if !validUnique(u) || seen[u] {
+			return nil, bad(i+2, "bad or repeated file name")
+		}
+		seen[u] = true
+		last = uid
+		entries = append(entries, UIDEntry{uid, u})
+	}
+	// Dovecot writes the header's next UID lazily ("N1" above UIDs it
+	// has given): the next UID is above every one in the list.
+	return newUIDList(validity, max(next, last+1), entries), nil
 }

@@ -223,3 +223,71 @@ func TestIndexFromUIDList(t *testing.T) {
 		t.Errorf("V%d N%d, want V1234 N41", l.Validity, l.Next)
 	}
 }
+
+// TestIndexFromDovecotAndCourier: a folder another IMAP server kept UIDs
+// for keeps its UIDVALIDITY, UIDs and keyword letters when tern makes its
+// index.
+func TestIndexFromDovecotAndCourier(t *testing.T) {
+	for _, tc := range []struct {
+		file, list string
+	}{
+		{dovecotUIDList, "3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n7 :%s\n9 W2048 G0123 :%s\n"},
+		{courierUIDList, "1 1275660208 25022\n7 %s\n9 %s:2,S\n"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			s := newTestStore(t)
+			f := inbox(t, s)
+			ms := deliverN(t, f, 3, time.Unix(1700000000, 0))
+			// Dovecot had given the second message the keyword Junk (b).
+			os.Rename(ms[1].Path, filepath.Join(s.Root, "cur", ms[1].Unique+":2,Sb"))
+			os.WriteFile(filepath.Join(s.Root, dovecotKeywords), []byte("0 $Forwarded\n1 Junk\n"), 0o600)
+			list := fmt.Sprintf(tc.list, ms[0].Unique, ms[1].Unique)
+			os.WriteFile(filepath.Join(s.Root, tc.file), []byte(list), 0o600)
+			msgs, err := f.Messages()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range msgs {
+				got = append(got, fmt.Sprintf("%d %v", m.UID, m.Flags))
+			}
+			want := []string{"7 []", "9 [\\Seen Junk]", "25022 []"}
+			if !slices.Equal(got, want) {
+				t.Errorf("messages %q, want %q", got, want)
+			}
+			if l, _ := f.UIDList(); l.Validity != 1275660208 || l.Next != 25023 {
+				t.Errorf("V%d N%d, want V1275660208 N25023", l.Validity, l.Next)
+			}
+		})
+	}
+	// A list tern cannot read whole is not half trusted.
+	for _, bad := range []string{
+		"3 V5 N3\n2 :a\n1 :b\n",
+		"3 V5 N3\n1 :a\n2 :a\n",
+		"3 N3\n1 :a\n",
+		"2 V5 N3\n1 :a\n",
+		"1 5 3\n1 a b\n4 c\n",
+	} {
+		if _, err := ParseForeignUIDList(strings.NewReader(bad)); !errors.Is(err, ErrCorruptUIDList) {
+			t.Errorf("ParseForeignUIDList(%q): %v, want ErrCorruptUIDList", bad, err)
+		}
+	}
+}
+
+func FuzzParseForeignUIDList(f *testing.F) {
+	f.Add([]byte("3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n7 :a.b,S=1\n9 W2048 :c:2,S\n"))
+	f.Add([]byte("1 1275660208 25022\n7 x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseForeignUIDList(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var last uint32
+		for _, e := range l.Entries() {
+			if e.UID <= last || e.UID >= l.Next || !validUnique(e.Unique) {
+				t.Fatalf("accepted %q: entry %+v", data, e)
+			}
+			last = e.UID
+		}
+	})
+}

@@ -206,9 +206,9 @@ type recorded struct {
 }
 
 // eachBatch calls do with the items in batches, new/ and cur/ open, each
-// batch under the folder's lock, and appends what do did to the index
-// before the lock is let go, so that no refresh in between takes a
-// rename for an expunge. It stops at do's first error.
+// batch under the folder's lock (a refresh never reads the directories
+// in the middle of a rename, and so never takes one for an expunge), and
+// appends what do did to the index. It stops at do's first error.
 func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]recorded, error)) error {
 	if len(items) == 0 {
 		return nil
@@ -218,6 +218,12 @@ func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]record
 		return err
 	}
 	defer dirs.close()
+	// What was done is recorded in the index once, under the lock of
+	// the last batch (or of the batch that failed): an index of 100,000
+	// messages is not copied for every batch. A refresh by another
+	// process between two batches finds the renamed files under their
+	// new names, whole, and records them itself.
+	var all []recorded
 	for len(items) > 0 {
 		n := min(len(items), renameBatch)
 		lk, err := f.lock()
@@ -225,15 +231,14 @@ func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]record
 			return err
 		}
 		rec, err := do(dirs, items[:n])
-		rerr := f.recordLocked(rec)
-		lk.unlock()
-		if err != nil {
-			return err
-		}
-		if rerr != nil {
-			return rerr
-		}
+		all = append(all, rec...)
 		items = items[n:]
+		if err != nil || len(items) == 0 {
+			rerr := f.recordLocked(all)
+			lk.unlock()
+			return errors.Join(err, rerr)
+		}
+		lk.unlock()
 	}
 	return nil
 }

@@ -2,13 +2,9 @@ package pop3d
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/tern-mail/tern/maildir"
-	"golang.org/x/sys/unix"
 )
 
 // LockName is the file in a Maildir's root whose lock marks a POP3 session.
@@ -19,33 +15,23 @@ const LockName = "tern-pop3.lock"
 // new/, in UID order.
 type MaildirBox struct {
 	view *maildir.View
-	lock *os.File
+	lock io.Closer
 	msgs []Message
 }
 
-// OpenMaildir takes the POP3 session lock of the store (see
-// internal/account for opening it) and lists the maildrop from the INBOX's
-// index, which a session that changed the folder left current: a login
-// reads one file and no directory. New messages move to cur/ at QUIT (see
-// Commit).
-//
-// The lock is an open file description lock (F_OFD_SETLK) on LockName:
-// the kernel drops it when the process dies, so a crashed session never
-// locks a user out, and the NFS client turns it into a server-side lock,
-// so two hosts over one Maildir exclude each other too. A held lock gives
-// ErrInUse (RFC 2449 §8.1.2, [IN-USE]).
+// OpenMaildir takes the POP3 session lock of the store
+// (maildir.Store.LockSession on LockName; ErrInUse when another session
+// holds it, RFC 2449 §8.1.2's [IN-USE]) and lists the maildrop from the
+// INBOX's index, which a session that changed the folder left current: a
+// login reads one file and no directory. See internal/account for
+// opening the store. New messages move to cur/ at QUIT (see Commit).
 func OpenMaildir(store *maildir.Store) (*MaildirBox, error) {
-	lock, err := os.OpenFile(filepath.Join(store.Root, LockName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open POP3 lock: %w", err)
+	lock, err := store.LockSession(LockName)
+	if errors.Is(err, maildir.ErrSessionLocked) {
+		return nil, ErrInUse
 	}
-	flock := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
-	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &flock); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
-			return nil, ErrInUse
-		}
-		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
+	if err != nil {
+		return nil, err
 	}
 	b := &MaildirBox{lock: lock}
 	if b.view, err = store.Inbox().OpenView(maildir.ViewOptions{KeepNew: true}); err != nil {

@@ -236,3 +236,25 @@ func TestIntakePipeKeepsCause(t *testing.T) {
 		t.Errorf("the log does not keep the cause:\n%s", log)
 	}
 }
+
+// TestIntakeQueueKeepsParameters: once tern-queue has taken a message in
+// and tried it, its live envelope (env/ID) still carries what the
+// submission said: the parameters survive take-in and rewriting.
+func TestIntakeQueueKeepsParameters(t *testing.T) {
+	r := newQueueRoot(t)
+	r.forwardFile("bob", "|exit 75\n")
+	res := r.enqueue("Subject: x\n\nna\xefve\n", "-v", "-f", "carol@example.org", "-R", "hdrs", "-V", "qq-1", "--body", "8bitmime", "--requiretls",
+		"--", "<bob@example.org> NOTIFY=SUCCESS ORCPT=rfc822;bob@example.org")
+	qid := strings.TrimPrefix(strings.TrimSpace(res.Stdout), "qid=")
+	r.runQueue()
+	b, err := os.ReadFile(filepath.Join(r.Queue, "env", qid))
+	if err != nil {
+		t.Fatalf("the live envelope: %v", err)
+	}
+	env := string(b)
+	if !strings.HasPrefix(env, "tern-queue 2\n8bit\n") {
+		t.Errorf("live envelope:\n%s", env)
+	}
+	wantLines(t, env, "\nbody 8BITMIME\n", "\nenvid qq-1\n", "\nret HDRS\n", "\nrequiretls\n",
+		"\nrcpt\tdeferred\t1\t", "\tnotify=SUCCESS\torcpt=RFC822;bob@example.org")
+}

@@ -43,11 +43,25 @@ func newQueueRoot(t *testing.T) *Root {
 
 func (r *Root) home(user string) string { return filepath.Join(r.Home, user) }
 
-// inbox returns the messages in a Maildir's new/, oldest first.
+// inbox returns the messages in a Maildir's new/, oldest first: by the
+// seconds and then the microseconds in their names (<sec>.M<usec>P...),
+// as numbers (the microseconds are not zero-padded).
 func inbox(t testing.TB, md string) []string {
 	t.Helper()
 	names := files(t, filepath.Join(md, "new"))
-	sort.Strings(names)
+	when := func(name string) (int64, int64) {
+		var sec, usec int64
+		fmt.Sscanf(name, "%d.M%d", &sec, &usec)
+		return sec, usec
+	}
+	sort.Slice(names, func(i, j int) bool {
+		si, ui := when(names[i])
+		sj, uj := when(names[j])
+		if si != sj {
+			return si < sj
+		}
+		return ui < uj
+	})
 	var out []string
 	for _, n := range names {
 		b, err := os.ReadFile(filepath.Join(md, "new", n))

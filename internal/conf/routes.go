@@ -19,7 +19,7 @@ type Route struct {
 	Domain string     // lower-cased; "*" for every domain; ".example.org" for its subdomains
 	Host   string     // host name, lower-cased, or "" when Addr is set
 	Addr   netip.Addr // for a literal host "[192.0.2.1]": connect there, no MX or A lookup
-	Port   int        // 0: the default (25)
+	Port   int        // 0: the default, tern-queue's --smtp-port (25)
 	Line   int
 	TLS    TLSPolicy  // tls= after the host; "" means TLSMay
 	Auth   *RouteAuth // auth=FILE after the host: credentials for the smarthost, or nil

@@ -288,6 +288,10 @@ func interpret(m *dns.Msg, name string, qtype uint16, server string) *entry {
 		e.kind = ErrTemporary
 		e.err = fmt.Errorf("CNAME chain longer than %d", maxCNAMEs)
 		return e
+	case isReferral(m):
+		e.kind = ErrTemporary
+		e.err = errors.New("a referral, not an answer: the server does not recurse; name a recursive resolver")
+		return e
 	default:
 		e.kind = ErrNoData
 	}
@@ -300,6 +304,23 @@ func interpret(m *dns.Msg, name string, qtype uint16, server string) *entry {
 		}
 	}
 	return e
+}
+
+// isReferral tells a referral from NODATA (RFC 2308 §2.2: NODATA has a
+// SOA in the authority section, or no NS there). A server that answers
+// with referrals is an authoritative one, not a resolver: taking its empty
+// answer for NODATA would make a domain's MX records vanish.
+func isReferral(m *dns.Msg) bool {
+	ns := false
+	for _, rr := range m.Ns {
+		switch rr.Header().Rrtype {
+		case dns.TypeSOA:
+			return false
+		case dns.TypeNS:
+			ns = true
+		}
+	}
+	return ns
 }
 
 // exchange asks the servers in turn, for the configured rounds, until one

@@ -381,6 +381,38 @@ func TestInflight(t *testing.T) {
 	}
 }
 
+// An empty answer is NODATA only when it says so (RFC 2308 §2.2): a
+// referral from a server that does not recurse is a failure.
+func TestReferral(t *testing.T) {
+	msg := func(ns ...string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeMX)
+		m.Response = true
+		for _, s := range ns {
+			rr, err := dns.NewRR(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Ns = append(m.Ns, rr)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		ns   []string
+		kind error
+	}{
+		{nil, ErrNoData},
+		{[]string{"example.org. 60 IN SOA ns.example.org. h.example.org. 1 2 3 4 60"}, ErrNoData},
+		{[]string{"org. 172800 IN NS a0.org.afilias-nst.info."}, ErrTemporary},
+		{[]string{"example.org. 60 IN NS ns.example.org.", "example.org. 60 IN SOA ns.example.org. h.example.org. 1 2 3 4 60"}, ErrNoData},
+	} {
+		_, _, err := interpret(msg(tc.ns...), "example.org.", dns.TypeMX, "s").answer()
+		if !errors.Is(err, tc.kind) {
+			t.Errorf("authority %v: %v, want %v", tc.ns, err, tc.kind)
+		}
+	}
+}
+
 // A stray answer to another question is not taken.
 func TestMismatchedAnswer(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

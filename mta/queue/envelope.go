@@ -59,18 +59,17 @@ type State string
 
 // The states of a recipient, as tern-queue(5) lists them.
 const (
-	Queued   State = "queued"   // not tried yet
-	Deferred State = "deferred" // tried, failed for now, tried again at Next
-	// Remote is a remote address waiting for remote delivery, a state
-	// only a tern-queue without remote delivery writes. In a version 1
-	// envelope it is read as Deferred, due now; it stays valid in
-	// version 2 only until the runner stops using it, and then goes.
-	Remote    State = "remote"
+	Queued    State = "queued"    // not tried yet
+	Deferred  State = "deferred"  // tried, failed for now, tried again at Next
 	Delivered State = "delivered" // done
 	Failed    State = "failed"    // failed for good, bounce not yet sent
 	Bounced   State = "bounced"   // failed for good and reported (or nobody to report to)
 	Expanded  State = "expanded"  // an alias, replaced by its targets (the lines after it)
 )
+
+// stateRemoteV1 is the state a version 1 tern-queue, which had no remote
+// delivery, left remote recipients in.
+const stateRemoteV1 = "remote"
 
 // Done reports whether nothing more will happen to a recipient in this
 // state.
@@ -78,7 +77,7 @@ func (s State) Done() bool { return s == Delivered || s == Bounced || s == Expan
 
 func (s State) valid() bool {
 	switch s {
-	case Queued, Deferred, Remote, Delivered, Failed, Bounced, Expanded:
+	case Queued, Deferred, Delivered, Failed, Bounced, Expanded:
 		return true
 	}
 	return false
@@ -494,7 +493,7 @@ func parseRecipient(line string, version int) (*Recipient, error) {
 		return nil, fmt.Errorf("rcpt line has %d fields, more than 12", len(f))
 	}
 	r := &Recipient{State: State(f[1]), Status: undash(f[4]), Addr: f[5], Parent: undash(f[6]), Answer: undash(f[7])}
-	if version < 2 && r.State == Remote {
+	if version < 2 && f[1] == stateRemoteV1 {
 		// A version 1 tern-queue could not send to other hosts and left
 		// remote recipients waiting: this one sends them now.
 		r.State = Deferred

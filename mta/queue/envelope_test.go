@@ -160,6 +160,7 @@ func TestEnvelopeV2Refused(t *testing.T) {
 		"envid bad xtext":       line("envid a+0ab"),
 		"envid raw blank":       line("envid a=b"),
 		"unknown line":          line("priority 3"),
+		"remote in version 2":   strings.Replace(good, "\tqueued\t", "\tremote\t", 1),
 		"field without =":       field("notify"),
 		"field empty":           field("notify="),
 		"field unknown":         field("color=blue"),

@@ -54,7 +54,7 @@ type mx struct {
 	l   net.Listener
 	// serving starts the server once; hooks are set before.
 	serving sync.Once
-	hide    []string // EHLO lines dropped from the server's replies: "250-8BITMIME"
+	hide    []string // EHLO keywords the server's replies say otherwise: "8BITMIME"
 
 	// Hooks deciding answers; nil accepts.
 	mail func(from string) error
@@ -154,8 +154,13 @@ func (c *recordingConn) Read(p []byte) (int, error) {
 }
 
 func (c *recordingConn) Write(p []byte) (int, error) {
+	// go-smtp writes each reply line in a write of its own: a hidden
+	// keyword's line becomes one no client knows.
 	for _, h := range c.m.hide {
-		if string(p) == h+"\r\n" {
+		if len(p) > 4 && string(p[:3]) == "250" && string(p[4:]) == h+"\r\n" {
+			if _, err := c.Conn.Write([]byte(string(p[:4]) + "X-HIDDEN\r\n")); err != nil {
+				return 0, err
+			}
 			return len(p), nil
 		}
 	}

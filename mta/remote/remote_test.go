@@ -228,7 +228,9 @@ func TestDeliverRouteError(t *testing.T) {
 // A 452 at RCPT: the accepted go, the rest follow in further
 // transactions on the same connection.
 func TestDeliver452Splits(t *testing.T) {
-	m := newMX(t, "127.0.0.2", 0, func(m *mx) { m.srv.MaxRecipients = 2 })
+	// The server's LIMITS line is hidden, so that the limit is learnt
+	// from the 452s.
+	m := newMX(t, "127.0.0.2", 0, func(m *mx) { m.srv.MaxRecipients = 2; m.hide = []string{"LIMITS RCPTMAX=2"} })
 	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
 	rs := rcpts("a@example.org", "b@example.org", "c@example.org", "d@example.org", "e@example.org")
 	res := h.deliver(message("Q6", "s@sender.test", text), transport.Hop{}, rs)
@@ -250,6 +252,22 @@ func TestDeliver452Splits(t *testing.T) {
 	}
 	if m.connCount() != 1 {
 		t.Errorf("%d connections, want 1", m.connCount())
+	}
+	if n := strings.Count(m.written(), "RCPT TO:"); n != 9 {
+		t.Errorf("%d RCPTs sent, want 9 (5, then 3 and 1 again after 452s)", n)
+	}
+
+	// Told the limit by LIMITS RCPTMAX (RFC 9422), the client splits the
+	// recipients itself: no 452, no RCPT sent twice.
+	lim := newMX(t, "127.0.0.3", 0, func(m *mx) { m.srv.MaxRecipients = 2 })
+	h = newHarness(t, []route.Target{lim.target("mx.example.org")}, nil)
+	for i, r := range h.deliver(message("Q6b", "s@sender.test", text), transport.Hop{}, rs) {
+		if !r.Delivered() {
+			t.Errorf("recipient %d: %+v", i, r)
+		}
+	}
+	if n := strings.Count(lim.written(), "RCPT TO:"); n != 5 || len(lim.received()) != 3 {
+		t.Errorf("%d RCPTs in %d transactions, want 5 in 3", n, len(lim.received()))
 	}
 }
 
@@ -344,7 +362,7 @@ func TestDeliverSMTPUTF8(t *testing.T) {
 // with an 8-bit header cannot go at all.
 func TestDeliver8BitConverted(t *testing.T) {
 	m := newMX(t, "127.0.0.2", 0)
-	m.hide = []string{"250-8BITMIME"}
+	m.hide = []string{"8BITMIME"}
 	h := newHarness(t, []route.Target{m.target("mx.example.org")}, nil)
 	body := "From: a@sender.test\nSubject: caf\n\nCaf\xc3\xa9 cr\xc3\xa8me\n"
 	res := h.deliver(message("Q13", "s@sender.test", body), transport.Hop{}, rcpts("a@example.org"))

@@ -117,8 +117,12 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 	// Each round is one transaction of at most maxRcptsPerTransaction
 	// recipients; a round ends either with recipients delivered or
 	// refused, or with fewer left to try, so the loop ends.
+	perTx := maxRcptsPerTransaction
+	if ext.RcptMax > 0 {
+		perTx = min(perTx, ext.RcptMax) // RFC 9422 §4.2: fewer, not a 452 each
+	}
 	for len(queue) > 0 {
-		todo, rest := queue[:min(len(queue), maxRcptsPerTransaction)], queue[min(len(queue), maxRcptsPerTransaction):]
+		todo, rest := queue[:min(len(queue), perTx)], queue[min(len(queue), perTx):]
 		tx := smtpclient.Transaction{Reset: reset, From: m.Sender, FromParams: mailParams, Rcpts: make([]smtpclient.Rcpt, len(todo))}
 		for k, i := range todo {
 			tx.Rcpts[k] = smtpclient.Rcpt{Addr: d.rcpts[i].Addr, Params: rcptParams(ext, d.rcpts[i])}

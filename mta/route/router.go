@@ -44,7 +44,9 @@ type Router struct {
 	Hostname string
 	// SelfAddrs returns this host's addresses: an MX host with one of
 	// them is this host. Nil means the addresses of the machine's
-	// interfaces (InterfaceAddrs), read again after selfTTL.
+	// interfaces, read again after SelfTTL (InterfaceAddrsEvery, one
+	// list per Router: a caller making a Router per lookup passes its
+	// own InterfaceAddrsEvery to share one).
 	SelfAddrs func() ([]netip.Addr, error)
 	// Port is where MX hosts, and routes without a port, are reached;
 	// 0 means DefaultPort.
@@ -53,18 +55,37 @@ type Router struct {
 	// (math/rand/v2's Shuffle).
 	Shuffle func(n int, swap func(i, j int))
 
-	ifaces atomic.Pointer[ifaceAddrs] // InterfaceAddrs' last answer
+	selfOnce    sync.Once
+	selfDefault func() ([]netip.Addr, error)
 }
 
-// selfTTL is how long the interface addresses are used before they are
+// SelfTTL is how long the interface addresses are used before they are
 // read again: listing them costs a netlink round trip, as much as a
 // routing decision from cached DNS answers; an address added to the
 // machine is known within this time.
-const selfTTL = 5 * time.Second
+const SelfTTL = 5 * time.Second
 
 type ifaceAddrs struct {
 	addrs []netip.Addr
 	at    time.Time
+}
+
+// InterfaceAddrsEvery returns a SelfAddrs that lists the machine's
+// interface addresses (InterfaceAddrs) at most once every ttl. It is safe
+// for concurrent use.
+func InterfaceAddrsEvery(ttl time.Duration) func() ([]netip.Addr, error) {
+	var last atomic.Pointer[ifaceAddrs]
+	return func() ([]netip.Addr, error) {
+		if c := last.Load(); c != nil && time.Since(c.at) < ttl {
+			return slices.Clone(c.addrs), nil
+		}
+		as, err := InterfaceAddrs()
+		if err != nil {
+			return nil, err
+		}
+		last.Store(&ifaceAddrs{addrs: as, at: time.Now()})
+		return slices.Clone(as), nil
+	}
 }
 
 // InterfaceAddrs returns the addresses of the machine's network
@@ -106,7 +127,8 @@ func (r *Router) port() int {
 //     when the DNS failed): it is the administrator's to fix, and
 //     bouncing would punish the sender for it.
 //   - Otherwise the MX records, lowest preference first, equal ones in
-//     random order. None (NODATA): the domain itself is the one host
+//     random order, the first MaxMX hosts; a host listed twice counts at
+//     its best preference. None (NODATA): the domain itself is the one host
 //     (the implicit MX). A null MX "0 ." (RFC 7505): 5.1.10, permanent.
 //     No such domain: 5.1.2, permanent. The DNS failing: 4.4.3,
 //     temporary.
@@ -124,7 +146,8 @@ func (r *Router) port() int {
 //     content filter on [127.0.0.1]:10025 is not a loop).
 //   - Each host's addresses come IPv6 first, then IPv4, alternating
 //     (RFC 8305 §4), in the order the DNS gave within a family; an
-//     address already listed for a better host is not listed again.
+//     address already listed for a better host is not listed again;
+//     MaxAddrs at most.
 func (r *Router) Targets(ctx context.Context, domain string, rt *conf.Route) ([]Target, error) {
 	if rt != nil {
 		return r.routeTargets(ctx, domain, rt)
@@ -388,18 +411,12 @@ func (s selfAddrs) has(a netip.Addr) bool {
 }
 
 func (r *Router) selfSet() (selfAddrs, error) {
-	if r.SelfAddrs == nil {
-		if c := r.ifaces.Load(); c != nil && time.Since(c.at) < selfTTL {
-			return c.addrs, nil
-		}
-		as, err := InterfaceAddrs()
-		if err != nil {
-			return nil, err
-		}
-		r.ifaces.Store(&ifaceAddrs{addrs: as, at: time.Now()})
-		return as, nil
+	f := r.SelfAddrs
+	if f == nil {
+		r.selfOnce.Do(func() { r.selfDefault = InterfaceAddrsEvery(SelfTTL) })
+		f = r.selfDefault
 	}
-	as, err := r.SelfAddrs()
+	as, err := f()
 	if err != nil {
 		return nil, err
 	}

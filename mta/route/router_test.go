@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,10 @@ func TestTargets(t *testing.T) {
 	// IDN.
 	srv.MX("xn--bcher-kva.example", 10, "xn--mx-bcher-mlb.example")
 	srv.A("xn--mx-bcher-mlb.example", "192.0.2.20")
+	// A host listed twice.
+	srv.MX("dup.example", 30, "a.order.example")
+	srv.MX("dup.example", 20, "b.order.example")
+	srv.MX("dup.example", 10, "a.order.example")
 	// A route host: has an MX, which must not be used.
 	srv.A("relay.example", "192.0.2.30")
 	srv.MX("relay.example", 10, "c.order.example")
@@ -135,6 +140,7 @@ func TestTargets(t *testing.T) {
 		want   string
 	}{
 		{"preference order", "order.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
+		{"a host listed twice", "dup.example", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2"},
 		{"case and final dot", "ORDER.Example.", nil, "a.order.example:2525=192.0.2.1 b.order.example:2525=192.0.2.2 c.order.example:2525=192.0.2.3"},
 		{"implicit MX", "implicit.example", nil, "implicit.example:2525=2001:db8::4,192.0.2.4"},
 		{"no MX, no address", "noaddr.example", nil, "5.4.4 permanent noaddr.example has no MX record and no address: no host to send to"},
@@ -341,6 +347,15 @@ func TestInterfaceAddrs(t *testing.T) {
 	as, err := InterfaceAddrs()
 	if err != nil {
 		t.Skipf("no interface list here: %v", err)
+	}
+	every := InterfaceAddrsEvery(time.Hour)
+	first, err := every()
+	if err != nil || !slices.Equal(first, as) {
+		t.Errorf("InterfaceAddrsEvery: %v %v, want %v", first, err, as)
+	}
+	first[0] = netip.MustParseAddr("192.0.2.99") // a caller's change stays its own
+	if again, _ := every(); !slices.Equal(again, as) {
+		t.Errorf("InterfaceAddrsEvery the second time: %v, want %v", again, as)
 	}
 	for _, a := range as {
 		if a.IsLoopback() {

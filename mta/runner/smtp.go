@@ -28,8 +28,7 @@ type SMTPOptions struct {
 }
 
 // smtpTransport builds the SMTP transport from the runner's options and
-// the resolver and dialer of its environment. The router is made anew for
-// each lookup (it is cheap) so that a re-read hostname takes effect.
+// the resolver and dialer of its environment, for the control directory c.
 func (r *Runner) smtpTransport(c *conf.Conf) (*remote.Transport, error) {
 	res := r.env.Resolver
 	if res == nil {
@@ -47,13 +46,12 @@ func (r *Runner) smtpTransport(c *conf.Conf) (*remote.Transport, error) {
 		}
 		res = cl
 	}
-	self := r.env.SelfAddrs
-	targets := func(ctx context.Context, domain string, rt *conf.Route) ([]route.Target, error) {
-		rtr := &route.Router{Resolver: res, Hostname: r.currentConf().Hostname, SelfAddrs: self, Port: r.o.SMTP.Port}
-		return rtr.Targets(ctx, domain, rt)
-	}
+	// One router for the transport's life: it keeps the machine's
+	// addresses for a while. A new hostname makes a new transport, and a
+	// new router with it.
+	rtr := &route.Router{Resolver: res, Hostname: c.Hostname, SelfAddrs: r.env.SelfAddrs, Port: r.o.SMTP.Port}
 	return remote.New(remote.Options{
-		Targets: targets, Dial: r.env.Dial, Now: r.env.Now, Hostname: c.Hostname,
+		Targets: rtr.Targets, Dial: r.env.Dial, Now: r.env.Now, Hostname: c.Hostname,
 		Client: r.o.SMTP.Client, ConnectTimeout: r.o.SMTP.ConnectTimeout,
 		MaxMessagesPerConn: r.o.SMTP.ReuseLimit, IdleTimeout: r.o.SMTP.IdleTimeout,
 		// Room for a connection of every delivery that can run at once:

@@ -22,6 +22,9 @@ type Extensions struct {
 	RequireTLS          bool     // RFC 8689
 	EnhancedStatusCodes bool     // RFC 2034
 	Auth                []string // RFC 4954 mechanisms, upper-case
+	// RcptMax is LIMITS RCPTMAX (RFC 9422 §4.2): the recipients one
+	// transaction may have; 0 when not said.
+	RcptMax int
 }
 
 // maxAuthMechs bounds the AUTH mechanisms kept from one EHLO reply.
@@ -60,6 +63,14 @@ func parseEHLO(r Reply) Extensions {
 			ext.EnhancedStatusCodes = true
 		case "AUTH":
 			ext.Auth = addMechs(ext.Auth, params)
+		case "LIMITS":
+			for _, l := range strings.Fields(params) {
+				if k, v, ok := strings.Cut(l, "="); ok && strings.EqualFold(k, "RCPTMAX") {
+					if n, err := strconv.Atoi(v); err == nil && n > 0 {
+						ext.RcptMax = n
+					}
+				}
+			}
 		default:
 			// Old servers write "AUTH=LOGIN PLAIN" (before RFC 4954).
 			if k, v, ok := strings.Cut(kw, "="); ok && strings.EqualFold(k, "AUTH") {

@@ -67,13 +67,13 @@ func TestReplyString(t *testing.T) {
 func TestParseEHLO(t *testing.T) {
 	r, err := readReply(bufio.NewReader(strings.NewReader("250-mx.test greets you\r\n250-SIZE 10240000\r\n250-PIPELINING\r\n"+
 		"250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=CRAM-MD5 plain\r\n"+
-		"250-REQUIRETLS\r\n250-X-UNKNOWN a b\r\n250 ENHANCEDSTATUSCODES\r\n")), 100)
+		"250-REQUIRETLS\r\n250-X-UNKNOWN a b\r\n250-LIMITS MAILMAX=10 RCPTMAX=50\r\n250 ENHANCEDSTATUSCODES\r\n")), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := parseEHLO(r)
 	want := Extensions{EHLO: true, Size: 10240000, SizeOffered: true, Pipelining: true, EightBitMIME: true, SMTPUTF8: true,
-		DSN: true, StartTLS: true, RequireTLS: true, EnhancedStatusCodes: true, Auth: []string{"PLAIN", "LOGIN", "CRAM-MD5"}}
+		DSN: true, StartTLS: true, RequireTLS: true, EnhancedStatusCodes: true, Auth: []string{"PLAIN", "LOGIN", "CRAM-MD5"}, RcptMax: 50}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
@@ -150,7 +150,7 @@ func FuzzParseEHLO(f *testing.F) {
 			return
 		}
 		e := parseEHLO(r)
-		if e.Size < 0 || len(e.Auth) > maxAuthMechs {
+		if e.Size < 0 || len(e.Auth) > maxAuthMechs || e.RcptMax < 0 {
 			t.Fatalf("out of bounds: %+v", e)
 		}
 	})

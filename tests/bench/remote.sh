@@ -5,16 +5,23 @@
 # messages), delivered by tern-queue and by a private Postfix (its qmgr
 # and smtp(8), a transport map to the same kind of sinks) in one run.
 #
-# Each round, the same set is first queued in both, without delivery:
-# smtp-source into tern-smtpd --listen (tern-queue not running yet) and
-# into Postfix's smtpd (every message put on hold). Then each is let go
-# (tern-queue started; postsuper -H ALL and postqueue -f), and timed from
+# Each round, the same set is first queued in both and taken in, without
+# delivery: smtp-source into tern-smtpd --listen, with tern-queue running
+# against a port where nothing listens (every message taken in and
+# deferred), and into Postfix's smtpd (every message put on hold by
+# cleanup). Then each is let go (tern-queue --once --flush with the sinks'
+# port; postsuper -H ALL and postqueue -f), and timed from
 # that moment to the last message its sinks took; "empty" is when its
 # queue directory was seen empty (polled every 0.1 s). Both run with
 # their defaults: 100 deliveries at once, 20 a destination.
 #
+# With COLD=1, a third row, tern-cold: the set queued by tern-smtpd while
+# no tern-queue runs, so that tern-queue's taking in of the submissions
+# (incoming/ to env/ and mess/, fsynced; Postfix's cleanup does that work
+# before its hold) is inside the timed window.
+#
 #   sh tests/bench/remote.sh                  N=10000 ROUNDS=3
-#   N=2000 ROUNDS=1 sh tests/bench/remote.sh
+#   N=2000 ROUNDS=1 COLD=1 sh tests/bench/remote.sh
 #
 # Goal: tern's rate >= 1.5x Postfix's, with no more connections.
 # Needs (Debian): postfix (postfix, smtp-source), python3. Run as root:
@@ -34,8 +41,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tern-remote-bench.XXXXXX")
 chmod 755 "$work"
 pids=
 qpid=
+hpid=
 cleanup() {
 	[ -n "$qpid" ] && kill "$qpid" 2>/dev/null || true
+	[ -n "$hpid" ] && kill "$hpid" 2>/dev/null || true
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
 	[ -f "$work/pf/etc/main.cf" ] && postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
 	wait 2>/dev/null || true
@@ -165,40 +174,67 @@ results=$work/results
 printf '%-8s %6s %9s %9s %9s %7s %8s\n' mta round msgs seconds "msgs/s" conns "empty s"
 round=1
 total=$((N / 100 * 60 / 10 * 10 + N / 100 * 30 / 10 * 10 + N / 100 * 10 / 10 * 10))
+mtas="tern postfix"
+[ "${COLD:-}" = 1 ] && mtas="$mtas tern-cold"
+deadport=$(port)
 while [ "$round" -le "$ROUNDS" ]; do
+	# tern takes the set in and defers it, as Postfix holds it.
+	"$work/bin/tern-queue" --dns "$dns" --smtp-port "$deadport" --scan-interval 10s 2>"$work/hold.log" &
+	hpid=$!
 	inject_to "$sport"
 	inject_to "$ppport"
-	tq=$(tern_left)
+	i=0
+	while :; do
+		tq=$(find "$work/spool/mess" -type f | wc -l)
+		[ "$(find "$work/spool/incoming" -type f ! -name '.*' | wc -l)" -eq 0 ] &&
+			[ "$(grep -c 'info: deferred ' "$work/hold.log")" -ge "$tq" ] && break
+		i=$((i + 1)); [ $i -lt 600 ] || { echo "tern-queue did not take the set in"; exit 1; }
+		sleep 0.1
+	done
+	kill "$hpid"; wait "$hpid" 2>/dev/null || true
 	i=0
 	while [ "$(find "$pf/spool/hold" -type f | wc -l)" -lt "$total" ]; do
 		i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
 	done
 	pq=$(find "$pf/spool/hold" -type f | wc -l)
-	for mta in tern postfix; do
-		set -- $(stats $mta)
+	for mta in $mtas; do
+		sink=${mta%-cold}
+		if [ $mta = tern-cold ]; then
+			inject_to "$sport"
+			tq=$(tern_left)
+		fi
+		set -- $(stats $sink)
 		m0=$1 c0=$2
 		t0=$(nanos)
-		if [ $mta = tern ]; then
+		case $mta in
+		tern)
+			# --flush: the deferred entries are due now.
+			"$work/bin/tern-queue" --once --flush --dns "$dns" --smtp-port "$tport" 2>"$work/queue.log" &
+			qpid=$!
+			;;
+		tern-cold)
 			"$work/bin/tern-queue" --dns "$dns" --smtp-port "$tport" --scan-interval 10s 2>"$work/queue.log" &
 			qpid=$!
-		else
+			;;
+		postfix)
 			postsuper -c "$pf/etc" -H ALL >/dev/null 2>&1
 			postqueue -c "$pf/etc" -f
-		fi
+			;;
+		esac
 		want=$tq
 		[ $mta = postfix ] && want=$pq
 		i=0
 		while :; do
-			set -- $(stats $mta)
-			if [ $mta = tern ]; then left=$(tern_left); else left=$(postfix_left); fi
+			set -- $(stats $sink)
+			if [ $mta = postfix ]; then left=$(postfix_left); else left=$(tern_left); fi
 			[ "$left" -eq 0 ] && [ $(($1 - m0)) -ge "$want" ] && break
 			i=$((i + 1)); [ $i -lt 6000 ] || { echo "$mta: still $left queued after 10 minutes"; break; }
 			sleep 0.1
 		done
 		t2=$(nanos)
-		set -- $(stats $mta)
+		set -- $(stats $sink)
 		msgs=$(($1 - m0)) conns=$(($2 - c0)) last=$4
-		if [ $mta = tern ]; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; qpid=; fi
+		if [ $mta != postfix ]; then kill "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; qpid=; fi
 		python3 - "$mta" "$round" "$msgs" "$t0" "$last" "$t2" "$conns" "$want" >> "$results" <<'EOF2'
 import sys
 mta, rnd, msgs, t0, last, t2, conns, want = sys.argv[1:]
@@ -228,6 +264,9 @@ for m, (rate, conns, empty, sec) in med.items():
 if "tern" in med and "postfix" in med:
     t, p = med["tern"], med["postfix"]
     print("tern/postfix: rate %.2fx, connections %.2fx, time to empty %.2fx" % (t[0] / p[0], t[1] / p[1], t[2] / p[2]))
+if "tern-cold" in med and "postfix" in med:
+    t, p = med["tern-cold"], med["postfix"]
+    print("tern-cold/postfix: rate %.2fx, connections %.2fx, time to empty %.2fx" % (t[0] / p[0], t[1] / p[1], t[2] / p[2]))
 print("goal: rate >= 1.50x, connections <= 1.00x")
 for s in short:
     print(s)
