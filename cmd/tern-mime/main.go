@@ -83,7 +83,7 @@ func main() {
 				Name:  "unpack",
 				Usage: "write the attachments of the message on standard input into files",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "dir", Aliases: []string{"C"}, EnvVars: []string{"TERN_DIR"}, Value: ".", Usage: "write the files into `DIR`"},
+					&cli.StringFlag{Name: "dir", Aliases: []string{"C"}, EnvVars: []string{"TERN_DIR"}, Value: ".", Usage: "write the files into `DIR`, made when missing"},
 					&cli.BoolFlag{Name: "text", EnvVars: []string{"TERN_TEXT"}, Usage: "write the text parts too"},
 					&cli.BoolFlag{Name: "all", EnvVars: []string{"TERN_ALL"}, Usage: "write every leaf part"},
 				},

@@ -1,0 +1,15 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/tern-mail/tern/internal/clitest"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"tern-deliver": main})
+}
+
+// TestScripts runs testdata/script/*.txtar: tern-deliver's command line.
+func TestScripts(t *testing.T) { clitest.Run(t) }
