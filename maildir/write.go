@@ -223,7 +223,7 @@ func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]record
 	// messages is not copied for every batch. A refresh by another
 	// process between two batches finds the renamed files under their
 	// new names, whole, and records them itself.
-	var all []recorded
+	all := make([]recorded, 0, len(items))
 	for len(items) > 0 {
 		n := min(len(items), renameBatch)
 		lk, err := f.lock()
@@ -256,6 +256,7 @@ func (f *Folder) recordLocked(rec []recorded) error {
 	}
 	var byUnique map[string]int
 	var r indexRecords
+	r.b = make([]byte, 0, len(rec)*(len(rec[0].name)+len(rec[0].unique)+16))
 	for _, c := range rec {
 		u := c.unique
 		if c.name != "" {
