@@ -266,8 +266,9 @@ func (v *View) Open(uid uint32) (*os.File, error) {
 	e := &v.msgs[i].e
 	// Where the view saw it first; looked for only when it has moved.
 	// open(2) and os.NewFile, not os.Open: a regular file opened
-	// blocking is not put in Go's poller, which costs os.Open five
-	// system calls more a message (a POP3 session opens every one).
+	// blocking is not put in Go's poller, for which os.Open makes
+	// system calls of its own for every message (a POP3 session opens
+	// every one).
 	p := v.f.path + "/" + dirOf(e.new) + "/" + e.name
 	fd, err := openRetry(p, unix.O_RDONLY, 0)
 	if err == nil {

@@ -23,9 +23,8 @@ func (k known) unique() string { u, _ := splitName(k.name); return u }
 
 // renameBatch is how many renames or removals are made under one taking
 // of the folder's lock: one lock per message (a file written, linked and
-// removed) cost a POP3 login 0.3 ms a message, and holding it for all of
-// a 100,000-message folder would keep another session waiting for
-// seconds.
+// removed) costs more than the rename, and holding it for all of a
+// 100,000-message folder would keep another session waiting for seconds.
 const renameBatch = 2000
 
 // renameKnown renames each message straight to cur/ with the letters
