@@ -843,9 +843,12 @@ func (f *front) appendMessage(tag string, h appendHead, lit literal) error {
 		return f.out.line("%s %s", tag, statusText(appendErr))
 	}
 	// A NOOP of the front's own lets imapserver report the new message
-	// to a client that has the mailbox selected (RFC 9051 §6.3.12).
-	if _, err := f.internalCommand("NOOP"); err != nil {
-		return err
+	// to a client that has the mailbox selected (RFC 9051 §6.3.12); an
+	// APPEND to another mailbox has nothing to report.
+	if sess, ok := f.st.session().(*Session); !ok || sess.isSelected(h.Mailbox) {
+		if _, err := f.internalCommand("NOOP"); err != nil {
+			return err
+		}
 	}
 	if data != nil && data.UID != 0 {
 		return f.out.line("%s OK [APPENDUID %d %d] APPEND completed", tag, data.UIDValidity, data.UID)

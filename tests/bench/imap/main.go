@@ -238,7 +238,7 @@ func bench(work string, n int, pass string, uid int, root bool, warm int, server
 		fmt.Printf("%12s", s.name)
 	}
 	if len(servers) == 2 {
-		fmt.Printf("%12s", "dovecot/tern")
+		fmt.Printf("%14s", "dovecot/tern")
 	}
 	fmt.Println()
 	row := func(label string, get func(string) time.Duration) {
@@ -250,7 +250,7 @@ func bench(work string, n int, pass string, uid int, root bool, warm int, server
 			fmt.Printf("%12.1f", float64(d.Microseconds())/1000)
 		}
 		if len(v) == 2 && v[0] > 0 {
-			fmt.Printf("%12.2f", float64(v[1])/float64(v[0]))
+			fmt.Printf("%14.2f", float64(v[1])/float64(v[0]))
 		}
 		fmt.Println()
 	}
