@@ -110,53 +110,140 @@ func (f *Folder) newUnique(oldUnique string, t time.Time) string {
 	return u
 }
 
-// transfer puts the messages with the given unique names into dst's cur/
+// transfer puts messages of f, as a view last saw them, into dst's cur/
 // under new unique names, keeping their flags (keyword letters translated
 // through both folders' tern-keywords) and their mtime, and makes them
-// durable there. With move the files are renamed out of f; otherwise
-// hard-linked (copied where links are refused). It returns the new unique
-// names, "" for a message that was gone.
-func (f *Folder) transfer(uniques []string, dst *Folder, srcKw *Keywords, move bool) ([]string, error) {
-	placed := make([]string, len(uniques))
+// durable there. With move the files are renamed out of f in batches
+// under f's lock, and their leaving recorded in f's index once;
+// otherwise they are hard-linked (copied where links are refused). It
+// returns the new unique names, "" for a message that was gone. A file
+// is looked for only when it has moved since the view saw it.
+func (f *Folder) transfer(items []known, dst *Folder, srcKw *Keywords, move bool) ([]string, error) {
 	now := f.store.now()
-	var dstKw *Keywords
-	for i, u := range uniques {
-		rel, err := f.locate(u)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	// The destination's letters for each set of source letters, worked
+	// out before f's lock is taken: giving a keyword a letter takes
+	// dst's lock, and two sessions moving between two folders in
+	// opposite directions must not each wait for the other's lock.
+	dstLetters := map[string]string{}
+	translate := func(letters string, mayAdd bool) (string, error) {
+		if l, ok := dstLetters[letters]; ok {
+			return l, nil
 		}
+		flags := imapFlags(letters, srcKw)
+		var l string
+		if mayAdd {
+			var err error
+			if l, err = dst.lettersOf(flags); err != nil {
+				return "", err
+			}
+		} else {
+			kw := dst.cachedKeywords()
+			for _, fl := range flags {
+				c, ok := systemLetter(fl)
+				if !ok && kw != nil {
+					c, ok = kw.Letter(fl)
+				}
+				if ok {
+					l += string(c)
+				}
+			}
+			l = lettersAdd("")(l)
+		}
+		dstLetters[letters] = l
+		return l, nil
+	}
+	targets := make([]string, len(items))
+	placed := make([]string, len(items))
+	for i, k := range items {
+		u, letters := splitName(k.name)
+		l, err := translate(letters, true)
 		if err != nil {
 			return nil, err
 		}
-		_, letters := splitName(rel)
-		flags := imapFlags(letters, srcKw)
-		if dstKw == nil || len(flags) > 0 {
-			if dstKw, err = dst.Keywords(); err != nil {
+		placed[i] = dst.newUnique(u, now)
+		targets[i] = placed[i] + ":2," + l
+	}
+	dstCur := filepath.Join(dst.path, "cur")
+	verb := "copy"
+	if move {
+		verb = "move"
+	}
+	put := func(i int, k known) (bool, error) {
+		from := filepath.Join(f.path, dirOf(k.new), k.name)
+		to := filepath.Join(dstCur, targets[i])
+		place := func() error {
+			if move {
+				return os.Rename(from, to)
+			}
+			return linkOrCopy(from, to)
+		}
+		err := place()
+		if errors.Is(err, fs.ErrNotExist) {
+			// Moved since the view saw it: found again by its unique
+			// name, its flags as they are now.
+			rel, lerr := f.locate(k.unique())
+			if errors.Is(lerr, fs.ErrNotExist) {
+				return false, nil
+			}
+			if lerr != nil {
+				return false, lerr
+			}
+			_, letters := splitName(rel)
+			l, terr := translate(letters, false)
+			if terr != nil {
+				return false, terr
+			}
+			targets[i] = placed[i] + ":2," + l
+			from, to = filepath.Join(f.path, rel), filepath.Join(dstCur, targets[i])
+			err = place()
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("maildir: %s %s to %s: %w", verb, from, dst.path, err)
+		}
+		return true, nil
+	}
+	if move {
+		base := 0
+		err := f.eachBatch(items, func(_ folderDirs, batch []known) ([]recorded, error) {
+			var rec []recorded
+			for j, k := range batch {
+				i := base + j
+				ok, err := put(i, k)
+				if err != nil {
+					return rec, err
+				}
+				if !ok {
+					placed[i] = ""
+					continue
+				}
+				rec = append(rec, recorded{uid: k.uid, unique: k.unique()})
+			}
+			base += len(batch)
+			return rec, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		for i, k := range items {
+			ok, err := put(i, k)
+			if err != nil {
 				return nil, err
 			}
+			if !ok {
+				placed[i] = ""
+			}
 		}
-		newLetters, err := dst.lettersOf(flags)
-		if err != nil {
-			return nil, err
-		}
-		nu := dst.newUnique(u, now)
-		to := filepath.Join(dst.path, "cur", nu+":2,"+newLetters)
-		from := filepath.Join(f.path, rel)
-		if move {
-			err = f.renameOut(u, from, to)
-		} else {
-			err = linkOrCopy(from, to)
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		placed[i] = nu
-		dst.setName(nu, "cur/"+filepath.Base(to))
 	}
-	if err := fsyncDir(filepath.Join(dst.path, "cur")); err != nil {
+	for i := range items {
+		if placed[i] != "" {
+			dst.setName(placed[i], "cur/"+targets[i])
+		}
+	}
+	if err := fsyncDir(dstCur); err != nil {
 		return nil, err
 	}
 	if move {
@@ -167,30 +254,6 @@ func (f *Folder) transfer(uniques []string, dst *Folder, srcKw *Keywords, move b
 		}
 	}
 	return placed, nil
-}
-
-// renameOut renames a message of f to a path in another folder, under
-// f's lock as every rename in tern is, and records its leaving in f's
-// index.
-func (f *Folder) renameOut(unique, from, to string) error {
-	lk, err := f.lock()
-	if err != nil {
-		return err
-	}
-	defer lk.unlock()
-	err = os.Rename(from, to)
-	if errors.Is(err, fs.ErrNotExist) {
-		rel, lerr := f.locate(unique)
-		if lerr != nil {
-			return lerr
-		}
-		err = os.Rename(filepath.Join(f.path, rel), to)
-	}
-	if err != nil {
-		return fmt.Errorf("maildir: move message: %w", err)
-	}
-	f.setName(unique, "")
-	return f.recordLocked([]recorded{{unique: unique}})
 }
 
 // linkOrCopy hard-links from to to, or copies it (fsynced, mtime kept)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -245,7 +246,7 @@ func ParseForeignUIDList(r io.Reader) (*UIDList, error) {
 			_, name, ok = strings.Cut(ln, " :")
 		}
 		uid, err := parseUint32Field(uidText, 0)
-		if !ok || err != nil || uid <= last || uid >= next {
+		if !ok || err != nil || uid <= last || uid == math.MaxUint32 {
 			return nil, bad(i+2, "bad or unordered UID")
 		}
 		u, _ := splitName(name)
@@ -256,5 +257,7 @@ func ParseForeignUIDList(r io.Reader) (*UIDList, error) {
 		last = uid
 		entries = append(entries, UIDEntry{uid, u})
 	}
-	return newUIDList(validity, next, entries), nil
+	// Dovecot writes the header's next UID lazily ("N1" above UIDs it
+	// has given): the next UID is above every one in the list.
+	return newUIDList(validity, max(next, last+1), entries), nil
 }

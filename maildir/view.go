@@ -678,11 +678,12 @@ func (v *View) copyTo(uids []uint32, dst *Folder, move bool) (*CopyResult, error
 		res.UIDValidity = st.UIDValidity
 		return res, nil
 	}
-	uniques := make([]string, len(src))
+	items := make([]known, len(src))
 	for k, i := range src {
-		uniques[k] = v.msgs[i].e.unique()
+		e := &v.msgs[i].e
+		items[k] = known{uid: e.uid, name: e.name, new: e.new}
 	}
-	placed, err := v.f.transfer(uniques, dst, v.kw, move)
+	placed, err := v.f.transfer(items, dst, v.kw, move)
 	if err != nil {
 		return nil, err
 	}

@@ -252,3 +252,53 @@ func TestWatchSeesFlagChangeAndStops(t *testing.T) {
 	}
 	w.Close()
 }
+
+// TestCopyMoveFollowRenames: COPY and MOVE of messages another program
+// renamed (flagged, read) since the session's last poll find them, with
+// their flags as they are now, and MOVE records their leaving.
+func TestCopyMoveFollowRenames(t *testing.T) {
+	s := newTestStore(t)
+	in := s.Inbox()
+	for i := range 4 {
+		deliverText(t, in, fmt.Sprintf("Subject: %d\n\nbody\n", i))
+	}
+	v, err := in.View(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := s.CreateFolder("Archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Behind the view's back: 1 and 3 flagged by mutt, 4 removed.
+	for _, seq := range []uint32{1, 3} {
+		m, _ := v.Message(seq)
+		os.Rename(m.Path, filepath.Join(in.Path(), "cur", m.Unique+":2,F"))
+	}
+	m4, _ := v.Message(4)
+	os.Remove(m4.Path)
+	res, err := v.Copy([]uint32{1}, dst)
+	if err != nil || !slices.Equal(res.DestUIDs, []uint32{1}) {
+		t.Fatalf("COPY: %+v %v", res, err)
+	}
+	res, exp, err := v.Move([]uint32{2, 3, 4}, dst)
+	if err != nil || !slices.Equal(res.SourceUIDs, []uint32{2, 3}) || !slices.Equal(res.DestUIDs, []uint32{2, 3}) {
+		t.Fatalf("MOVE: %+v %v", res, err)
+	}
+	if !slices.Equal(exp, []Expunged{{2, 2}, {2, 3}}) {
+		t.Errorf("MOVE's expunges: %+v", exp)
+	}
+	got, err := dst.Messages()
+	if err != nil || len(got) != 3 || !got[0].HasFlag(FlagFlagged) || got[1].HasFlag(FlagFlagged) || !got[2].HasFlag(FlagFlagged) {
+		t.Errorf("Archive: %+v %v", got, err)
+	}
+	// The source's index holds what is left: 1, and 4 until a poll
+	// finds it gone.
+	ch, err := v.Poll(true)
+	if err != nil || !slices.Equal(ch.Expunged, []Expunged{{2, 4}}) || v.Len() != 1 {
+		t.Errorf("INBOX after: %+v %v, %d left", ch, err, v.Len())
+	}
+	if left, _ := in.Messages(); len(left) != 1 || left[0].UID != 1 {
+		t.Errorf("INBOX's index: %+v", left)
+	}
+}
