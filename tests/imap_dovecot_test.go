@@ -88,4 +88,3 @@ func mailboxFacts(out string) []string {
 	}
 	return facts
 }
-
