@@ -17,6 +17,10 @@ const (
 	MaxORcpt = 500
 )
 
+// xtext is written here because go-smtp v0.26.0 keeps its encoder and
+// decoder unexported; the queue file and tern-enqueue's recipient
+// arguments need both.
+
 // EncodeXtext writes s as RFC 3461 §4's xtext: every octet outside "!" to
 // "~", and "+" and "=", becomes "+" and two upper-case hex digits. Any
 // string survives it, and what comes out holds no blank, tab or line end.

@@ -242,6 +242,9 @@ func rcptParams(addr string, opts *smtp.RcptOptions) (enqueue.Recipient, error) 
 		r.Notify = n
 	}
 	if opts.OriginalRecipient != "" {
+		// The engine has decoded it, but lets a "utf-8" address carry
+		// controls (\x{9} becomes a TAB) and any length: the queue's
+		// bounds are checked here.
 		o, err := mta.CheckORcpt(string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient)
 		if err != nil {
 			return r, smtpErr(501, smtp.EnhancedCode{5, 5, 4}, "malformed ORCPT parameter: %v", err)

@@ -132,6 +132,12 @@ func (w *wire) Read(p []byte) (int, error) {
 		k = len(w.in)
 	}
 	k = min(k, len(p))
+	if w.expect == expectBDAT && int64(k) > w.bdatLeft {
+		// A chunk ends where its count says, not at a line end: what
+		// follows it in the same packet is the next command, handed on
+		// by itself.
+		k = int(w.bdatLeft)
+	}
 	copy(p, w.in[:k])
 	w.follow(w.in[:k])
 	w.in = w.in[k:]

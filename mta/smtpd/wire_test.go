@@ -44,6 +44,7 @@ func TestWireCorrections(t *testing.T) {
 		{"STARTTLS in a transaction", true, "EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nSTARTTLS\r\n", []string{"503 5.5.1 STARTTLS must come before MAIL and AUTH cid=cid1\r\n"}, []string{"220 2.0.0"}},
 		{"STARTTLS as message data", true, "EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nSTARTTLS\r\n.\r\n", []string{"250 2.0.0 ok: queued as q1\r\n"}, []string{"220 2.0.0", "503"}},
 		{"STARTTLS in a BDAT chunk", true, "EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.org>\r\nBDAT 10 LAST\r\nSTARTTLS\r\n", []string{"250 2.0.0 ok: queued as q1\r\n"}, []string{"220 2.0.0"}},
+		{"a command right after a chunk", true, "EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.org>\r\nBDAT 3 LAST\r\nabcSTARTTLS\r\n", []string{"250 2.0.0 ok: queued as q1\r\n220 2.0.0 ready to start TLS\r\n"}, nil},
 		{"a refused BDAT chunk is data", true, "EHLO c.example\r\nBDAT 10\r\nSTARTTLS\r\nNOOP\r\n", []string{"\r\n503 5.5.1 ", "\r\n250 "}, []string{"220 2.0.0"}},
 		{"a malformed BDAT has no chunk", false, "EHLO c.example\r\nBDAT 10 FIRST\r\nHELO c.example\r\n", []string{"\r\n501 5.5.4 ", "250 mx.test hello c.example\r\n"}, nil},
 		{"out of sequence is 503", false, "MAIL FROM:<a@remote.example>\r\nEHLO c.example\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n", []string{"\r\n503 5.5.1 ", "\r\n503 5.5.1 ", "\r\n503 5.5.1 "}, []string{"502"}},
