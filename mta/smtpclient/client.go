@@ -3,8 +3,10 @@
 // and after STARTTLS, HELO when EHLO is refused, opportunistic or required
 // STARTTLS with the caller's tls.Config, AUTH over TLS only, MAIL and RCPT
 // with the parameters of SIZE, 8BITMIME, SMTPUTF8, DSN and REQUIRETLS,
-// PIPELINING, a reply kept for every recipient, and DATA streamed with a
-// deadline for every step.
+// PIPELINING (RSET, MAIL, the RCPTs and DATA in one write), a reply kept
+// for every recipient, DATA streamed with CRLF line ends and dot-stuffing,
+// a deadline for every step, and the 7-bit conversion a server without
+// 8BITMIME needs.
 //
 // Why it is written over bufio and not go-smtp's Client (as mox does):
 // go-smtp v0.26.0's client has no opportunistic STARTTLS (it fails when
