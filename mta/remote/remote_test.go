@@ -69,8 +69,8 @@ func TestDeliverAnswersPerRecipient(t *testing.T) {
 	if !strings.HasPrefix(tr, "EHLO tern.test\r\n") {
 		t.Errorf("conversation starts %q", tr[:min(40, len(tr))])
 	}
-	// RFC 2920: MAIL and every RCPT in one write.
-	group := "MAIL FROM:<a@sender.test> SIZE=" + fmt.Sprint(len(text)) + "\r\nRCPT TO:<gone@example.org>\r\nRCPT TO:<ok@example.org>\r\nRCPT TO:<busy@example.org>\r\n"
+	// RFC 2920: MAIL, every RCPT and DATA in one write.
+	group := "MAIL FROM:<a@sender.test> SIZE=" + fmt.Sprint(len(text)) + "\r\nRCPT TO:<gone@example.org>\r\nRCPT TO:<ok@example.org>\r\nRCPT TO:<busy@example.org>\r\nDATA\r\n"
 	found := false
 	for _, w := range h.dl.writeList() {
 		found = found || w == group
@@ -694,5 +694,77 @@ func TestDeliverAddressLiteral(t *testing.T) {
 	res = h.deliver(message("L2", "s@sender.test", text), transport.Hop{Key: "[127.0.0.2]", Route: rt}, rcpts("a@example.org"))
 	if !res[0].Temporary || res[0].Status != "4.7.5" || !strings.Contains(res[0].Answer, "address literal") {
 		t.Errorf("verify with an address literal: %+v", res[0])
+	}
+}
+
+// A server that pipelines but answers DATA with 354 when it took no
+// recipient (RFC 2920 §3.1 says it should not): the client ends that
+// DATA with an empty text, and the connection serves the next message.
+func TestDeliverPipelinedDataNoRecipients(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	tg, _ := scripted(t, "127.0.0.3", func(c net.Conn, r *bufio.Reader) {
+		fmt.Fprintf(c, "220 odd.test ESMTP\r\n")
+		rcptOK := false
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, strings.TrimSpace(l))
+			mu.Unlock()
+			switch {
+			case strings.HasPrefix(l, "EHLO"):
+				fmt.Fprintf(c, "250-odd.test\r\n250 PIPELINING\r\n")
+			case strings.HasPrefix(l, "RCPT TO:<gone"):
+				fmt.Fprintf(c, "550 5.1.1 gone\r\n")
+			case strings.HasPrefix(l, "RCPT"):
+				rcptOK = true
+				fmt.Fprintf(c, "250 ok\r\n")
+			case strings.HasPrefix(l, "DATA"):
+				fmt.Fprintf(c, "354 go\r\n")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == ".\r\n" {
+						mu.Lock()
+						seen = append(seen, ".")
+						mu.Unlock()
+						break
+					}
+				}
+				if rcptOK {
+					fmt.Fprintf(c, "250 2.0.0 taken\r\n")
+				} else {
+					fmt.Fprintf(c, "554 5.5.1 no valid recipients\r\n")
+				}
+				rcptOK = false
+			case strings.HasPrefix(l, "QUIT"):
+				fmt.Fprintf(c, "221 bye\r\n")
+				return
+			default:
+				fmt.Fprintf(c, "250 ok\r\n")
+			}
+		}
+	})
+	h := newHarness(t, []route.Target{tg}, nil)
+	res := h.deliver(message("N1", "s@sender.test", text), transport.Hop{}, rcpts("gone@example.org"))
+	if res[0].Status != "5.1.1" || res[0].Temporary {
+		t.Fatalf("result %+v", res[0])
+	}
+	res = h.deliver(message("N2", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
+	if !res[0].Delivered() || res[0].Answer != "250 2.0.0 taken" {
+		t.Fatalf("next message: %+v", res[0])
+	}
+	h.tr.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	got := strings.Join(seen, "|")
+	want := "EHLO tern.test|MAIL FROM:<s@sender.test>|RCPT TO:<gone@example.org>|DATA|.|RSET|MAIL FROM:<s@sender.test>|RCPT TO:<a@example.org>|DATA|"
+	if got != want+".|QUIT" {
+		t.Errorf("conversation\n%q, want\n%q", got, want+".|QUIT")
 	}
 }

@@ -123,7 +123,9 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 	}
 	for len(queue) > 0 {
 		todo, rest := queue[:min(len(queue), perTx)], queue[min(len(queue), perTx):]
-		tx := smtpclient.Transaction{Reset: reset, From: m.Sender, FromParams: mailParams, Rcpts: make([]smtpclient.Rcpt, len(todo))}
+		// With PIPELINING, DATA goes in the group too: a message costs two
+		// round trips, not three.
+		tx := smtpclient.Transaction{Reset: reset, From: m.Sender, FromParams: mailParams, Rcpts: make([]smtpclient.Rcpt, len(todo)), Data: ext.Pipelining}
 		for k, i := range todo {
 			tx.Rcpts[k] = smtpclient.Rcpt{Addr: d.rcpts[i].Addr, Params: rcptParams(ext, d.rcpts[i])}
 		}
@@ -142,7 +144,13 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 		for _, r := range reps.Rcpts {
 			c.note(r)
 		}
+		c.note(reps.Data)
 		if reps.Mail.Code != 250 {
+			if !d.endEmptyData(c, reps) {
+				r := result("4.4.2", true, "conversation with "+c.relay+" broke after DATA")
+				d.leaveSome(todo, r)
+				return false, r, true, false
+			}
 			r := replyResult(reps.Mail, c.relay, c.tls)
 			if r.Temporary {
 				// Another host may take it now (Postfix does the same).
@@ -178,6 +186,11 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			// Recipients turned away with 452 wait for the next host: this
 			// one took no one.
 			reset = true
+			if !d.endEmptyData(c, reps) {
+				r := result("4.4.2", true, "conversation with "+c.relay+" broke after DATA")
+				d.leaveSome(append(again, rest...), r)
+				return false, r, true, false
+			}
 			if len(rest) > 0 {
 				queue = rest
 				continue
@@ -187,7 +200,11 @@ func (d *delivery) transactions(c *conn, reused bool) (healthy bool, _ transport
 			}
 			return true, softest, softest.Status != "", false
 		}
-		rep, err := d.data(c, sevenBit)
+		var pipelined *smtpclient.Reply
+		if tx.Data {
+			pipelined = &reps.Data
+		}
+		rep, err := d.data(c, sevenBit, pipelined)
 		c.sent++
 		var re *smtpclient.ReplyError
 		if errors.As(err, &re) {
@@ -261,8 +278,16 @@ func (d *delivery) checkSevenBit(c *conn) (transport.Result, bool) {
 	return transport.Result{Status: "4.3.0", Temporary: true, Answer: "reading the queued message: " + err.Error(), RemoteMTA: c.relay, TLS: c.tls}, false
 }
 
-// data sends the text, made 7-bit when asked.
-func (d *delivery) data(c *conn, sevenBit bool) (smtpclient.Reply, error) {
+// data sends the text, made 7-bit when asked: after DATA, or after the
+// reply to the DATA pipelined with the envelope when there was one.
+func (d *delivery) data(c *conn, sevenBit bool, pipelined *smtpclient.Reply) (smtpclient.Reply, error) {
+	send := c.cl.Data
+	if pipelined != nil {
+		if pipelined.Code != 354 {
+			return *pipelined, &smtpclient.ReplyError{Command: "DATA", Reply: *pipelined}
+		}
+		send = c.cl.Text
+	}
 	f, err := d.m.Open()
 	if err != nil {
 		c.cl.Close()
@@ -270,11 +295,28 @@ func (d *delivery) data(c *conn, sevenBit bool) (smtpclient.Reply, error) {
 	}
 	defer f.Close()
 	if sevenBit {
-		return c.cl.Data(func(w io.Writer) error { return smtpclient.To7Bit(w, f) })
+		return send(func(w io.Writer) error { return smtpclient.To7Bit(w, f) })
 	}
 	bp := d.t.buffers.Get().(*[]byte)
 	defer d.t.buffers.Put(bp)
-	return c.cl.Data(smtpclient.Copy(f, *bp))
+	return send(smtpclient.Copy(f, *bp))
+}
+
+// endEmptyData closes a pipelined DATA that a server accepted though no
+// recipient was taken (RFC 2920 §3.1: the client then sends the text or
+// an empty one): an empty text, whose reply means nothing. It reports
+// whether the connection is still good.
+func (d *delivery) endEmptyData(c *conn, reps smtpclient.EnvelopeReplies) bool {
+	if reps.Data.Code != 354 {
+		return true
+	}
+	r, err := c.cl.Text(func(io.Writer) error { return nil })
+	var re *smtpclient.ReplyError
+	if err != nil && !errors.As(err, &re) {
+		return false
+	}
+	c.note(r)
+	return true
 }
 
 // rcptParams are RFC 3461 §4.1 and §4.2's NOTIFY and ORCPT, for a host

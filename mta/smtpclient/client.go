@@ -3,8 +3,10 @@
 // and after STARTTLS, HELO when EHLO is refused, opportunistic or required
 // STARTTLS with the caller's tls.Config, AUTH over TLS only, MAIL and RCPT
 // with the parameters of SIZE, 8BITMIME, SMTPUTF8, DSN and REQUIRETLS,
-// PIPELINING, a reply kept for every recipient, and DATA streamed with a
-// deadline for every step.
+// PIPELINING (RSET, MAIL, the RCPTs and DATA in one write), a reply kept
+// for every recipient, DATA streamed with CRLF line ends and dot-stuffing,
+// a deadline for every step, and the 7-bit conversion a server without
+// 8BITMIME needs.
 //
 // Why it is written over bufio and not go-smtp's Client (as mox does):
 // go-smtp v0.26.0's client has no opportunistic STARTTLS (it fails when
@@ -316,6 +318,11 @@ type Transaction struct {
 	From       string   // the reverse-path without <>; "" is the null sender
 	FromParams []string // MAIL parameters: "SIZE=1234", "BODY=8BITMIME"
 	Rcpts      []Rcpt
+	// Data sends DATA last in the group when the server pipelines
+	// (RFC 2920 §3.1 allows it there), saving a round trip a message;
+	// EnvelopeReplies.Data then holds its reply, and after a 354 the text
+	// goes with Text. Without PIPELINING it is ignored: Data does it all.
+	Data bool
 }
 
 // Envelope's outcome: the MAIL reply, and a reply for each recipient, in
@@ -323,6 +330,10 @@ type Transaction struct {
 type EnvelopeReplies struct {
 	Mail  Reply
 	Rcpts []Reply
+	// Data is the reply to a pipelined DATA; its Code is 0 when DATA was
+	// not sent. After a 354 the client must send a text with Text, even
+	// when no recipient was taken (RFC 2920 §3.1).
+	Data Reply
 }
 
 // ErrResetFailed means RSET failed on a reused connection: it is dead or
@@ -371,6 +382,9 @@ func (c *Client) Envelope(tx *Transaction) (EnvelopeReplies, error) {
 		c.cmd = rcptLine(c.cmd, rc)
 		c.cmd = append(c.cmd, '\r', '\n')
 	}
+	if tx.Data {
+		c.cmd = append(c.cmd, "DATA\r\n"...)
+	}
 	c.bw.Write(c.cmd)
 	if err := c.bw.Flush(); err != nil {
 		if tx.Reset {
@@ -400,6 +414,14 @@ func (c *Client) Envelope(tx *Transaction) (EnvelopeReplies, error) {
 			return out, fmt.Errorf("reading the reply to RCPT: %w", err)
 		}
 		out.Rcpts = append(out.Rcpts, r)
+	}
+	if tx.Data {
+		c.setDeadline(c.o.DataInitTimeout)
+		r, err := readReply(c.br, c.o.MaxReplyLines)
+		if err != nil {
+			return out, fmt.Errorf("reading the reply to DATA: %w", err)
+		}
+		out.Data = r
 	}
 	if out.Mail.Code != 250 {
 		// RFC 2920 §3.1: the RCPT replies of a refused MAIL mean nothing.
@@ -442,6 +464,12 @@ func (c *Client) Data(write func(w io.Writer) error) (Reply, error) {
 	if r, err := c.do(c.o.DataInitTimeout, 354, "DATA", "DATA"); err != nil {
 		return r, err
 	}
+	return c.Text(write)
+}
+
+// Text sends the message text and the final dot after a 354 to a DATA
+// sent in the envelope's group, and returns the reply, as Data does.
+func (c *Client) Text(write func(w io.Writer) error) (Reply, error) {
 	dw := newDotWriter(c.bw)
 	rw := &renewingWriter{c: c, w: dw}
 	c.setDeadline(c.o.DataBlockTimeout)

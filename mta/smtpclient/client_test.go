@@ -306,6 +306,7 @@ func TestClientStepTimeouts(t *testing.T) {
 // neither panics nor hangs, and a reply it accepts is a well-formed one.
 func FuzzClientConversation(f *testing.F) {
 	f.Add([]byte("220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n250 2.0.0 queued\r\n221 bye\r\n"))
+	f.Add([]byte("220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 queued\r\n"))
 	f.Add([]byte("220 mx\r\n502 no\r\n250 hi\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n"))
 	f.Add([]byte("220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n"))
 	f.Fuzz(func(t *testing.T, script []byte) {
@@ -326,12 +327,18 @@ func FuzzClientConversation(f *testing.F) {
 		if c.Hello() != nil {
 			return
 		}
-		reps, err := c.Envelope(&Transaction{From: "a@b.test", Rcpts: []Rcpt{{Addr: "x@y.test"}, {Addr: "z@y.test"}}})
+		reps, err := c.Envelope(&Transaction{From: "a@b.test", Rcpts: []Rcpt{{Addr: "x@y.test"}, {Addr: "z@y.test"}}, Data: true})
 		if err != nil {
 			return
 		}
 		if reps.Mail.Code < 200 || reps.Mail.Code > 599 || (reps.Rcpts != nil && len(reps.Rcpts) != 2) {
 			t.Fatalf("replies %+v", reps)
+		}
+		if c.Extensions().Pipelining {
+			if reps.Data.Code == 354 {
+				c.Text(Copy(strings.NewReader("a\n.b\n"), make([]byte, 16)))
+			}
+			return
 		}
 		c.Data(Copy(strings.NewReader("a\n.b\n"), make([]byte, 16)))
 	})
