@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -120,6 +121,10 @@ func (o *clientOut) line(format string, v ...any) error {
 
 var crlf = []byte("\r\n")
 
+// DefaultPreAuthIdle is how long a client that has not logged in may
+// be silent, unless Config says otherwise.
+const DefaultPreAuthIdle = time.Minute
+
 // errClientGone ends the command loop without a word to the client.
 var errClientGone = errors.New("connection closed")
 
@@ -216,8 +221,8 @@ func (f *front) relay() {
 // once, else by closing it.
 func (f *front) stopReading() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.libGone = true
-	f.mu.Unlock()
 	if d, ok := f.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
 		d.SetReadDeadline(time.Now())
 		return
@@ -425,18 +430,39 @@ func (f *front) serve(ctx context.Context) error {
 	if _, err := f.await(); err != nil {
 		return nil
 	}
+	dl, canDeadline := f.conn.(interface{ SetReadDeadline(time.Time) error })
 	for {
+		// RFC 9051 §5.4: a client that has not logged in may be
+		// logged out sooner than the 30 minutes an idle one gets.
+		// Under mu, so that stopReading's deadline is not undone.
+		f.mu.Lock()
+		preauth, gone := !f.authed, f.libGone
+		if canDeadline && !gone {
+			if preauth {
+				dl.SetReadDeadline(time.Now().Add(f.cfg.preAuthIdle()))
+			} else {
+				dl.SetReadDeadline(time.Time{})
+			}
+		}
+		f.mu.Unlock()
+		if gone {
+			return nil
+		}
 		line, err := readLine(f.in, MaxLine)
 		if err != nil {
-			if errors.Is(err, errLineTooLong) {
-				// The rest of the line cannot be told from a command.
-				f.out.line("* BYE [TOOBIG] command line longer than %d octets", MaxLine)
-				return nil
-			}
 			f.mu.Lock()
 			gone := f.libGone
 			f.mu.Unlock()
 			if gone {
+				return nil
+			}
+			if preauth && errors.Is(err, os.ErrDeadlineExceeded) {
+				f.out.line("* BYE autologout: log in within %v", f.cfg.preAuthIdle())
+				return nil
+			}
+			if errors.Is(err, errLineTooLong) {
+				// The rest of the line cannot be told from a command.
+				f.out.line("* BYE [TOOBIG] command line longer than %d octets", MaxLine)
 				return nil
 			}
 			if ctx.Err() != nil {
@@ -817,9 +843,12 @@ func (f *front) appendMessage(tag string, h appendHead, lit literal) error {
 		return f.out.line("%s %s", tag, statusText(appendErr))
 	}
 	// A NOOP of the front's own lets imapserver report the new message
-	// to a client that has the mailbox selected (RFC 9051 §6.3.12).
-	if _, err := f.internalCommand("NOOP"); err != nil {
-		return err
+	// to a client that has the mailbox selected (RFC 9051 §6.3.12); an
+	// APPEND to another mailbox has nothing to report.
+	if sess, ok := f.st.session().(*Session); !ok || sess.isSelected(h.Mailbox) {
+		if _, err := f.internalCommand("NOOP"); err != nil {
+			return err
+		}
 	}
 	if data != nil && data.UID != 0 {
 		return f.out.line("%s OK [APPENDUID %d %d] APPEND completed", tag, data.UIDValidity, data.UID)

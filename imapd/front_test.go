@@ -21,7 +21,7 @@ import (
 // The front's tests run it over imapmemserver, go-imap's own in-memory
 // backend, so that they show what the front does whatever the store.
 
-func memBackend(t *testing.T) *imapmemserver.Server {
+func memBackend(t testing.TB) *imapmemserver.Server {
 	t.Helper()
 	mem := imapmemserver.New()
 	u := imapmemserver.NewUser("alice", "secret")
@@ -34,7 +34,7 @@ func memBackend(t *testing.T) *imapmemserver.Server {
 
 // startFront serves one connection over net.Pipe and returns the
 // client's end.
-func startFront(t *testing.T, cfg Config) net.Conn {
+func startFront(t testing.TB, cfg Config) net.Conn {
 	t.Helper()
 	if cfg.NewSession == nil {
 		mem := memBackend(t)
@@ -63,7 +63,7 @@ func startFront(t *testing.T, cfg Config) net.Conn {
 // socketPair is a connected pair of loopback TCP sockets: unlike
 // net.Pipe they buffer, as a client's connection does, so a client may
 // write while the server writes (COMPRESS's flushes, pipelining).
-func socketPair(t *testing.T) (client, server net.Conn) {
+func socketPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -89,12 +89,12 @@ func socketPair(t *testing.T) (client, server net.Conn) {
 // wire is a raw IMAP conversation for the tests that must send what no
 // client library would.
 type wire struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	br *bufio.Reader
 }
 
-func newWire(t *testing.T, c net.Conn) *wire {
+func newWire(t testing.TB, c net.Conn) *wire {
 	w := &wire{t: t, c: c, br: bufio.NewReader(c)}
 	w.expect("* OK ")
 	return w
@@ -437,4 +437,18 @@ func TestFrontCompress(t *testing.T) {
 	if lines := read("p"); !strings.HasPrefix(lines[len(lines)-1], "p OK") {
 		t.Errorf("APPEND through COMPRESS: %q", lines)
 	}
+}
+
+// TestFrontPreAuthIdle: a client silent before login is told BYE and
+// let go; imapserver's own timeouts are off behind the front.
+func TestFrontPreAuthIdle(t *testing.T) {
+	w := newWire(t, startFront(t, Config{PreAuthIdle: 200 * time.Millisecond}))
+	if l := w.line(); !strings.HasPrefix(l, "* BYE autologout") {
+		t.Fatalf("after a silence before login: %q", l)
+	}
+	w2 := newWire(t, startFront(t, Config{PreAuthIdle: 200 * time.Millisecond}))
+	login(w2)
+	time.Sleep(400 * time.Millisecond)
+	w2.send("n NOOP\r\n")
+	w2.expect("n OK")
 }

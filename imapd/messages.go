@@ -265,6 +265,13 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	uids := s.uidsOf(numSet)
 	needFile := options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 ||
 		len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
+	// ENVELOPE and the top-level header sections need the header alone.
+	headerOnly := options.BodyStructure == nil && len(options.BinarySection) == 0 && len(options.BinarySectionSize) == 0
+	for _, sec := range options.BodySection {
+		if len(sec.Part) > 0 || sec.Specifier != imap.PartSpecifierHeader {
+			headerOnly = false
+		}
+	}
 	var seen []uint32
 	if !s.view.ReadOnly() {
 		for _, sec := range options.BodySection {
@@ -298,7 +305,11 @@ func (s *Session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 		var raw []byte
 		if needFile {
-			raw, err = s.readMessage(uid)
+			if headerOnly {
+				raw, err = s.readHead(uid)
+			} else {
+				raw, err = s.readMessage(uid)
+			}
 			if errors.Is(err, fs.ErrNotExist) {
 				// Expunged by another session and not told yet:
 				// nothing to send for it (RFC 9051 §7.4.1 lets a
@@ -406,6 +417,34 @@ func (s *Session) readMessage(uid uint32) ([]byte, error) {
 		return nil, err
 	}
 	return toCRLF(data), nil
+}
+
+// readHead reads a message's header, up to and with the empty line that
+// ends it, with CRLF line ends: what ENVELOPE, header sections and
+// header searches need, without the body.
+func (s *Session) readHead(uid uint32) ([]byte, error) {
+	f, err := s.view.Open(uid)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(io.LimitReader(f, maxSortHeader), 4096)
+	var head []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			head = append(head, line...)
+			continue
+		}
+		head = append(head, line...)
+		if err != nil || len(line) == 0 || line[0] == '\n' || (line[0] == '\r' && len(line) == 2) {
+			if err != nil && err != io.EOF {
+				return nil, err
+			}
+			break
+		}
+	}
+	return toCRLF(head), nil
 }
 
 // toCRLF turns LF line ends into CRLF, leaving CRLF as it is.

@@ -22,6 +22,7 @@ import (
 func (s *Session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	v := s.view
 	needFile := criteriaNeedFile(criteria)
+	needBody := criteriaNeedBody(criteria)
 	data := &imap.SearchData{}
 	var seqs imap.SeqSet
 	var uids imap.UIDSet
@@ -29,7 +30,11 @@ func (s *Session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	v.Each(1, v.Len(), func(m maildir.Message) bool {
 		c := &candidate{m: m, s: s, n: v.Len(), lastUID: v.UID(v.Len())}
 		if needFile {
-			raw, err := s.readMessage(m.UID)
+			read := s.readHead
+			if needBody {
+				read = s.readMessage
+			}
+			raw, err := read(m.UID)
 			if errors.Is(err, fs.ErrNotExist) {
 				return true // expunged meanwhile: matches nothing
 			}
@@ -80,6 +85,24 @@ func criteriaNeedFile(c *imap.SearchCriteria) bool {
 	}
 	for i := range c.Or {
 		if criteriaNeedFile(&c.Or[i][0]) || criteriaNeedFile(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// criteriaNeedBody reports whether a criterion looks past the header.
+func criteriaNeedBody(c *imap.SearchCriteria) bool {
+	if len(c.Body) > 0 || len(c.Text) > 0 {
+		return true
+	}
+	for i := range c.Not {
+		if criteriaNeedBody(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if criteriaNeedBody(&c.Or[i][0]) || criteriaNeedBody(&c.Or[i][1]) {
 			return true
 		}
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	// AppendLimit is the largest message APPEND takes (APPENDLIMIT,
 	// RFC 7889); 0 means DefaultAppendLimit.
 	AppendLimit uint32
+	// PreAuthIdle is how long a client that has not logged in may be
+	// silent; 0 means DefaultPreAuthIdle.
+	PreAuthIdle time.Duration
 	// NewSession makes the session imapserver serves, before the
 	// greeting; preauth greets the client as logged in already.
 	NewSession func(st *ConnState) (s imapserver.Session, preauth bool, err error)
@@ -71,6 +74,13 @@ func (c *Config) isTLS() bool { return c.IsTLS != nil && c.IsTLS() }
 // server must not take them in the clear otherwise).
 func (c *Config) secure() bool {
 	return c.isTLS() || c.InsecureAuth || (c.Remote.IsValid() && c.Remote.Unmap().IsLoopback())
+}
+
+func (c *Config) preAuthIdle() time.Duration {
+	if c.PreAuthIdle <= 0 {
+		return DefaultPreAuthIdle
+	}
+	return c.PreAuthIdle
 }
 
 func (c *Config) appendLimit() uint32 {
@@ -122,6 +132,17 @@ type stateConn struct {
 	done chan struct{}
 	once sync.Once
 }
+
+// SetDeadline, SetReadDeadline and SetWriteDeadline do nothing:
+// imapserver sets them around every response it writes (two of
+// net.Pipe's timers a FETCH item, a tenth of a FETCH of 10,000 flags),
+// and its own timeouts have no work here. The front hands it whole
+// commands, and what bounds a silent or stalled client is the client
+// connection's deadlines (internal/serve, and the front's own before
+// login).
+func (c *stateConn) SetDeadline(time.Time) error      { return nil }
+func (c *stateConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *stateConn) SetWriteDeadline(time.Time) error { return nil }
 
 func (c *stateConn) Close() error {
 	err := c.Conn.Close()

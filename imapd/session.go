@@ -269,6 +269,11 @@ func toFlags(fs []string) []imap.Flag {
 	return out
 }
 
+// isSelected reports whether the mailbox of that name is selected.
+func (s *Session) isSelected(name string) bool {
+	return s.folder != nil && (s.folder.Name() == name || (name == "INBOX" && s.folder.Name() == "INBOX"))
+}
+
 // Unselect implements imapserver.Session.
 func (s *Session) Unselect() error { return s.Close() }
 

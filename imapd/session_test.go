@@ -17,13 +17,13 @@ import (
 
 // mailbox is an account with a real Maildir, served in-process.
 type mailbox struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	users string
 	store *maildir.Store
 }
 
-func newMailbox(t *testing.T, messages int) *mailbox {
+func newMailbox(t testing.TB, messages int) *mailbox {
 	t.Helper()
 	root := t.TempDir()
 	mb := &mailbox{t: t, dir: filepath.Join(root, "Maildir"), users: filepath.Join(root, "users")}
@@ -78,7 +78,7 @@ func (mb *mailbox) loggedIn() *wire {
 func (w *wire) until(tag string) ([]string, string) {
 	w.t.Helper()
 	var lines []string
-	for i := 0; i < 10000; i++ {
+	for i := 0; i < 1000000; i++ {
 		l := w.line()
 		if strings.HasPrefix(l, tag+" ") {
 			return lines, l

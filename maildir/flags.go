@@ -17,7 +17,7 @@ const (
 	FlagDeleted  = `\Deleted`
 	FlagDraft    = `\Draft`
 	// KeywordForwarded is the keyword (RFC 5788's registry) that the
-	// maildir "passed" flag P stands for, as mutt and Dovecot read it.
+	// maildir "passed" flag P stands for: mutt sets P when it forwards.
 	KeywordForwarded = "$Forwarded"
 )
 

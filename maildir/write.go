@@ -23,9 +23,8 @@ func (k known) unique() string { u, _ := splitName(k.name); return u }
 
 // renameBatch is how many renames or removals are made under one taking
 // of the folder's lock: one lock per message (a file written, linked and
-// removed) cost a POP3 login 0.3 ms a message, and holding it for all of
-// a 100,000-message folder would keep another session waiting for
-// seconds.
+// removed) costs more than the rename, and holding it for all of a
+// 100,000-message folder would keep another session waiting for seconds.
 const renameBatch = 2000
 
 // renameKnown renames each message straight to cur/ with the letters
@@ -223,7 +222,7 @@ func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]record
 	// messages is not copied for every batch. A refresh by another
 	// process between two batches finds the renamed files under their
 	// new names, whole, and records them itself.
-	var all []recorded
+	all := make([]recorded, 0, len(items))
 	for len(items) > 0 {
 		n := min(len(items), renameBatch)
 		lk, err := f.lock()
@@ -256,6 +255,7 @@ func (f *Folder) recordLocked(rec []recorded) error {
 	}
 	var byUnique map[string]int
 	var r indexRecords
+	r.b = make([]byte, 0, len(rec)*(len(rec[0].name)+len(rec[0].unique)+16))
 	for _, c := range rec {
 		u := c.unique
 		if c.name != "" {

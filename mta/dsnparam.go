@@ -138,3 +138,14 @@ func CheckORcpt(v string) (string, error) {
 	}
 	return strings.ToUpper(typ) + ";" + addr, nil
 }
+
+// IsASCII reports whether s is all US-ASCII: an address that is not needs
+// SMTPUTF8 (RFC 6531 §3.4), and text that is not is 8-bit (RFC 6152).
+func IsASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -54,6 +54,8 @@ except imaplib.IMAP4.error as e:
 m = imaplib.IMAP4(host, port, timeout=20)
 print("caps", " ".join(sorted(m.capabilities)))
 m.login(user, pw)
+typ, data = m.capability()
+print("authcaps", data[0].decode())
 typ, data = m.list()
 print("list", " ".join(l.decode().split(' "." ')[1].strip('"') for l in data))
 typ, data = m.select("INBOX")
@@ -97,6 +99,22 @@ typ, data = m.select("INBOX", readonly=True)
 print("storereadonly", code(tryit(lambda: m.store("1", "+FLAGS", "\\Deleted"))))
 typ, data = m.delete("Jobs.Projects")
 print("delete", typ)
+typ, data = m.namespace()
+print("namespace", data[0].decode())
+typ, data = m.xatom("ID", '("name" "imaplib")')
+print("id", typ, m.untagged_responses.pop("ID", [b""])[0].decode())
+m.unselect()
+typ, data = m.enable("UTF8=ACCEPT")
+print("enable", typ)
+m.select("INBOX")
+typ, data = m.sort("(REVERSE SUBJECT)", "UTF-8", "ALL")
+print("sort", data[0].decode())
+typ, data = m.thread("REFERENCES", "UTF-8", "ALL")
+print("thread", data[0].decode())
+typ, data = m.unselect()
+print("unselect", typ)
+typ, data = m.list('""', "Sent")
+print("specialuse", data[0].decode())
 typ, data = m.getquotaroot("INBOX")
 print("quotaroot", typ)
 m.logout()
@@ -119,6 +137,7 @@ func TestIMAPImaplib(t *testing.T) {
 	want := map[string]func(string) bool{
 		"badlogin":      eq("AUTHENTICATIONFAILED"),
 		"caps":          contains("IMAP4REV1", "IMAP4REV2", "AUTH=PLAIN", "SASL-IR", "LITERAL+", "ID"),
+		"authcaps":      contains("IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "UNSELECT", "ENABLE", "COMPRESS=DEFLATE", "SORT", "THREAD=REFERENCES", "QUOTA", "SPECIAL-USE", "LIST-STATUS", "ESEARCH", "BINARY", "APPENDLIMIT="),
 		"list":          eq("INBOX Archive Drafts Junk Sent Trash"),
 		"select":        eq("3"),
 		"fetch":         eq("3"),
@@ -141,6 +160,13 @@ func TestIMAPImaplib(t *testing.T) {
 		"expunge":       eq("2"),
 		"storereadonly": eq("READ-ONLY"),
 		"delete":        eq("OK"),
+		"namespace":     eq(`(("" ".")) NIL NIL`),
+		"id":            contains(`"name" "tern"`),
+		"enable":        eq("OK"),
+		"sort":          eq("2 1"),
+		"thread":        eq("(1)(2)"),
+		"unselect":      eq("OK"),
+		"specialuse":    contains(`\Sent`),
 		"quotaroot":     eq("OK"),
 	}
 	for k, ok := range want {

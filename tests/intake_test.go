@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -257,4 +258,53 @@ func TestIntakeQueueKeepsParameters(t *testing.T) {
 	}
 	wantLines(t, env, "\nbody 8BITMIME\n", "\nenvid qq-1\n", "\nret HDRS\n", "\nrequiretls\n",
 		"\nrcpt\tdeferred\t1\t", "\tnotify=SUCCESS\torcpt=RFC822;bob@example.org")
+}
+
+// TestIntakeReadsVersion1Queue: a queue a version 1 tern-queue left
+// behind (a submission not yet taken in, and a live entry whose remote
+// recipient waited in the state "remote") is read by this one: both
+// messages reach the local recipient, the remote one is tried (the test's
+// DNS answers nothing, so it is deferred, no longer "remote"), and the
+// live envelope is written back as version 2.
+func TestIntakeReadsVersion1Queue(t *testing.T) {
+	r := newQueueRoot(t)
+	for _, d := range []string{"incoming", "env", "mess"} {
+		if err := os.MkdirAll(filepath.Join(r.Queue, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const sub, live = "18eb658cb4105cbc00001", "18eb658cb4105cbc00002"
+	// An hour ago: well within the queue's lifetime.
+	arrived := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	r.WriteFile("spool/incoming/"+sub, "tern-queue 1\nid "+sub+"\narrived "+arrived+"\nsender carol@example.org\n"+
+		"rcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n\nSubject: submitted by version 1\n\nbody\n")
+	envText := "tern-queue 1\nid " + live + "\narrived " + arrived + "\nsender carol@example.org\nuid 0\n"
+	msg := "Subject: queued by version 1\n\nbody\n"
+	head := "tern-queue 1\nid " + live + "\narrived " + arrived + "\nsender carol@example.org\nrcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n\n"
+	envText += fmt.Sprintf("offset %d\nsize %d\n", len(head), len(msg)) +
+		"rcpt\tqueued\t0\t-\t-\tbob@example.org\t-\t-\n" +
+		"rcpt\tremote\t1\t-\t4.3.2\tsomeone@elsewhere.example\t-\twaiting for remote delivery, which this version of tern-queue does not do yet\n"
+	r.WriteFile("spool/env/"+live, envText)
+	r.WriteFile("spool/mess/"+live, head+msg)
+	if !strings.HasSuffix(r.Queue, "spool") {
+		t.Fatalf("the queue is %s, not the spool this test wrote", r.Queue)
+	}
+	res := r.runQueue()
+	got := strings.Join(inbox(t, filepath.Join(r.home("bob"), "Maildir")), "\n")
+	for _, s := range []string{"Subject: submitted by version 1", "Subject: queued by version 1"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("bob did not get %q:\n%s\n%s", s, got, res.Stderr)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(r.Queue, "env", live))
+	if err != nil {
+		t.Fatalf("the live entry with the remote recipient: %v\n%s", err, res.Stderr)
+	}
+	env := string(b)
+	if !strings.HasPrefix(env, "tern-queue 2\n8bit\n") || !strings.Contains(env, "\nrcpt\tdeferred\t2\t") || strings.Contains(env, "\trcpt\tremote") {
+		t.Errorf("written back:\n%s", env)
+	}
+	if bad, _ := os.ReadDir(filepath.Join(r.Queue, "bad")); len(bad) != 0 {
+		t.Errorf("moved aside: %v\n%s", bad, res.Stderr)
+	}
 }

@@ -214,11 +214,11 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 		SMTPUTF8: c.SMTPUTF8, Body: c.Body, EnvID: c.EnvID, Ret: c.Ret, RequireTLS: c.RequireTLS}
 	// RFC 6531 §3.4: an address that is not ASCII can go on only with
 	// SMTPUTF8; a local program that names one means it.
-	if !e.SMTPUTF8 && !isASCII(sender) {
+	if !e.SMTPUTF8 && !mta.IsASCII(sender) {
 		e.SMTPUTF8 = true
 	}
 	for _, r := range rcpts {
-		if !e.SMTPUTF8 && !isASCII(r.Addr) {
+		if !e.SMTPUTF8 && !mta.IsASCII(r.Addr) {
 			e.SMTPUTF8 = true
 		}
 	}
@@ -317,15 +317,6 @@ func hostname(dir string, system func() (string, error)) (string, error) {
 		return "", sysexit.New(sysexit.Config, "system hostname %q: %v; write one in the control directory's hostname file", h, err)
 	}
 	return d, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // parseAddressList reads the addresses of a To, Cc or Bcc field
@@ -511,7 +502,7 @@ func (h *header) remove(name string) {
 // add puts a field at the end of the header.
 func (h *header) add(name, value string) {
 	f := []byte(name + ": " + value + "\n")
-	if !isASCII(value) {
+	if !mta.IsASCII(value) {
 		h.added8Bit = true
 	}
 	// Keep a nil marker (the missing empty line) last.

@@ -34,7 +34,7 @@ import (
 	"github.com/tern-mail/tern/mta/transport"
 )
 
-// Options configure the transport. Targets, Hostname and Log are needed;
+// Options configure the transport. Targets and Hostname are needed;
 // the rest have defaults.
 type Options struct {
 	// Targets finds the hosts for a domain: the route's host when rt is
@@ -62,7 +62,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxIdle bounds the idle connections kept in all: 64.
 	MaxIdle int
-	Log     *slog.Logger
+	// Log gets a line for each recipient and attempt (and for each host
+	// passed over); nil discards them.
+	Log *slog.Logger
 }
 
 // Defaults of Options.
@@ -223,7 +225,13 @@ func (t *Transport) put(c *conn) {
 	t.idle[c.key] = append(t.idle[c.key], c)
 	t.nIdle++
 	c.since = time.Now()
-	c.timer = time.AfterFunc(t.o.IdleTimeout, func() { t.expire(c) })
+	if c.timer == nil {
+		c.timer = time.AfterFunc(t.o.IdleTimeout, func() { t.expire(c) })
+	} else {
+		// One timer a connection: expire checks under the lock whether c
+		// is still idle, so a late firing after take does nothing.
+		c.timer.Reset(t.o.IdleTimeout)
+	}
 	t.mu.Unlock()
 	if evict != nil {
 		t.quit(evict)
@@ -303,6 +311,9 @@ type delivery struct {
 // Deliver sends m to rcpts at hop's destination. It never returns before
 // each recipient has a result.
 func (t *Transport) Deliver(ctx context.Context, m *transport.Message, hop transport.Hop, rcpts []transport.Recipient) []transport.Result {
+	if len(rcpts) == 0 {
+		return nil
+	}
 	d := &delivery{t: t, m: m, hop: hop, rcpts: rcpts, start: t.o.Now(), res: make([]transport.Result, len(rcpts))}
 	for i := range rcpts {
 		d.pending = append(d.pending, i)

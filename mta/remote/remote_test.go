@@ -521,8 +521,6 @@ func TestDeliverIPv6(t *testing.T) {
 	}
 }
 
-var _ = conf.TLSMay
-
 // A cancelled context ends a delivery stuck on a silent host at once,
 // whatever the SMTP time limits say.
 func TestDeliverContextCancels(t *testing.T) {
@@ -647,5 +645,54 @@ func TestDeliver421ClosesConnection(t *testing.T) {
 	res = h.deliver(message("F2", "s@sender.test", text), transport.Hop{}, rcpts("a@example.org"))
 	if !res[0].Delivered() || m.connCount() != 2 {
 		t.Errorf("after a 421: %+v over %d connections, want delivered over a second one", res[0], m.connCount())
+	}
+}
+
+// The cache is bounded: with room for one idle connection, the one idle
+// longest is QUIT when another comes; an idle one past its time is QUIT
+// by itself.
+func TestDeliverCacheBounded(t *testing.T) {
+	a := newMX(t, "127.0.0.2", 0)
+	b := newMX(t, "127.0.0.3", 0)
+	h := newHarness(t, nil, func(o *Options) { o.MaxIdle = 1; o.IdleTimeout = time.Second })
+	h.targets = []route.Target{a.target("mx.a.example")}
+	h.deliver(message("E1", "s@sender.test", text), transport.Hop{Domain: "a.example"}, rcpts("x@a.example"))
+	h.targets = []route.Target{b.target("mx.b.example")}
+	h.deliver(message("E2", "s@sender.test", text), transport.Hop{Domain: "b.example"}, rcpts("x@b.example"))
+	waitFor(t, func() bool { return strings.HasSuffix(a.written(), "QUIT\r\n") }, "a's connection QUIT when b's took its place")
+	if strings.Contains(b.written(), "QUIT") {
+		t.Errorf("b's connection QUIT at once")
+	}
+	waitFor(t, func() bool { return strings.HasSuffix(b.written(), "QUIT\r\n") }, "b's connection QUIT after its idle time")
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for range 200 {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("no %s", what)
+}
+
+// A route to an address literal: the relay is named by its address, and
+// tls=verify has no name to check a certificate against.
+func TestDeliverAddressLiteral(t *testing.T) {
+	srvTLS, pool := testTLS(t)
+	m := newMX(t, "127.0.0.2", 0, withTLS(srvTLS))
+	tg := m.target("")
+	h := newHarness(t, []route.Target{tg}, func(o *Options) { o.RootCAs = pool })
+	rt := &conf.Route{Domain: "*", Addr: m.ap.Addr(), Port: int(m.ap.Port())}
+	res := h.deliver(message("L1", "s@sender.test", text), transport.Hop{Key: "[127.0.0.2]", Route: rt}, rcpts("a@example.org"))
+	want := fmt.Sprintf("127.0.0.2[127.0.0.2]:%d", m.ap.Port())
+	if !res[0].Delivered() || res[0].RemoteMTA != want || res[0].TLS == "" {
+		t.Errorf("result %+v, want delivered over TLS by %s", res[0], want)
+	}
+	rt.TLS = conf.TLSVerify
+	res = h.deliver(message("L2", "s@sender.test", text), transport.Hop{Key: "[127.0.0.2]", Route: rt}, rcpts("a@example.org"))
+	if !res[0].Temporary || res[0].Status != "4.7.5" || !strings.Contains(res[0].Answer, "address literal") {
+		t.Errorf("verify with an address literal: %+v", res[0])
 	}
 }

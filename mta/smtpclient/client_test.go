@@ -219,3 +219,120 @@ func TestClientDataBlockTimeout(t *testing.T) {
 		t.Errorf("gave up after %v", d)
 	}
 }
+
+// Every step has its own time limit (RFC 5321 §4.5.3.2): a server silent
+// at that step is given up after that limit, whatever the others are.
+func TestClientStepTimeouts(t *testing.T) {
+	long := time.Minute
+	for _, tt := range []struct {
+		step string // the command the server does not answer
+		set  func(o *Options)
+	}{
+		{"greeting", func(o *Options) { o.GreetingTimeout = 100 * time.Millisecond }},
+		{"EHLO", func(o *Options) { o.EHLOTimeout = 100 * time.Millisecond }},
+		{"MAIL", func(o *Options) { o.MailTimeout = 100 * time.Millisecond }},
+		{"RCPT", func(o *Options) { o.RcptTimeout = 100 * time.Millisecond }},
+		{"DATA", func(o *Options) { o.DataInitTimeout = 100 * time.Millisecond }},
+		{".", func(o *Options) { o.DataEndTimeout = 100 * time.Millisecond }},
+		{"RSET", func(o *Options) { o.CommandTimeout = 100 * time.Millisecond }},
+	} {
+		t.Run(tt.step, func(t *testing.T) {
+			cc, sc := net.Pipe()
+			defer sc.Close()
+			go func() {
+				r := bufio.NewReader(sc)
+				if tt.step == "greeting" {
+					io.Copy(io.Discard, r)
+					return
+				}
+				io.WriteString(sc, "220 mx.test\r\n")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					verb, _, _ := strings.Cut(strings.TrimSpace(l), " ")
+					if verb == tt.step {
+						io.Copy(io.Discard, r) // silent from here on
+						return
+					}
+					switch verb {
+					case "DATA":
+						io.WriteString(sc, "354 go\r\n")
+					case ".", "x":
+					default:
+						io.WriteString(sc, "250 ok\r\n")
+					}
+				}
+			}()
+			o := Options{Hostname: "client.test", GreetingTimeout: long, EHLOTimeout: long, MailTimeout: long,
+				RcptTimeout: long, DataInitTimeout: long, DataBlockTimeout: long, DataEndTimeout: long, CommandTimeout: long}
+			tt.set(&o)
+			start := time.Now()
+			err := func() error {
+				c, err := New(cc, o)
+				if err != nil {
+					return err
+				}
+				if err := c.Hello(); err != nil {
+					return err
+				}
+				if tt.step == "RSET" {
+					return c.Reset()
+				}
+				reps, err := c.Envelope(&Transaction{From: "a@b.test", Rcpts: []Rcpt{{Addr: "x@y.test"}}})
+				if err != nil {
+					return err
+				}
+				if reps.Mail.Code != 250 {
+					return reps.Mail.Err()
+				}
+				_, err = c.Data(Copy(strings.NewReader("x\n"), make([]byte, 64)))
+				return err
+			}()
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("err = %v, want a timeout", err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("gave up after %v, with %s's limit at 100ms", d, tt.step)
+			}
+		})
+	}
+}
+
+// FuzzClientConversation plays a server whose replies are the fuzz input
+// against a whole conversation: whatever the server says, the client
+// neither panics nor hangs, and a reply it accepts is a well-formed one.
+func FuzzClientConversation(f *testing.F) {
+	f.Add([]byte("220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n250 2.0.0 queued\r\n221 bye\r\n"))
+	f.Add([]byte("220 mx\r\n502 no\r\n250 hi\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n"))
+	f.Add([]byte("220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n"))
+	f.Fuzz(func(t *testing.T, script []byte) {
+		cc, sc := net.Pipe()
+		go io.Copy(io.Discard, sc)
+		go func() {
+			sc.Write(script) // returns once the client has read it all
+			sc.Close()
+		}()
+		short := 200 * time.Millisecond
+		o := Options{Hostname: "client.test", GreetingTimeout: short, EHLOTimeout: short, MailTimeout: short, RcptTimeout: short,
+			DataInitTimeout: short, DataBlockTimeout: short, DataEndTimeout: short, CommandTimeout: short}
+		c, err := New(cc, o)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if c.Hello() != nil {
+			return
+		}
+		reps, err := c.Envelope(&Transaction{From: "a@b.test", Rcpts: []Rcpt{{Addr: "x@y.test"}, {Addr: "z@y.test"}}})
+		if err != nil {
+			return
+		}
+		if reps.Mail.Code < 200 || reps.Mail.Code > 599 || (reps.Rcpts != nil && len(reps.Rcpts) != 2) {
+			t.Fatalf("replies %+v", reps)
+		}
+		c.Data(Copy(strings.NewReader("a\n.b\n"), make([]byte, 16)))
+	})
+}

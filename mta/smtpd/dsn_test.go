@@ -71,6 +71,7 @@ func TestDSNParametersKept(t *testing.T) {
 	if !reflect.DeepEqual(env.Recipients, wantRcpts) {
 		t.Errorf("recipients %+v, want %+v", env.Recipients, wantRcpts)
 	}
+	checkQueueable(t, env)
 	env = q.envs[1]
 	if env.Conversation != (enqueue.Conversation{}) || env.EightBit || env.Recipients[0] != (enqueue.Recipient{Addr: "bob@example.org"}) {
 		t.Errorf("second message kept something of the first: %+v", env)

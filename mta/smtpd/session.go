@@ -201,7 +201,7 @@ func (s *session) mailParams(from string, opts *smtp.MailOptions) (enqueue.Conve
 		opts = &smtp.MailOptions{}
 	}
 	c.SMTPUTF8 = opts.UTF8
-	if !c.SMTPUTF8 && !isASCII(from) {
+	if !c.SMTPUTF8 && !mta.IsASCII(from) {
 		// RFC 6531 §3.5.
 		return c, smtpErr(553, smtp.EnhancedCode{5, 6, 7}, "non-ASCII address <%s> needs the SMTPUTF8 parameter", from)
 	}
@@ -249,15 +249,6 @@ func rcptParams(addr string, opts *smtp.RcptOptions) (enqueue.Recipient, error) 
 		r.ORcpt = o
 	}
 	return r, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // owns says whether the authenticated user may send as from: their own
@@ -317,7 +308,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err != nil {
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax: %v", err)
 	}
-	if !s.conv.SMTPUTF8 && !isASCII(to) {
+	if !s.conv.SMTPUTF8 && !mta.IsASCII(to) {
 		// RFC 6531 §3.5.
 		return smtpErr(553, smtp.EnhancedCode{5, 6, 7}, "non-ASCII address <%s> needs MAIL FROM with SMTPUTF8", to)
 	}
@@ -493,7 +484,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	// The checker saw every octet of the client's text; the Received
 	// line names a recipient that may not be ASCII.
-	env.EightBit = chk.eightBit() || !isASCII(rec)
+	env.EightBit = chk.eightBit() || !mta.IsASCII(rec)
 	if _, err := sp.Write(tail); err != nil {
 		return s.spoolFailed(err)
 	}

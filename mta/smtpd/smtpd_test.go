@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/tern-mail/tern/internal/conf"
+	"github.com/tern-mail/tern/mta"
+	"github.com/tern-mail/tern/mta/queue"
 )
 
 // pipeConn is a Conn over net.Pipe, without TLS.
@@ -173,6 +175,8 @@ func FuzzConversation(f *testing.F) {
 		"EHLO c\r\nMAIL FROM:<> SIZE=10\r\nRCPT TO:<postmaster>\r\nBDAT 5 LAST\r\nab\ncd",
 		"HELO c\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\nSTARTTLS\r\nRSET\r\nNOOP\r\nVRFY x\r\nFOO\r\n",
 		"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.org>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\n\r\n",
+		"EHLO c\r\nMAIL FROM:<a@b.example> RET=HDRS ENVID=x+2By BODY=8BITMIME SMTPUTF8 REQUIRETLS\r\nRCPT TO:<bob@example.org> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bx@y\r\nRCPT TO:<postmaster> ORCPT=utf-8;z\\x{E9}\r\nDATA\r\n\xc3\xa9\r\n.\r\n",
+		"EHLO c\r\nAUTH PLAIN\r\n!!\r\nAUTH PLAIN =\r\n*\r\nBDAT 4 LAST\r\nQUITMAIL FROM:<> BODY=7BIT\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -193,6 +197,10 @@ func FuzzConversation(f *testing.F) {
 				t.Fatalf("queued %d bytes", len(m))
 			}
 		}
+		// Whatever the server took, the queue can keep and read back.
+		for _, env := range q.envs {
+			checkQueueable(t, env)
+		}
 	})
 }
 
@@ -208,6 +216,41 @@ func TestQidLine(t *testing.T) {
 	} {
 		if got := qidLine(tc.out); got != tc.want {
 			t.Errorf("qidLine(%q) = %q, want %q", tc.out, got, tc.want)
+		}
+	}
+}
+
+// checkQueueable fails unless env makes a queue envelope that Marshal
+// writes and ParseEnvelope reads back with the same parameters.
+func checkQueueable(t *testing.T, env Envelope) {
+	t.Helper()
+	sender := env.Sender
+	if sender == "" {
+		sender = mta.NullSender
+	}
+	e := &queue.Envelope{ID: queue.NewID(time.Unix(1, 0), 1), Arrived: time.Unix(1, 0), Sender: sender, UID: -1,
+		SMTPUTF8: env.SMTPUTF8, Body: env.Body, EightBit: env.EightBit, EnvID: env.EnvID, Ret: env.Ret, RequireTLS: env.RequireTLS}
+	for _, r := range env.Recipients {
+		a, err := mta.CheckAddress(r.Addr)
+		if err != nil {
+			t.Fatalf("accepted recipient %q: %v", r.Addr, err)
+		}
+		e.Recipients = append(e.Recipients, &queue.Recipient{Addr: a, State: queue.Queued, Notify: r.Notify, ORcpt: r.ORcpt})
+	}
+	var b bytes.Buffer
+	if err := e.Marshal(&b); err != nil {
+		t.Fatalf("accepted %+v, which the queue cannot write: %v", env, err)
+	}
+	back, _, err := queue.ParseEnvelope(&b)
+	if err != nil {
+		t.Fatalf("accepted %+v, which the queue cannot read back: %v", env, err)
+	}
+	if back.EnvID != e.EnvID || back.Ret != e.Ret || back.Body != e.Body || back.SMTPUTF8 != e.SMTPUTF8 || back.RequireTLS != e.RequireTLS {
+		t.Fatalf("read back %+v, wrote %+v", back, e)
+	}
+	for i, r := range back.Recipients {
+		if r.Notify != e.Recipients[i].Notify || r.ORcpt != e.Recipients[i].ORcpt {
+			t.Fatalf("recipient %d read back %+v, wrote %+v", i, r, e.Recipients[i])
 		}
 	}
 }
