@@ -317,17 +317,19 @@ func (l *lockedBuffer) String() string {
 // debianPackage names the Debian package that brings each program a test
 // drives, so that a skip says what to install. .ci/run installs them all.
 var debianPackage = map[string]string{
-	"fetchmail": "fetchmail",
-	"getmail":   "getmail6",
-	"go":        "golang-go, or Go from go.dev at go.mod's version",
-	"make":      "make",
-	"man":       "man-db",
-	"munpack":   "mpack",
-	"python3":   "python3",
-	"setpriv":   "util-linux",
-	"swaks":     "swaks",
-	"tcpserver": "ucspi-tcp",
-	"time":      "time",
+	"fetchmail":   "fetchmail",
+	"getmail":     "getmail6",
+	"go":          "golang-go, or Go from go.dev at go.mod's version",
+	"make":        "make",
+	"man":         "man-db",
+	"mbsync":      "isync",
+	"munpack":     "mpack",
+	"offlineimap": "offlineimap3",
+	"python3":     "python3",
+	"setpriv":     "util-linux",
+	"swaks":       "swaks",
+	"tcpserver":   "ucspi-tcp",
+	"time":        "time",
 }
 
 // Need skips the test, loudly, when a program it drives is not installed,
