@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -784,7 +785,10 @@ func (f *Folder) appendLocked(x *index, r *indexRecords) (*index, error) {
 	}
 	block := r.commit()
 	y := x.clone()
-	if err := y.applyRecords(string(block[:len(r.b)])); err != nil {
+	// The names point into the block itself, which nothing writes to
+	// after commit: a copy of it would be as large as the block, a
+	// megabyte or more at the end of a large session.
+	if err := y.applyRecords(unsafe.String(unsafe.SliceData(block), len(r.b))); err != nil {
 		return nil, fmt.Errorf("maildir: index block: %w", err) // a bug of ours
 	}
 	// Compaction: a file grown to twice what a fresh one would be is

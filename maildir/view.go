@@ -498,6 +498,9 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 // dropGone removes the messages marked gone and returns their EXPUNGE
 // responses.
 func (v *View) dropGone() []Expunged {
+	if !slices.ContainsFunc(v.msgs, func(m viewMsg) bool { return m.gone }) {
+		return nil // the usual case: nothing is moved
+	}
 	var out []Expunged
 	k := 0
 	for _, m := range v.msgs {

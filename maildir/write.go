@@ -31,16 +31,16 @@ const renameBatch = 2000
 // newLetters gives for the letters it has (a message in new/ gets its
 // flags and its place in cur/ in one rename(2)), under the folder's lock
 // in batches, and appends the renames to the index in the same taking of
-// the lock. It returns the messages with their new names; one that is
-// gone gets the name "". A message already so is not renamed.
+// the lock. It returns the messages with their new names (in items
+// itself); one that is gone gets the name "". A message already so is not
+// renamed.
 //
 // The names are put together in two buffers reused for every message and
 // renamed with renameat on open directories: a POP3 QUIT after
 // downloading 100,000 new messages makes 100,000 rename(2)s and no string
 // for each.
 func (f *Folder) renameKnown(items []known, newLetters func(old string) string) ([]known, error) {
-	out := make([]known, len(items))
-	copy(out, items)
+	out := items // changed in place: every caller builds items for the call
 	// Only what needs a rename as far as the caller knows goes on, so a
 	// POP3 QUIT after downloading messages seen before takes no lock.
 	var todo []known
