@@ -135,7 +135,7 @@ func (f *front) relay() {
 	defer close(f.events)
 	first := true
 	for {
-		line, err := readLine(f.libR, 0)
+		line, err := readLineView(f.libR)
 		if err != nil {
 			// imapserver ended the connection (LOGOUT, its own
 			// timeouts, an unknown command before login): so does
@@ -188,7 +188,7 @@ func (f *front) relay() {
 			if err != nil {
 				break
 			}
-			if line, err = readLine(f.libR, 0); err == nil && !swallow {
+			if line, err = readLineView(f.libR); err == nil && !swallow {
 				err = f.out.write(line, crlf)
 			}
 		}
@@ -279,6 +279,31 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 }
 
 var errLineTooLong = errors.New("line too long")
+
+// readLineView is readLine for imapserver's output, the relay's hot
+// path: a line that fits the buffer is returned in place, valid until
+// the next read, not copied.
+func readLineView(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		rest, err := readLine(r, 0)
+		if err != nil {
+			return nil, err
+		}
+		return append(bytes.Clone(line), rest...), nil
+	}
+	if err != nil {
+		if len(line) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
 
 // rewriteCaps replaces the capability list of a CAPABILITY response or
 // response code with the front's own.

@@ -452,3 +452,19 @@ func TestFrontPreAuthIdle(t *testing.T) {
 	w2.send("n NOOP\r\n")
 	w2.expect("n OK")
 }
+
+// TestReadLineView: lines within and beyond the reader's buffer come
+// back whole, without their CRLF.
+func TestReadLineView(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	r := bufio.NewReaderSize(strings.NewReader("short\r\n"+long+"\r\nlast\n"), 16)
+	for _, want := range []string{"short", long, "last"} {
+		got, err := readLineView(r)
+		if err != nil || string(got) != want {
+			t.Fatalf("got %q, %v; want %q", got, err, want)
+		}
+	}
+	if _, err := readLineView(r); err != io.EOF {
+		t.Errorf("at the end: %v", err)
+	}
+}
