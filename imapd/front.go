@@ -286,11 +286,12 @@ var errLineTooLong = errors.New("line too long")
 func readLineView(r *bufio.Reader) ([]byte, error) {
 	line, err := r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
+		head := bytes.Clone(line) // the next read reuses the buffer
 		rest, err := readLine(r, 0)
 		if err != nil {
 			return nil, err
 		}
-		return append(bytes.Clone(line), rest...), nil
+		return append(head, rest...), nil
 	}
 	if err != nil {
 		if len(line) > 0 && errors.Is(err, io.EOF) {
