@@ -539,6 +539,18 @@ func (f *front) command(ctx context.Context, tag, name string, line []byte) (don
 	if name == "APPEND" {
 		return false, f.appendCmd(tag, line)
 	}
+	if (name == "LOGIN" || name == "AUTHENTICATE") && !f.cfg.secure() && !f.isAuthed() {
+		// RFC 9051 §6.2.3 and §7.1: refused in the clear, and never
+		// passed on, so no password is checked (or throttled) that
+		// travelled unencrypted; refused before a "+", so a client
+		// that sends its password as a literal keeps it.
+		if lit, ok := literalAt(line); ok && lit.nonSync {
+			if err := f.discard(lit.size); err != nil {
+				return false, err
+			}
+		}
+		return false, f.out.line("%s NO [PRIVACYREQUIRED] use STARTTLS before logging in", tag)
+	}
 	cmd, refused, err := f.frame(tag, line)
 	if err != nil || refused {
 		return false, err
@@ -563,13 +575,6 @@ func (f *front) command(ctx context.Context, tag, name string, line []byte) (don
 	case "THREAD", "UID THREAD":
 		if f.isAuthed() {
 			return false, f.thread(tag, name, rest)
-		}
-	case "LOGIN", "AUTHENTICATE":
-		if !f.cfg.secure() && !f.isAuthed() {
-			// RFC 9051 §6.2.3 and §7.1: refused in the clear, and
-			// never passed on, so no password is checked (or
-			// throttled) that travelled unencrypted.
-			return false, f.out.line("%s NO [PRIVACYREQUIRED] use STARTTLS before logging in", tag)
 		}
 	case "LOGOUT":
 		status, err := f.forward(tag, name, cmd)

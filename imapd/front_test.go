@@ -320,6 +320,17 @@ func TestFrontPrivacy(t *testing.T) {
 	if l := w.line(); !strings.HasPrefix(l, "a NO [PRIVACYREQUIRED]") {
 		t.Errorf("AUTHENTICATE in the clear: %q", l)
 	}
+	// A password as a synchronising literal is refused before the
+	// client sends it; as a non-synchronising one, it is thrown away.
+	w.send("l2 LOGIN alice {6}\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "l2 NO [PRIVACYREQUIRED]") {
+		t.Errorf("LOGIN with a literal in the clear: %q", l)
+	}
+	w.send("l3 LOGIN alice {6+}\r\nsecret\r\nn NOOP\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "l3 NO [PRIVACYREQUIRED]") {
+		t.Errorf("LOGIN with a literal+ in the clear: %q", l)
+	}
+	w.expect("n OK")
 	if checked {
 		t.Error("a password sent in the clear was checked")
 	}
