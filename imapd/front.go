@@ -135,7 +135,7 @@ func (f *front) relay() {
 	defer close(f.events)
 	first := true
 	for {
-		line, err := readLine(f.libR, 0)
+		line, err := readLineView(f.libR)
 		if err != nil {
 			// imapserver ended the connection (LOGOUT, its own
 			// timeouts, an unknown command before login): so does
@@ -188,7 +188,7 @@ func (f *front) relay() {
 			if err != nil {
 				break
 			}
-			if line, err = readLine(f.libR, 0); err == nil && !swallow {
+			if line, err = readLineView(f.libR); err == nil && !swallow {
 				err = f.out.write(line, crlf)
 			}
 		}
@@ -279,6 +279,32 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 }
 
 var errLineTooLong = errors.New("line too long")
+
+// readLineView is readLine for imapserver's output, the relay's hot
+// path: a line that fits the buffer is returned in place, valid until
+// the next read, not copied.
+func readLineView(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		head := bytes.Clone(line) // the next read reuses the buffer
+		rest, err := readLine(r, 0)
+		if err != nil {
+			return nil, err
+		}
+		return append(head, rest...), nil
+	}
+	if err != nil {
+		if len(line) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
 
 // rewriteCaps replaces the capability list of a CAPABILITY response or
 // response code with the front's own.
@@ -513,6 +539,18 @@ func (f *front) command(ctx context.Context, tag, name string, line []byte) (don
 	if name == "APPEND" {
 		return false, f.appendCmd(tag, line)
 	}
+	if (name == "LOGIN" || name == "AUTHENTICATE") && !f.cfg.secure() && !f.isAuthed() {
+		// RFC 9051 §6.2.3 and §7.1: refused in the clear, and never
+		// passed on, so no password is checked (or throttled) that
+		// travelled unencrypted; refused before a "+", so a client
+		// that sends its password as a literal keeps it.
+		if lit, ok := literalAt(line); ok && lit.nonSync {
+			if err := f.discard(lit.size); err != nil {
+				return false, err
+			}
+		}
+		return false, f.out.line("%s NO [PRIVACYREQUIRED] use STARTTLS before logging in", tag)
+	}
 	cmd, refused, err := f.frame(tag, line)
 	if err != nil || refused {
 		return false, err
@@ -537,13 +575,6 @@ func (f *front) command(ctx context.Context, tag, name string, line []byte) (don
 	case "THREAD", "UID THREAD":
 		if f.isAuthed() {
 			return false, f.thread(tag, name, rest)
-		}
-	case "LOGIN", "AUTHENTICATE":
-		if !f.cfg.secure() && !f.isAuthed() {
-			// RFC 9051 §6.2.3 and §7.1: refused in the clear, and
-			// never passed on, so no password is checked (or
-			// throttled) that travelled unencrypted.
-			return false, f.out.line("%s NO [PRIVACYREQUIRED] use STARTTLS before logging in", tag)
 		}
 	case "LOGOUT":
 		status, err := f.forward(tag, name, cmd)

@@ -320,6 +320,17 @@ func TestFrontPrivacy(t *testing.T) {
 	if l := w.line(); !strings.HasPrefix(l, "a NO [PRIVACYREQUIRED]") {
 		t.Errorf("AUTHENTICATE in the clear: %q", l)
 	}
+	// A password as a synchronising literal is refused before the
+	// client sends it; as a non-synchronising one, it is thrown away.
+	w.send("l2 LOGIN alice {6}\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "l2 NO [PRIVACYREQUIRED]") {
+		t.Errorf("LOGIN with a literal in the clear: %q", l)
+	}
+	w.send("l3 LOGIN alice {6+}\r\nsecret\r\nn NOOP\r\n")
+	if l := w.line(); !strings.HasPrefix(l, "l3 NO [PRIVACYREQUIRED]") {
+		t.Errorf("LOGIN with a literal+ in the clear: %q", l)
+	}
+	w.expect("n OK")
 	if checked {
 		t.Error("a password sent in the clear was checked")
 	}
@@ -451,4 +462,20 @@ func TestFrontPreAuthIdle(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	w2.send("n NOOP\r\n")
 	w2.expect("n OK")
+}
+
+// TestReadLineView: lines within and beyond the reader's buffer come
+// back whole, without their CRLF.
+func TestReadLineView(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	r := bufio.NewReaderSize(strings.NewReader("short\r\n"+long+"\r\nlast\n"), 16)
+	for _, want := range []string{"short", long, "last"} {
+		got, err := readLineView(r)
+		if err != nil || string(got) != want {
+			t.Fatalf("got %q, %v; want %q", got, err, want)
+		}
+	}
+	if _, err := readLineView(r); err != io.EOF {
+		t.Errorf("at the end: %v", err)
+	}
 }

@@ -208,7 +208,7 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, cfg Config) error {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	st := &ConnState{Config: &cfg, Log: cfg.Log}
-	ours, theirs := net.Pipe()
+	ours, theirs := memPipe()
 	ln := &oneConn{c: make(chan net.Conn, 1), closed: make(chan struct{}), addr: theirs.LocalAddr()}
 	libDone := make(chan struct{})
 	ln.c <- &stateConn{Conn: theirs, st: st, done: libDone}
