@@ -45,10 +45,14 @@ type Handler func(ctx context.Context, c *Conn) error
 // Options says how to take connections. The zero value serves the
 // connection on fd 0 and 1 with the default limits.
 type Options struct {
-	// Listen is the addresses to listen on (host:port); empty means the
-	// connection is on fd 0 and 1, unless systemd passed listening
-	// sockets (LISTEN_FDS), which are used instead.
+	// Listen is the addresses to listen on (host:port, or unix:PATH for
+	// a socket in the file system); empty means the connection is on fd
+	// 0 and 1, unless systemd passed listening sockets (LISTEN_FDS),
+	// which are used instead.
 	Listen []string
+	// SocketMode is the permission bits of the unix sockets Listen
+	// makes; zero means 0600 (only the listening user may connect).
+	SocketMode os.FileMode
 	// ImplicitTLS makes every connection TLS from the first byte (ports
 	// 465, 993, 995; RFC 8314 §3). It needs TLS.
 	ImplicitTLS bool
@@ -184,10 +188,10 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 	}
 	if len(lns) == 0 {
 		for _, addr := range o.Listen {
-			ln, err := net.Listen("tcp", addr)
+			ln, err := openListener(addr, o.SocketMode)
 			if err != nil {
 				closeAll(lns)
-				return sysexit.Wrap(sysexit.OSErr, fmt.Errorf("listen on %s: %w", addr, err))
+				return err
 			}
 			lns = append(lns, ln)
 		}
@@ -429,6 +433,8 @@ func (s *server) accept(ctx context.Context, ln net.Listener) {
 			continue
 		}
 		backoff = 0
+		// A unix socket's client has no address: it is limited by
+		// MaxConns alone (perIP keys it by the zero Addr, never counted).
 		var remote, local netip.AddrPort
 		if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			remote = unmap(a.AddrPort())
@@ -469,11 +475,13 @@ func (s *server) acquire(a netip.Addr) string {
 	if s.total >= s.o.MaxConns {
 		return fmt.Sprintf("%d connections in all", s.total)
 	}
-	if s.perIP[a] >= s.o.MaxPerIP {
+	if a.IsValid() && s.perIP[a] >= s.o.MaxPerIP {
 		return fmt.Sprintf("%d connections from this address", s.perIP[a])
 	}
 	s.total++
-	s.perIP[a]++
+	if a.IsValid() {
+		s.perIP[a]++
+	}
 	return ""
 }
 
@@ -481,6 +489,9 @@ func (s *server) release(a netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total--
+	if !a.IsValid() {
+		return
+	}
 	if s.perIP[a]--; s.perIP[a] <= 0 {
 		delete(s.perIP, a)
 	}
@@ -559,6 +570,10 @@ func childEnv(env []string, cid string, remote, local netip.AddrPort) []string {
 		if !drop[k] {
 			out = append(out, e)
 		}
+	}
+	if !remote.IsValid() {
+		// A unix socket: ucspi-unix's PROTO, and no addresses to tell.
+		return append(out, "PROTO=UNIX", envAccepted+"="+cid)
 	}
 	out = append(out, "PROTO=TCP",
 		"TCPREMOTEIP="+remote.Addr().String(), "TCPREMOTEPORT="+strconv.Itoa(int(remote.Port())),
