@@ -63,8 +63,12 @@ type Options struct {
 	// are open (or at once, for a connection on fd 0).
 	User string
 	// Fork serves each accepted connection in a process of its own. It is
-	// always on when the listener runs as root.
+	// always on when the listener runs as root, unless StayRoot is set.
 	Fork bool
+	// StayRoot says the handler never changes the process's user: it
+	// acts for each account on a thread of its own (privdrop.AsUser), so
+	// a listener running as root may serve every connection itself.
+	StayRoot bool
 	// Shared, if set, is called once when this process is about to serve
 	// every connection itself (listening, without Fork), as the user it
 	// serves as: the moment to set up what many connections share.
@@ -208,7 +212,7 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 			return sysexit.Wrap(sysexit.NoPerm, err)
 		}
 	}
-	if o.euid() == 0 {
+	if o.euid() == 0 && !o.StayRoot {
 		o.Fork = true
 	}
 	if o.Fork && len(o.Args) == 0 {

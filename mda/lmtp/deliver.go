@@ -53,7 +53,7 @@ func (s *session) deliver(sp *spooled, t target) error {
 		return nil
 	}
 	var err error
-	if s.srv.Euid == 0 {
+	if s.euid == 0 {
 		gid := acct.GID
 		if gid < 0 {
 			gid = acct.UID
@@ -64,7 +64,7 @@ func (s *session) deliver(sp *spooled, t target) error {
 	}
 	switch {
 	case err != nil:
-		s.log.Info("not delivered", "from", s.sender, "to", t.addr, "user", acct.Name, "status", statusOf(err), "err", err)
+		s.log.Info("not delivered", "from", s.sender, "to", t.addr, "user", acct.Name, "status", statusOf(s.reply(err)), "err", err)
 	case stored.Path == "":
 		s.log.Info("delivered", "from", s.sender, "to", t.addr, "user", acct.Name, "forward", true)
 	default:
@@ -92,7 +92,7 @@ func (s *session) forwarding(t target) mda.Forward {
 		"LOCAL="+local, "DOMAIN="+domain, "EXT="+t.detail,
 		"SENDER="+sender, "RECIPIENT="+t.addr)
 	f := mda.Forward{Enqueue: s.srv.Enqueue, Env: env, Stderr: io.Discard}
-	if s.srv.Euid == 0 {
+	if s.euid == 0 {
 		gid := t.acct.GID
 		if gid < 0 {
 			gid = t.acct.UID

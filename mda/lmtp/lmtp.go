@@ -71,9 +71,10 @@ type Server struct {
 	// TERN_QUEUE, TERN_CONF...); the account's HOME, USER and the
 	// envelope are added.
 	Env []string
-	// Euid is this process's effective uid (os.Geteuid): as root every
-	// delivery runs as its account, otherwise only accounts of this uid
-	// are served.
+	// Euid is this process's effective uid: as root every delivery runs
+	// as its account, otherwise only accounts of this uid are served. -1
+	// asks os.Geteuid at the start of each conversation (after the
+	// serving layer has given up root for --user).
 	Euid int
 	// TempDir holds messages too large to spool in memory; "" means
 	// os.TempDir.
@@ -112,9 +113,13 @@ func (s *Server) Serve(ctx context.Context, c net.Conn, id string, log *slog.Log
 		log = slog.New(slog.DiscardHandler)
 	}
 	cf := s.Conf()
+	euid := s.Euid
+	if euid < 0 {
+		euid = os.Geteuid()
+	}
 	conn := &watchedConn{Conn: c, closed: make(chan struct{})}
 	be := smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &session{srv: s, conf: cf, id: id, log: log}, nil
+		return &session{srv: s, conf: cf, euid: euid, id: id, log: log}, nil
 	})
 	srv := smtp.NewServer(be)
 	srv.LMTP = true

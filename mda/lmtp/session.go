@@ -19,6 +19,7 @@ import (
 type session struct {
 	srv  *Server
 	conf *conf.Conf
+	euid int
 	id   string
 	log  *slog.Logger
 
@@ -173,16 +174,16 @@ func notAccounts(al *conf.Alias) error {
 // rule); as another user, only accounts of that uid (the "vmail" set-up)
 // and those without a uid of their own.
 func (s *session) mayServe(acct *auth.Account) error {
-	if s.srv.Euid == 0 {
+	if s.euid == 0 {
 		if acct.UID <= 0 {
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 5},
 				Message: fmt.Sprintf("account %s has no uid of its own, and mail is not delivered as root: give it one in the users file", acct.Name)}
 		}
 		return nil
 	}
-	if acct.UID >= 0 && acct.UID != s.srv.Euid {
+	if acct.UID >= 0 && acct.UID != s.euid {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-			Message: fmt.Sprintf("account %s belongs to uid %d and this server runs as uid %d: run it as root or as that user", acct.Name, acct.UID, s.srv.Euid)}
+			Message: fmt.Sprintf("account %s belongs to uid %d and this server runs as uid %d: run it as root or as that user", acct.Name, acct.UID, s.euid)}
 	}
 	return nil
 }
