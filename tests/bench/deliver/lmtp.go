@@ -22,7 +22,7 @@ type lmtpTool struct {
 	dial  func() (net.Conn, error)
 	stop  func()
 	times []time.Duration
-	total time.Duration // wall time of the concurrent run
+	total time.Duration // wall time of its rounds of the concurrent run
 }
 
 // lmtpBench delivers the messages over LMTP, one connection per server,
@@ -42,12 +42,22 @@ func lmtpBench(work, tern string, msgs []string, uid, conc int) error {
 		bodies[i] = b
 	}
 	tools := []*lmtpTool{}
-	t, err := ternLMTP(filepath.Join(work, "lmtp-tern"), tern, uid)
+	t, err := ternLMTP(filepath.Join(work, "lmtp-tern"), tern, uid, false)
 	if err != nil {
 		return err
 	}
 	defer t.stop()
 	tools = append(tools, t)
+	if os.Geteuid() == 0 {
+		// The same server started as the account itself: what acting as
+		// the account on a thread of its own (setfsuid) costs as root.
+		t, err := ternLMTP(filepath.Join(work, "lmtp-tern-user"), tern, uid, true)
+		if err != nil {
+			return err
+		}
+		defer t.stop()
+		tools = append(tools, t)
+	}
 	if _, err := os.Stat("/usr/lib/dovecot/lmtp"); err == nil {
 		d, err := dovecotLMTP(filepath.Join(work, "lmtp-dovecot"), uid)
 		if err != nil {
@@ -82,39 +92,55 @@ func lmtpBench(work, tern string, msgs []string, uid, conc int) error {
 	for _, c := range conns {
 		c.quit()
 	}
-	// conc connections at once, each server in turn on the same messages.
-	for _, t := range tools {
-		start := time.Now()
-		var wg sync.WaitGroup
-		errs := make(chan error, conc)
-		for k := range conc {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				nc, err := t.dial()
-				if err != nil {
-					errs <- err
-					return
-				}
-				c, err := greet(nc)
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer c.quit()
-				for i := k; i < len(bodies); i += conc {
-					if err := c.send(bodies[i]); err != nil {
-						errs <- fmt.Errorf("%s, message %d: %w", t.name, i, err)
-						return
-					}
-				}
-			}()
+	// conc connections at once per server, the servers taking turns a
+	// round of messages at a time, so that a noisy moment of the machine
+	// falls on all of them.
+	pools := make([][]*lmtpConn, len(tools))
+	for i, t := range tools {
+		for range conc {
+			nc, err := t.dial()
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			c, err := greet(nc)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			pools[i] = append(pools[i], c)
 		}
-		wg.Wait()
-		t.total = time.Since(start)
-		close(errs)
-		for err := range errs {
-			return err
+	}
+	round := conc * 8
+	for r, from := 0, 0; from < len(bodies); r, from = r+1, from+round {
+		slice := bodies[from:min(from+round, len(bodies))]
+		for k := range tools {
+			j := (r + k) % len(tools)
+			t := tools[j]
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, conc)
+			for ci, c := range pools[j] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := ci; i < len(slice); i += conc {
+						if err := c.send(slice[i]); err != nil {
+							errs <- fmt.Errorf("%s, message %d: %w", t.name, from+i, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			t.total += time.Since(start)
+			close(errs)
+			for err := range errs {
+				return err
+			}
+		}
+	}
+	for _, p := range pools {
+		for _, c := range p {
+			c.quit()
 		}
 	}
 	for _, t := range tools {
@@ -124,7 +150,7 @@ func lmtpBench(work, tern string, msgs []string, uid, conc int) error {
 		}
 	}
 	fmt.Printf("\nLMTP: the same %d messages into one Maildir, durable (Dovecot with mail_fsync = always), as uid %d\n", len(bodies), uidOrSelf(uid))
-	fmt.Printf("one connection (MAIL to the last reply after DATA, tools interleaved); then %d connections at once\n\n", conc)
+	fmt.Printf("one connection (MAIL to the last reply after DATA), then %d connections at once; servers interleaved\n\n", conc)
 	fmt.Printf("%-26s %10s %10s %12s %12s %14s %12s\n", "server", "median ms", "p90 ms", "msgs/s (1)", "ratio (1)", fmt.Sprintf("msgs/s (%d)", conc), fmt.Sprintf("ratio (%d)", conc))
 	base := tools[len(tools)-1]
 	for _, t := range tools {
@@ -173,12 +199,19 @@ func makeMaildir(dir string, uid int) (string, error) {
 }
 
 // ternLMTP runs `tern-deliver --lmtp --listen unix:...` as the caller
-// (root: it delivers with the account's ids), one process for every
-// connection, as contrib/tern-deliver-lmtp.service runs it.
-func ternLMTP(dir, tern string, uid int) (*lmtpTool, error) {
+// (root: it delivers with the account's ids), or as the account, one
+// process for every connection, as contrib/tern-deliver-lmtp.service
+// runs it.
+func ternLMTP(dir, tern string, uid int, asUser bool) (*lmtpTool, error) {
 	md, err := makeMaildir(dir, uid)
 	if err != nil {
 		return nil, err
+	}
+	if asUser {
+		// The socket is made by the account, in a directory of its own.
+		if err := os.Chown(dir, uid, uid); err != nil {
+			return nil, err
+		}
 	}
 	conf := filepath.Join(dir, "etc")
 	os.MkdirAll(conf, 0o755)
@@ -193,6 +226,13 @@ func ternLMTP(dir, tern string, uid int) (*lmtpTool, error) {
 	sock := filepath.Join(dir, "lmtp.sock")
 	cmd := exec.Command(tern, "--lmtp", "--listen", "unix:"+sock, "--conf", conf)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	name := "tern-deliver --lmtp"
+	if asUser {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		name += " as uid"
+	} else if os.Geteuid() == 0 {
+		name += " as root"
+	}
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -203,7 +243,7 @@ func ternLMTP(dir, tern string, uid int) (*lmtpTool, error) {
 		stop()
 		return nil, fmt.Errorf("tern-deliver --lmtp: %w: %s", err, logs.String())
 	}
-	return &lmtpTool{name: "tern-deliver --lmtp", dir: md, stop: stop,
+	return &lmtpTool{name: name, dir: md, stop: stop,
 		dial: func() (net.Conn, error) { return net.Dial("unix", sock) }}, nil
 }
 
