@@ -25,7 +25,7 @@ SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man
 
 # Daemons and agents go to sbin, tools for people and scripts to bin.
-SBIN_PROGS = $(filter tern-deliver tern-enqueue tern-queue tern-smtpd tern-pop3d tern-imapd,$(notdir $(wildcard cmd/*)))
+SBIN_PROGS = $(filter tern-deliver tern-lmtpd tern-enqueue tern-queue tern-smtpd tern-pop3d tern-imapd,$(notdir $(wildcard cmd/*)))
 BIN_PROGS  = $(filter-out $(SBIN_PROGS),$(notdir $(wildcard cmd/*)))
 MANPAGES   = $(wildcard man/*.[1-8])
 

@@ -50,6 +50,9 @@ type DeliverOptions struct {
 	ModTime time.Time
 
 	letters string // Flags as letters, when the caller has them already
+	// unsynced leaves the fsync of the directory to the caller
+	// (DeliverUnsynced).
+	unsynced bool
 }
 
 // Inbox returns the INBOX, the Maildir's root, without looking at the
@@ -166,7 +169,9 @@ func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 		return Message{}, fmt.Errorf("maildir: deliver: remove %w", err)
 	}
 	tmpLive = false
-	if err := fsyncDir(filepath.Join(f.path, dir)); err != nil {
+	if opt.unsynced {
+		// The caller syncs the directory, for many messages at once.
+	} else if err := fsyncDir(filepath.Join(f.path, dir)); err != nil {
 		// Not durable: take it back, so that the caller's retry does not
 		// make a second copy.
 		os.Remove(dst)

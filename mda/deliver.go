@@ -21,6 +21,14 @@ type Delivery struct {
 	Folder    string // a Maildir++ folder ("Lists.Go"), created when missing; "" is INBOX
 	QuotaHard bool   // an over-quota delivery fails for good (73), not for now (75)
 	MaxSize   int64  // refuse a message larger than this many bytes; 0 means no limit
+	// Detail is the recipient's +detail (RFC 5233): with no Folder, the
+	// message goes into the folder of that name when one exists, else
+	// into INBOX, as Dovecot's lmtp_save_to_detail_mailbox does.
+	Detail string
+	// Unsynced leaves the fsync of the directory the message is linked
+	// into to the caller, who flushes it once for many messages
+	// (maildir.DeliverUnsynced, maildir.SyncEntry).
+	Unsynced bool
 }
 
 // Deliver reads one message from msg and stores it durably. The error, if
@@ -35,8 +43,10 @@ func Deliver(msg io.Reader, d Delivery) (maildir.Message, error) {
 	if err != nil {
 		return maildir.Message{}, err
 	}
-	folder, err := openFolder(store, d.Folder)
-	if err != nil {
+	var folder *maildir.Folder
+	if d.Folder == "" && d.Detail != "" {
+		folder = detailFolder(store, d.Detail)
+	} else if folder, err = openFolder(store, d.Folder); err != nil {
 		return maildir.Message{}, err
 	}
 	if d.MaxSize > 0 {
@@ -46,7 +56,11 @@ func Deliver(msg io.Reader, d Delivery) (maildir.Message, error) {
 	if err != nil {
 		return maildir.Message{}, classify(err, path, d)
 	}
-	m, err := folder.Deliver(body, maildir.DeliverOptions{Quota: true})
+	deliver := folder.Deliver
+	if d.Unsynced {
+		deliver = folder.DeliverUnsynced
+	}
+	m, err := deliver(body, maildir.DeliverOptions{Quota: true})
 	if err != nil {
 		return maildir.Message{}, classify(err, path, d)
 	}
@@ -102,6 +116,16 @@ func openFolder(s *maildir.Store, name string) (*maildir.Folder, error) {
 		return nil, classifyFS(fmt.Errorf("create folder %s: %w", name, err))
 	}
 	return f, nil
+}
+
+// detailFolder is the folder a +detail names when it exists; anything
+// else (no such folder, a name that is not a folder's) is INBOX: a
+// subaddress never makes a folder, nor loses a message.
+func detailFolder(s *maildir.Store, detail string) *maildir.Folder {
+	if f, err := s.Folder(detail); err == nil {
+		return f
+	}
+	return s.Inbox()
 }
 
 func classify(err error, path string, d Delivery) error {

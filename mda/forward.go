@@ -112,6 +112,9 @@ type Forward struct {
 	Enqueue string   // tern-enqueue's path, for addresses
 	Env     []string // the environment of commands and of tern-enqueue
 	Stderr  io.Writer
+	// Credential, when set, is whom commands and tern-enqueue run as: the
+	// account, when the caller is root (tern-lmtpd).
+	Credential *syscall.Credential
 }
 
 // DeliverForward delivers as ~/.forward says, or to the Maildir when the
@@ -120,12 +123,7 @@ type Forward struct {
 // delivery retried, rules that had succeeded included (at least once, as
 // qmail-local does with .qmail).
 func DeliverForward(msg io.Reader, d Delivery, f Forward) error {
-	if d.Home == "" {
-		_, err := Deliver(msg, d)
-		return err
-	}
-	path := filepath.Join(d.Home, ".forward")
-	rules, err := readForward(path)
+	rules, err := ReadForward(d.Home)
 	if err != nil {
 		return err
 	}
@@ -133,6 +131,25 @@ func DeliverForward(msg io.Reader, d Delivery, f Forward) error {
 		_, err := Deliver(msg, d)
 		return err
 	}
+	return FollowForward(msg, d, f, rules)
+}
+
+// ReadForward returns the rules of home/.forward: none when home is ""
+// or the file is missing or empty. A file that cannot be obeyed is an
+// error with status 75 (see readForward).
+func ReadForward(home string) ([]Rule, error) {
+	if home == "" {
+		return nil, nil
+	}
+	return readForward(filepath.Join(home, ".forward"))
+}
+
+// FollowForward delivers as rules, read by ReadForward from d.Home, say
+// (see DeliverForward). Every delivery into a Maildir it makes is flushed
+// before it returns, whatever d.Unsynced says.
+func FollowForward(msg io.Reader, d Delivery, f Forward, rules []Rule) error {
+	path := filepath.Join(d.Home, ".forward")
+	d.Unsynced = false
 	if d.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: d.MaxSize}
 	}
@@ -226,6 +243,9 @@ func (f Forward) pipe(raw *spooled, d Delivery, rule Rule) error {
 	cmd := exec.Command("/bin/sh", "-c", rule.Value)
 	cmd.Dir = d.Home
 	cmd.Env = f.Env
+	if f.Credential != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: f.Credential}
+	}
 	cmd.Stdin = body
 	cmd.Stdout, cmd.Stderr = f.Stderr, f.Stderr
 	err = cmd.Run()
@@ -260,6 +280,9 @@ func (f Forward) forward(raw *spooled, d Delivery, addrs []string) error {
 	args = append(args, "--")
 	cmd := exec.Command(f.Enqueue, append(args, addrs...)...)
 	cmd.Env = f.Env
+	if f.Credential != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: f.Credential}
+	}
 	cmd.Stdin = body
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &out

@@ -9,16 +9,22 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/tern-mail/tern/internal/command/lean"
 	"github.com/tern-mail/tern/internal/logging"
+	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mda"
 )
 
 func main() {
+	if args, ok := lmtpArgs(os.Args[1:]); ok {
+		os.Exit(runLMTP(args))
+	}
 	lean.Main(&lean.App{
 		Name:      "tern-deliver",
 		Usage:     "deliver one message from standard input into a Maildir",
@@ -34,6 +40,7 @@ func main() {
 			{Name: "max-size", Kind: lean.Int, Value: "104857600", EnvVars: []string{"TERN_MAX_SIZE"}, Usage: "refuse a message over `BYTES` (exit 65); 0 for no limit"},
 			{Name: "forward", Kind: lean.Bool, EnvVars: []string{"TERN_FORWARD"}, Usage: "obey $HOME/.forward (tern-queue sets this when delivering for an account)"},
 			{Name: "verbose", Aliases: []string{"v"}, Kind: lean.Bool, EnvVars: []string{"TERN_VERBOSE"}, Usage: "log the delivered file's name on standard error"},
+			{Name: "lmtp", Kind: lean.Bool, Usage: "speak LMTP (RFC 2033) on standard input and output or on --listen sockets, for a stream of messages: runs tern-lmtpd(8) with the other arguments"},
 		},
 		Action: func(c *lean.Context) error {
 			if c.NArg() > 1 {
@@ -63,6 +70,39 @@ func main() {
 			return nil
 		},
 	})
+}
+
+// lmtpArgs finds --lmtp among the flags (before "--" or the first
+// argument that is not a flag) and returns the arguments without it.
+func lmtpArgs(args []string) ([]string, bool) {
+	for i, a := range args {
+		switch a {
+		case "--lmtp", "-lmtp", "--lmtp=true", "-lmtp=true":
+			return append(append([]string(nil), args[:i]...), args[i+1:]...), true
+		case "--":
+			return nil, false
+		}
+		if !strings.HasPrefix(a, "-") {
+			// A flag's value, or MAILDIR: keep looking only past values.
+			if i == 0 || !strings.HasPrefix(args[i-1], "-") || strings.Contains(args[i-1], "=") {
+				return nil, false
+			}
+		}
+	}
+	return nil, false
+}
+
+// runLMTP becomes tern-lmtpd, the LMTP server, which lives beside this
+// program (see cmd/tern-lmtpd for why it is a program of its own).
+func runLMTP(args []string) int {
+	self, err := os.Executable()
+	if err == nil {
+		prog := filepath.Join(filepath.Dir(self), "tern-lmtpd")
+		err = syscall.Exec(prog, append([]string{prog}, args...), os.Environ())
+		err = fmt.Errorf("run %s: %w", prog, err)
+	}
+	logging.Fatalf(os.Stderr, "tern-deliver", "--lmtp: %v; install tern-lmtpd beside tern-deliver", err)
+	return sysexit.Unavailable
 }
 
 // forwarding is what ~/.forward's commands and re-injections run with:

@@ -13,7 +13,7 @@ func Flags() []cli.Flag { return FlagsFor(Options{}) }
 // defaults its --help shows; the server gives FromCLI the same.
 func FlagsFor(o Options) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "listen", EnvVars: []string{"TERN_LISTEN"}, Usage: "listen on `ADDR` (host:port), repeatable; without it the connection is on fd 0 and 1"},
+		&cli.StringSliceFlag{Name: "listen", EnvVars: []string{"TERN_LISTEN"}, Usage: "listen on `ADDR` (host:port, or unix:PATH), repeatable; without it the connection is on fd 0 and 1"},
 		&cli.BoolFlag{Name: "tls", EnvVars: []string{"TERN_TLS"}, Usage: "implicit TLS: every connection starts with a TLS handshake"},
 		&cli.StringFlag{Name: "user", EnvVars: []string{"TERN_USER"}, Usage: "become system account `NAME` once the listeners are open"},
 		&cli.BoolFlag{Name: "fork", EnvVars: []string{"TERN_FORK"}, Usage: "serve each connection in a process of its own (always, when root)"},

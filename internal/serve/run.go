@@ -45,10 +45,14 @@ type Handler func(ctx context.Context, c *Conn) error
 // Options says how to take connections. The zero value serves the
 // connection on fd 0 and 1 with the default limits.
 type Options struct {
-	// Listen is the addresses to listen on (host:port); empty means the
-	// connection is on fd 0 and 1, unless systemd passed listening
-	// sockets (LISTEN_FDS), which are used instead.
+	// Listen is the addresses to listen on (host:port, or unix:PATH for
+	// a socket in the file system); empty means the connection is on fd
+	// 0 and 1, unless systemd passed listening sockets (LISTEN_FDS),
+	// which are used instead.
 	Listen []string
+	// SocketMode is the permission bits of the unix sockets Listen
+	// makes; zero means 0600 (only the listening user may connect).
+	SocketMode os.FileMode
 	// ImplicitTLS makes every connection TLS from the first byte (ports
 	// 465, 993, 995; RFC 8314 §3). It needs TLS.
 	ImplicitTLS bool
@@ -59,8 +63,12 @@ type Options struct {
 	// are open (or at once, for a connection on fd 0).
 	User string
 	// Fork serves each accepted connection in a process of its own. It is
-	// always on when the listener runs as root.
+	// always on when the listener runs as root, unless StayRoot is set.
 	Fork bool
+	// StayRoot says the handler never changes the process's user: it
+	// acts for each account on a thread of its own (privdrop.AsUser), so
+	// a listener running as root may serve every connection itself.
+	StayRoot bool
 	// Shared, if set, is called once when this process is about to serve
 	// every connection itself (listening, without Fork), as the user it
 	// serves as: the moment to set up what many connections share.
@@ -184,10 +192,10 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 	}
 	if len(lns) == 0 {
 		for _, addr := range o.Listen {
-			ln, err := net.Listen("tcp", addr)
+			ln, err := openListener(addr, o.SocketMode)
 			if err != nil {
 				closeAll(lns)
-				return sysexit.Wrap(sysexit.OSErr, fmt.Errorf("listen on %s: %w", addr, err))
+				return err
 			}
 			lns = append(lns, ln)
 		}
@@ -204,7 +212,7 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 			return sysexit.Wrap(sysexit.NoPerm, err)
 		}
 	}
-	if o.euid() == 0 {
+	if o.euid() == 0 && !o.StayRoot {
 		o.Fork = true
 	}
 	if o.Fork && len(o.Args) == 0 {
@@ -429,6 +437,8 @@ func (s *server) accept(ctx context.Context, ln net.Listener) {
 			continue
 		}
 		backoff = 0
+		// A unix socket's client has no address: it is limited by
+		// MaxConns alone (perIP keys it by the zero Addr, never counted).
 		var remote, local netip.AddrPort
 		if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			remote = unmap(a.AddrPort())
@@ -469,11 +479,13 @@ func (s *server) acquire(a netip.Addr) string {
 	if s.total >= s.o.MaxConns {
 		return fmt.Sprintf("%d connections in all", s.total)
 	}
-	if s.perIP[a] >= s.o.MaxPerIP {
+	if a.IsValid() && s.perIP[a] >= s.o.MaxPerIP {
 		return fmt.Sprintf("%d connections from this address", s.perIP[a])
 	}
 	s.total++
-	s.perIP[a]++
+	if a.IsValid() {
+		s.perIP[a]++
+	}
 	return ""
 }
 
@@ -481,6 +493,9 @@ func (s *server) release(a netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total--
+	if !a.IsValid() {
+		return
+	}
 	if s.perIP[a]--; s.perIP[a] <= 0 {
 		delete(s.perIP, a)
 	}
@@ -559,6 +574,10 @@ func childEnv(env []string, cid string, remote, local netip.AddrPort) []string {
 		if !drop[k] {
 			out = append(out, e)
 		}
+	}
+	if !remote.IsValid() {
+		// A unix socket: ucspi-unix's PROTO, and no addresses to tell.
+		return append(out, "PROTO=UNIX", envAccepted+"="+cid)
 	}
 	out = append(out, "PROTO=TCP",
 		"TCPREMOTEIP="+remote.Addr().String(), "TCPREMOTEPORT="+strconv.Itoa(int(remote.Port())),

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tern-mail/tern/internal/logging"
+	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/internal/tlsconf"
 )
 
@@ -550,4 +552,72 @@ func FuzzEnvAddr(f *testing.F) {
 			t.Fatalf("%q %q: %s does not round-trip: %v", ip, port, ap, err)
 		}
 	})
+}
+
+func TestListenUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s")
+	// A stale socket from a server that died: bound, never answered.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	logs := &lockedBuffer{}
+	o := Options{Log: logging.New("test", logs, nil), Listen: []string{"unix:" + path}, SocketMode: 0o660, MaxPerIP: 1,
+		euid: func() int { return 1000 }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, lineHandler) }()
+	var conns []net.Conn
+	for i := range 3 {
+		var c net.Conn
+		for try := 0; ; try++ {
+			if c, err = net.Dial("unix", path); err == nil {
+				break
+			}
+			if try > 200 {
+				t.Fatalf("dial %s: %v\n%s", path, err, logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		// Unix clients have no address, so --max-per-ip does not
+		// lump them together.
+		if got := readLine(t, r); !strings.HasPrefix(got, "hello ") {
+			t.Fatalf("connection %d: greeting %q\n%s", i, got, logs)
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v, want 0660", st.Mode().Perm())
+	}
+	// A second server on the same live socket is refused.
+	if err := Run(context.Background(), Options{Listen: []string{"unix:" + path}}, lineHandler); sysexit.Code(err) != sysexit.Unavailable {
+		t.Errorf("second listener on a live socket: %v", err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after stop: %v", err)
+	}
+	// A file that is not a socket is never removed.
+	os.WriteFile(path, []byte("x"), 0o600)
+	if err := Run(context.Background(), Options{Listen: []string{"unix:" + path}}, lineHandler); sysexit.Code(err) != sysexit.Config {
+		t.Errorf("listen over a plain file: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "x" {
+		t.Error("a plain file in the way was removed")
+	}
 }

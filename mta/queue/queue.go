@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tern-mail/tern/internal/groupsync"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"golang.org/x/sys/unix"
 )
@@ -61,9 +62,9 @@ type Queue struct {
 	Dir string
 
 	mu       sync.Mutex
-	lastNS   int64     // the time in the last ID this Queue gave out
-	incoming groupSync // fsyncs of incoming/ after Inject's renames and the pool's batches
-	env      groupSync // fsyncs of env/ after tern-queue's concurrent attempts
+	lastNS   int64           // the time in the last ID this Queue gave out
+	incoming groupsync.Group // fsyncs of incoming/ after Inject's renames and the pool's batches
+	env      groupsync.Group // fsyncs of env/ after tern-queue's concurrent attempts
 	// inDir is incoming/ opened for reading when Open could: fsync(2)
 	// needs a descriptor, and a process that later drops privileges
 	// (tern-smtpd --user) keeps the one it opened before.
@@ -386,7 +387,7 @@ func (q *Queue) syncIncoming() error {
 }
 
 // syncEnv makes the changes to env/ made so far durable; the attempts
-// tern-queue runs at once share the flush (see groupSync).
+// tern-queue runs at once share the flush (see groupsync.Group).
 func (q *Queue) syncEnv() error {
 	return q.env.Do(func() error { return syncDir(filepath.Join(q.Dir, Env)) })
 }

@@ -33,6 +33,9 @@ func main() {
 	work := flag.String("work", "", "working directory (made; must not exist)")
 	tern := flag.String("tern", "", "path of tern-deliver")
 	uid := flag.Int("uid", 65534, "run every delivery as this uid (and gid) when root")
+	lmtp := flag.Bool("lmtp", true, "also deliver over LMTP: tern-deliver --lmtp beside Dovecot's LMTP server")
+	conc := flag.Int("lmtp-connections", 4, "connections at once in the second LMTP run")
+	lmtpOnly := flag.Bool("lmtp-only", false, "only the LMTP table")
 	var others []string
 	flag.Func("other", "another tern-deliver to run beside the first, as `NAME=PATH` (an older build, to compare in the same run); repeatable", func(v string) error {
 		if !strings.Contains(v, "=") {
@@ -46,19 +49,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: deliver -work DIR -tern PATH [-n N]")
 		os.Exit(64)
 	}
-	if err := run(*n, *work, *tern, others, *uid); err != nil {
+	if err := run(*n, *work, *tern, others, *uid, *lmtp, *lmtpOnly, *conc); err != nil {
 		fmt.Fprintln(os.Stderr, "deliver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, work, tern string, others []string, uid int) error {
+func run(n int, work, tern string, others []string, uid int, lmtp, lmtpOnly bool, conc int) error {
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return err
 	}
 	msgs, sizes, err := generate(filepath.Join(work, "msgs"), n)
 	if err != nil {
 		return err
+	}
+	if lmtpOnly {
+		return lmtpBench(work, tern, msgs, uid, conc)
 	}
 	tools, err := setup(work, tern, others)
 	if err != nil {
@@ -87,6 +93,9 @@ func run(n int, work, tern string, others []string, uid int) error {
 		}
 	}
 	report(tools, sizes, msgs[0], uid)
+	if lmtp {
+		return lmtpBench(work, tern, msgs, uid, conc)
+	}
 	return nil
 }
 

@@ -1,15 +1,19 @@
-package queue
+// Package groupsync is the group commit of databases for directory
+// flushes: many writers that each need a directory fsync after their own
+// change share one. The queue's incoming/ and env/ and the Maildirs that
+// tern-lmtpd delivers into use it.
+package groupsync
 
 import "sync"
 
-// groupSync runs a directory fsync for many callers at once: each caller
+// Group runs a directory fsync for many callers at once: each caller
 // needs a sync that started after its own change (a rename into the
 // directory), and one sync serves every change made before it started. A
 // process queueing for many connections at once (tern-smtpd) then pays
 // one directory fsync for a batch of messages instead of one each, while
 // no caller returns before its own entry is on disk. This is the group
 // commit of databases; a single tern-enqueue pays exactly what it did.
-type groupSync struct {
+type Group struct {
 	mu        sync.Mutex
 	cond      *sync.Cond
 	running   bool
@@ -20,7 +24,7 @@ type groupSync struct {
 
 // Do returns once a call of run that started after Do was called has
 // finished, with its error. Calls of run never overlap.
-func (g *groupSync) Do(run func() error) error {
+func (g *Group) Do(run func() error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cond == nil {
