@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -867,38 +868,45 @@ func (f *Folder) refreshWaiting(lk *dotLock, wait bool) (*index, error) {
 		}
 	}
 	read := [2]bool{!x.stamped || st[0] != x.stamps[0], !x.stamped || st[1] != x.stamps[1]}
-	var names [2][]string
+	// First the names are only summed up as readdir gives them, no
+	// string made: after a change this index already holds (a session's
+	// own) that is all there is to do.
+	var sums [2]dirSum
+	dirs := [2]string{filepath.Join(f.path, "new"), filepath.Join(f.path, "cur")}
 	if read[0] {
-		if names[0], err = readDirNames(filepath.Join(f.path, "new")); err != nil {
+		if sums[0], err = sumDir(dirs[0]); err != nil {
 			return nil, err
 		}
 		if !read[1] {
 			// A message moved from new/ to cur/ while new/ was read
 			// would be missed: cur/ is read too when it changed.
-			if st2, err := stampOf(filepath.Join(f.path, "cur")); err != nil || st2 != st[1] {
+			if st2, err := stampOf(dirs[1]); err != nil || st2 != st[1] {
 				read[1] = true
 			}
 		}
 	}
 	if read[1] {
-		if names[1], err = readDirNames(filepath.Join(f.path, "cur")); err != nil {
+		if sums[1], err = sumDir(dirs[1]); err != nil {
 			return nil, err
 		}
 	}
 	lk.touch()
 	same := true
 	for d := range 2 {
-		if !read[d] {
-			continue
-		}
-		var s dirSum
-		for _, n := range names[d] {
-			if u, _ := splitName(n); validUnique(u) {
-				s.add(n)
-			}
-		}
-		if s != x.sums[d] && !(f.store.mutation == mutationCountOnly && s.n == x.sums[d].n) {
+		if read[d] && sums[d] != x.sums[d] && !(f.store.mutation == mutationCountOnly && sums[d].n == x.sums[d].n) {
 			same = false
+		}
+	}
+	var names [2][]string
+	if !same {
+		// new/ before cur/, as everywhere: a message moving from one to
+		// the other meanwhile is seen at least once.
+		for d := range 2 {
+			if read[d] {
+				if names[d], err = readDirNames(dirs[d]); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	trust := clockOK && st[0].before(made) && st[1].before(made)
@@ -1137,6 +1145,57 @@ func (x *index) compactSize() int64 {
 		n += int64(len(x.entries[i].name)) + 40
 	}
 	return n
+}
+
+// sumDir sums up the message names of a directory (see dirSum) straight
+// from getdents(2)'s records, with no string made for each: a directory
+// of 100,000 names costs its readdir and nothing for the garbage
+// collector. Names are taken as readDirNames and scan take them.
+func sumDir(dir string) (dirSum, error) {
+	var s dirSum
+	fd, err := openRetry(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return s, fmt.Errorf("maildir: read %w", err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return s, fmt.Errorf("maildir: read %s: %w", dir, err)
+		}
+		if n <= 0 {
+			return s, nil
+		}
+		// struct linux_dirent64: d_ino (8 bytes), d_off (8),
+		// d_reclen (2), d_type (1), d_name (NUL-terminated).
+		for b := buf[:n]; len(b) > 0; {
+			if len(b) < 19 {
+				return s, fmt.Errorf("maildir: read %s: a directory entry cut short", dir)
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return s, fmt.Errorf("maildir: read %s: a directory entry of %d bytes", dir, reclen)
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			b = b[reclen:]
+			if len(name) == 0 {
+				continue
+			}
+			// Looked at here and let go: the buffer is read into again
+			// only after this name is done with.
+			nm := unsafe.String(&name[0], len(name))
+			if u, _ := splitName(nm); validUnique(u) {
+				s.add(nm)
+			}
+		}
+	}
 }
 
 // byUnique maps unique names to positions.
