@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -169,4 +170,36 @@ func TestIndexSurvivesKill(t *testing.T) {
 		t.Fatal("no worker was killed in the middle of its work: the test proved nothing")
 	}
 	t.Logf("%d of %d workers killed at work; %d UIDs seen", kills, rounds, len(uniqueOf))
+}
+
+// TestSumDirMatchesNames: the sum taken from getdents(2)'s records is the
+// sum of the names readdir gives, hidden files and names the index does
+// not take left out of both, in directories large enough to need many
+// reads.
+func TestSumDirMatchesNames(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 3000 {
+		name := fmt.Sprintf("%d.M%dP%dQ%d.host.example,S=%d,W=%d:2,%s", 1700000000+i, i, i%7, i, i, i+3, []string{"", "S", "FS", "a"}[i%4])
+		os.WriteFile(filepath.Join(dir, name), nil, 0o600)
+	}
+	for _, odd := range []string{".hidden", "has space", "x"} {
+		os.WriteFile(filepath.Join(dir, odd), nil, 0o600)
+	}
+	got, err := sumDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := readDirNames(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want dirSum
+	for _, n := range names {
+		if u, _ := splitName(n); validUnique(u) {
+			want.add(n)
+		}
+	}
+	if got != want || got.n != 3001 {
+		t.Errorf("sumDir %+v, the names sum to %+v (want 3001 names)", got, want)
+	}
 }

@@ -17,7 +17,7 @@ const (
 	FlagDeleted  = `\Deleted`
 	FlagDraft    = `\Draft`
 	// KeywordForwarded is the keyword (RFC 5788's registry) that the
-	// maildir "passed" flag P stands for, as mutt and Dovecot read it.
+	// maildir "passed" flag P stands for: mutt sets P when it forwards.
 	KeywordForwarded = "$Forwarded"
 )
 
@@ -44,6 +44,20 @@ func SystemFlags() []string {
 // systemLetter returns the letter of a system flag (case-insensitively, as
 // RFC 9051 §2.3.2 matches them) or of $Forwarded.
 func systemLetter(flag string) (byte, bool) {
+	// The spelling of RFC 9051 first: asked of every message of a
+	// folder at a POP3 QUIT, EqualFold was most of the cost.
+	switch flag {
+	case FlagSeen:
+		return 'S', true
+	case FlagDeleted:
+		return 'T', true
+	case FlagAnswered:
+		return 'R', true
+	case FlagFlagged:
+		return 'F', true
+	case FlagDraft:
+		return 'D', true
+	}
 	for _, lf := range letterFlags {
 		if strings.EqualFold(flag, lf.flag) {
 			return lf.letter, true

@@ -288,8 +288,8 @@ func (f *Folder) readUIDList() (*UIDList, []byte, error) {
 		return nil, nil, fmt.Errorf("maildir: read UID list %s: %w", p, err)
 	}
 	// Read at the size the file has (it is replaced whole, never grown),
-	// not by ReadAll's doublings, which made 26 MB of garbage for the
-	// 7 MB list of 100,000 messages.
+	// not by ReadAll's doublings, which make garbage several times the
+	// size of a large list.
 	size := min(st.Size, maxUIDListSize+1)
 	data := make([]byte, size, size+1)
 	if _, err := io.ReadFull(file, data); err != nil {

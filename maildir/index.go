@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -715,25 +717,47 @@ func (f *Folder) entryOf(p place, uid uint32) (indexEntry, bool, error) {
 // writeIndex writes x whole, as one block, and renames it over the
 // index (compaction, or a new index).
 func (f *Folder) writeIndex(x *index) error {
-	var r indexRecords
-	r.b = make([]byte, 0, 96*len(x.entries)+128)
-	for i := range x.entries {
-		r.add(&x.entries[i])
-	}
-	if x.stamped {
-		r.stamp(x.stamps)
-	}
 	x.gen = fmt.Sprintf("G%016x", rand.Uint64())
 	head := fmt.Appendf(nil, "%s V%d N%d %s\n", indexMagic, x.validity, x.next, x.gen)
-	body := r.commit()
-	if len(x.entries) == 0 && !x.stamped {
-		body = nil
-	}
+	size := int64(len(head))
+	// The records are streamed to the file a few kilobytes at a time,
+	// with their length and checksum counted on the way: a buffer of
+	// the whole block raised the peak memory of a session on a large
+	// folder by its size (tests/bench/pop3/memprobe).
 	err := writeFileAtomicFunc(f.indexPath(), func(w io.Writer) error {
 		if _, err := w.Write(head); err != nil {
 			return err
 		}
-		_, err := w.Write(body)
+		if len(x.entries) == 0 && !x.stamped {
+			return nil
+		}
+		var r indexRecords
+		var n int
+		var sum uint32
+		flush := func() error {
+			n += len(r.b)
+			sum = crc32.Update(sum, crcTable(), r.b)
+			_, err := w.Write(r.b)
+			r.b = r.b[:0]
+			return err
+		}
+		for i := range x.entries {
+			r.add(&x.entries[i])
+			if len(r.b) >= 32<<10 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if x.stamped {
+			r.stamp(x.stamps)
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		tail := fmt.Appendf(nil, ". %d %08x\n", n, sum)
+		size += int64(n + len(tail))
+		_, err := w.Write(tail)
 		return err
 	})
 	if err != nil {
@@ -743,7 +767,7 @@ func (f *Folder) writeIndex(x *index) error {
 	if err := unix.Stat(f.indexPath(), &st); err != nil {
 		return fmt.Errorf("maildir: stat %s: %w", f.indexPath(), err)
 	}
-	x.size, x.st = int64(len(head)+len(body)), st
+	x.size, x.st = size, st
 	f.mu.Lock()
 	f.idx = x
 	if x.validity > f.lastValidity {
@@ -762,7 +786,10 @@ func (f *Folder) appendLocked(x *index, r *indexRecords) (*index, error) {
 	}
 	block := r.commit()
 	y := x.clone()
-	if err := y.applyRecords(string(block[:len(r.b)])); err != nil {
+	// The names point into the block itself, which nothing writes to
+	// after commit: a copy of it would be as large as the block, a
+	// megabyte or more at the end of a large session.
+	if err := y.applyRecords(unsafe.String(unsafe.SliceData(block), len(r.b))); err != nil {
 		return nil, fmt.Errorf("maildir: index block: %w", err) // a bug of ours
 	}
 	// Compaction: a file grown to twice what a fresh one would be is
@@ -841,45 +868,52 @@ func (f *Folder) refreshWaiting(lk *dotLock, wait bool) (*index, error) {
 		}
 	}
 	read := [2]bool{!x.stamped || st[0] != x.stamps[0], !x.stamped || st[1] != x.stamps[1]}
-	var names [2][]string
+	// First the names are only summed up as readdir gives them, no
+	// string made: after a change this index already holds (a session's
+	// own) that is all there is to do.
+	var sums [2]dirSum
+	dirs := [2]string{filepath.Join(f.path, "new"), filepath.Join(f.path, "cur")}
 	if read[0] {
-		if names[0], err = readDirNames(filepath.Join(f.path, "new")); err != nil {
+		if sums[0], err = sumDir(dirs[0]); err != nil {
 			return nil, err
 		}
 		if !read[1] {
 			// A message moved from new/ to cur/ while new/ was read
 			// would be missed: cur/ is read too when it changed.
-			if st2, err := stampOf(filepath.Join(f.path, "cur")); err != nil || st2 != st[1] {
+			if st2, err := stampOf(dirs[1]); err != nil || st2 != st[1] {
 				read[1] = true
 			}
 		}
 	}
 	if read[1] {
-		if names[1], err = readDirNames(filepath.Join(f.path, "cur")); err != nil {
+		if sums[1], err = sumDir(dirs[1]); err != nil {
 			return nil, err
 		}
 	}
 	lk.touch()
 	same := true
 	for d := range 2 {
-		if !read[d] {
-			continue
-		}
-		var s dirSum
-		for _, n := range names[d] {
-			if u, _ := splitName(n); validUnique(u) {
-				s.add(n)
-			}
-		}
-		if s != x.sums[d] && !(f.store.mutation == mutationCountOnly && s.n == x.sums[d].n) {
+		if read[d] && sums[d] != x.sums[d] && !(f.store.mutation == mutationCountOnly && sums[d].n == x.sums[d].n) {
 			same = false
+		}
+	}
+	var names [2][]string
+	if !same {
+		// new/ before cur/, as everywhere: a message moving from one to
+		// the other meanwhile is seen at least once.
+		for d := range 2 {
+			if read[d] {
+				if names[d], err = readDirNames(dirs[d]); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	trust := clockOK && st[0].before(made) && st[1].before(made)
 	var r indexRecords
 	if !same {
 		var complete bool
-		if complete, err = f.diff(x, read, names, &r, lk); err != nil {
+		if complete, err = f.diff(x, read, &names, &r, lk); err != nil {
 			return nil, err
 		}
 		trust = trust && complete
@@ -893,7 +927,7 @@ func (f *Folder) refreshWaiting(lk *dotLock, wait bool) (*index, error) {
 // diff compares the listing with the index and writes the records that
 // make the index true. It reports whether the index will then hold every
 // message listed (a message left for the next look makes it false).
-func (f *Folder) diff(x *index, read [2]bool, names [2][]string, r *indexRecords, lk *dotLock) (bool, error) {
+func (f *Folder) diff(x *index, read [2]bool, names *[2][]string, r *indexRecords, lk *dotLock) (bool, error) {
 	listed := make(map[string]place, len(x.entries)+len(names[0]))
 	for d := range 2 {
 		if read[d] {
@@ -934,6 +968,12 @@ func (f *Folder) diff(x *index, read [2]bool, names [2][]string, r *indexRecords
 	if len(missing) == 0 && len(fresh) == 0 {
 		return true, nil
 	}
+	// What the first read found is in missing, fresh and the renames
+	// now: its map and listing can go before the second read makes
+	// their like again (a first look at 100,000 messages holds one
+	// read's worth, not two).
+	listed = nil
+	names[0], names[1] = nil, nil
 	// A second read of the directories: a message seen by the first read
 	// was delivered before the second began, so every message delivered
 	// before it is seen by the second. Only messages up to the latest
@@ -992,6 +1032,10 @@ func (f *Folder) diff(x *index, read [2]bool, names [2][]string, r *indexRecords
 	entries, err := f.entriesOf(give, again)
 	if err != nil {
 		return false, err
+	}
+	// One allocation for the records, not a doubling per megabyte.
+	if len(give) > 0 {
+		r.b = slices.Grow(r.b, len(entries)*(len(give[0])+48)+64)
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -1103,6 +1147,57 @@ func (x *index) compactSize() int64 {
 	return n
 }
 
+// sumDir sums up the message names of a directory (see dirSum) straight
+// from getdents(2)'s records, with no string made for each: a directory
+// of 100,000 names costs its readdir and nothing for the garbage
+// collector. Names are taken as readDirNames and scan take them.
+func sumDir(dir string) (dirSum, error) {
+	var s dirSum
+	fd, err := openRetry(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return s, fmt.Errorf("maildir: read %w", err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return s, fmt.Errorf("maildir: read %s: %w", dir, err)
+		}
+		if n <= 0 {
+			return s, nil
+		}
+		// struct linux_dirent64: d_ino (8 bytes), d_off (8),
+		// d_reclen (2), d_type (1), d_name (NUL-terminated).
+		for b := buf[:n]; len(b) > 0; {
+			if len(b) < 19 {
+				return s, fmt.Errorf("maildir: read %s: a directory entry cut short", dir)
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return s, fmt.Errorf("maildir: read %s: a directory entry of %d bytes", dir, reclen)
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			b = b[reclen:]
+			if len(name) == 0 {
+				continue
+			}
+			// Looked at here and let go: the buffer is read into again
+			// only after this name is done with.
+			nm := unsafe.String(&name[0], len(name))
+			if u, _ := splitName(nm); validUnique(u) {
+				s.add(nm)
+			}
+		}
+	}
+}
+
 // byUnique maps unique names to positions.
 func (x *index) byUnique() map[string]int {
 	m := make(map[string]int, len(x.entries))
@@ -1152,8 +1247,8 @@ func stampOf(dir string) (dirStamp, error) {
 	return dirStamp{ino: st.Ino, mtime: st.Mtime, ctime: st.Ctime}, nil
 }
 
-// crcTable is made on first use: at package init it cost every
-// tern-deliver process 0.13-0.2 ms, for an index only sessions read.
+// crcTable is made on first use, not at package init: every tern-deliver
+// process would pay for a table only sessions use.
 var crcTable = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 func parseTS(s string) (unix.StatxTimestamp, bool) {
@@ -1188,8 +1283,8 @@ func (f *Folder) Settle() error {
 	// written whole once the changes are half of it (a QUIT that read
 	// 100,000 new messages doubles it).
 	if x.size > x.compactSize()*3/2+64<<10 {
-		y := x.clone()
-		return f.writeIndex(y)
+		y := *x // its entries are only read
+		return f.writeIndex(&y)
 	}
 	return nil
 }

@@ -266,8 +266,9 @@ func (v *View) Open(uid uint32) (*os.File, error) {
 	e := &v.msgs[i].e
 	// Where the view saw it first; looked for only when it has moved.
 	// open(2) and os.NewFile, not os.Open: a regular file opened
-	// blocking is not put in Go's poller, which costs os.Open five
-	// system calls more a message (a POP3 session opens every one).
+	// blocking is not put in Go's poller, for which os.Open makes
+	// system calls of its own for every message (a POP3 session opens
+	// every one).
 	p := v.f.path + "/" + dirOf(e.new) + "/" + e.name
 	fd, err := openRetry(p, unix.O_RDONLY, 0)
 	if err == nil {
@@ -497,6 +498,9 @@ func (v *View) Poll(allowExpunge bool) (*Changes, error) {
 // dropGone removes the messages marked gone and returns their EXPUNGE
 // responses.
 func (v *View) dropGone() []Expunged {
+	if !slices.ContainsFunc(v.msgs, func(m viewMsg) bool { return m.gone }) {
+		return nil // the usual case: nothing is moved
+	}
 	var out []Expunged
 	k := 0
 	for _, m := range v.msgs {
@@ -523,6 +527,22 @@ func (v *View) dropGone() []Expunged {
 // does not have are skipped; a message expunged meanwhile is left out of
 // the result.
 func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error) {
+	done, err := v.store(uids, op, flags)
+	if err != nil {
+		return nil, err
+	}
+	return v.messagesByUID(done), nil
+}
+
+// StoreSilent is Store without the messages as they are after it: STORE
+// FLAGS.SILENT (RFC 9051 §6.4.6), or POP3's QUIT, which make no FETCH
+// response for the 100,000 messages they may flag.
+func (v *View) StoreSilent(uids []uint32, op FlagOp, flags []string) error {
+	_, err := v.store(uids, op, flags)
+	return err
+}
+
+func (v *View) store(uids []uint32, op FlagOp, flags []string) ([]uint32, error) {
 	if v.readOnly {
 		return nil, ErrReadOnly
 	}
@@ -533,7 +553,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 		return nil, err
 	}
 	if !change.set && !change.hasSomething {
-		return v.messagesByUID(uids), nil
+		return uids, nil
 	}
 	var at []int
 	var items []known
@@ -562,7 +582,7 @@ func (v *View) Store(uids []uint32, op FlagOp, flags []string) ([]Message, error
 		v.msgs[i].e.setName(out[k].name, out[k].new)
 		done = append(done, v.msgs[i].e.uid)
 	}
-	return v.messagesByUID(done), nil
+	return done, nil
 }
 
 func (v *View) messagesByUID(uids []uint32) []Message {

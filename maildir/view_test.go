@@ -302,3 +302,27 @@ func TestCopyMoveFollowRenames(t *testing.T) {
 		t.Errorf("INBOX's index: %+v", left)
 	}
 }
+
+// TestWatchByStamps: without inotify (a change on another host over NFS
+// reports nothing), the watch still fires within its interval.
+func TestWatchByStamps(t *testing.T) {
+	s := newTestStore(t)
+	in := s.Inbox()
+	w, err := in.watch(20*time.Millisecond, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	time.Sleep(30 * time.Millisecond)
+	deliverText(t, in, "x\n")
+	select {
+	case <-w.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stamps did not tell of a delivery")
+	}
+	select {
+	case <-w.C:
+		t.Error("the watch fired again with nothing changed")
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -30,10 +30,16 @@ type Watch struct {
 }
 
 // Watch starts watching the folder: inotify on new/, cur/ and the folder's
-// directory (where tern-keywords and the index change) where the system
+// directory (where tern-keywords changes) where the system
 // offers it, and a look at the directories' stamps every interval (0 for
 // DefaultWatchInterval) in any case. Close stops it.
 func (f *Folder) Watch(interval time.Duration) (*Watch, error) {
+	return f.watch(interval, true)
+}
+
+// watch is Watch; without inotify it is what a file system that reports
+// nothing (NFS, another host's change) leaves.
+func (f *Folder) watch(interval time.Duration, useInotify bool) (*Watch, error) {
 	if interval <= 0 {
 		interval = DefaultWatchInterval
 	}
@@ -42,25 +48,28 @@ func (f *Folder) Watch(interval time.Duration) (*Watch, error) {
 	// inotify is a help, not a need: without it (no more watches left,
 	// a file system that does not report) the stamps still are looked
 	// at every interval.
-	if fw, err := fsnotify.NewWatcher(); err == nil {
-		ok := true
-		for _, dir := range []string{f.path, filepath.Join(f.path, "new"), filepath.Join(f.path, "cur")} {
-			if fw.Add(dir) != nil {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			w.watcher = fw
-			w.done.Add(1)
-			go w.events(f)
-		} else {
-			fw.Close()
-		}
+	if useInotify {
+		w.startInotify(f)
 	}
 	w.done.Add(1)
 	go w.poll(f, interval)
 	return w, nil
+}
+
+func (w *Watch) startInotify(f *Folder) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return
+	}
+	for _, dir := range []string{f.path, filepath.Join(f.path, "new"), filepath.Join(f.path, "cur")} {
+		if fw.Add(dir) != nil {
+			fw.Close()
+			return
+		}
+	}
+	w.watcher = fw
+	w.done.Add(1)
+	go w.events(f)
 }
 
 func (w *Watch) signal() {
@@ -80,14 +89,12 @@ func (w *Watch) events(f *Folder) {
 			if !ok {
 				return
 			}
-			// In the folder's own directory only the files that carry
-			// state matter; lock files come and go with every change.
-			if filepath.Dir(ev.Name) == f.path {
-				switch filepath.Base(ev.Name) {
-				case "tern-keywords", "tern-uidlist":
-				default:
-					continue
-				}
+			// In the folder's own directory only new keywords matter
+			// (a FLAGS response); lock files come and go with every
+			// change, and the index changes when a message does, which
+			// new/ and cur/ tell.
+			if filepath.Dir(ev.Name) == f.path && filepath.Base(ev.Name) != "tern-keywords" {
+				continue
 			}
 			w.signal()
 		case _, ok := <-w.watcher.Errors:

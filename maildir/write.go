@@ -23,25 +23,24 @@ func (k known) unique() string { u, _ := splitName(k.name); return u }
 
 // renameBatch is how many renames or removals are made under one taking
 // of the folder's lock: one lock per message (a file written, linked and
-// removed) cost a POP3 login 0.3 ms a message, and holding it for all of
-// a 100,000-message folder would keep another session waiting for
-// seconds.
+// removed) costs more than the rename, and holding it for all of a
+// 100,000-message folder would keep another session waiting for seconds.
 const renameBatch = 2000
 
 // renameKnown renames each message straight to cur/ with the letters
 // newLetters gives for the letters it has (a message in new/ gets its
 // flags and its place in cur/ in one rename(2)), under the folder's lock
 // in batches, and appends the renames to the index in the same taking of
-// the lock. It returns the messages with their new names; one that is
-// gone gets the name "". A message already so is not renamed.
+// the lock. It returns the messages with their new names (in items
+// itself); one that is gone gets the name "". A message already so is not
+// renamed.
 //
 // The names are put together in two buffers reused for every message and
 // renamed with renameat on open directories: a POP3 QUIT after
 // downloading 100,000 new messages makes 100,000 rename(2)s and no string
 // for each.
 func (f *Folder) renameKnown(items []known, newLetters func(old string) string) ([]known, error) {
-	out := make([]known, len(items))
-	copy(out, items)
+	out := items // changed in place: every caller builds items for the call
 	// Only what needs a rename as far as the caller knows goes on, so a
 	// POP3 QUIT after downloading messages seen before takes no lock.
 	var todo []known
@@ -223,7 +222,7 @@ func (f *Folder) eachBatch(items []known, do func(folderDirs, []known) ([]record
 	// messages is not copied for every batch. A refresh by another
 	// process between two batches finds the renamed files under their
 	// new names, whole, and records them itself.
-	var all []recorded
+	all := make([]recorded, 0, len(items))
 	for len(items) > 0 {
 		n := min(len(items), renameBatch)
 		lk, err := f.lock()
@@ -256,6 +255,7 @@ func (f *Folder) recordLocked(rec []recorded) error {
 	}
 	var byUnique map[string]int
 	var r indexRecords
+	r.b = make([]byte, 0, len(rec)*(len(rec[0].name)+len(rec[0].unique)+16))
 	for _, c := range rec {
 		u := c.unique
 		if c.name != "" {

@@ -86,7 +86,7 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	_, derr := b.view.Delete(uids(deleted))
 	var serr error
 	if len(unseen) > 0 {
-		_, serr = b.view.Store(unseen, maildir.FlagsAdd, []string{maildir.FlagSeen})
+		serr = b.view.StoreSilent(unseen, maildir.FlagsAdd, []string{maildir.FlagSeen})
 	}
 	// qmail-pop3d and Dovecot move new mail to cur/ when a POP3 session
 	// sees it: it is no longer "recent" for an IMAP client afterwards.

@@ -4,8 +4,9 @@
 # port, over 10,000- and 100,000-message Maildirs: LOGIN+STAT, UIDL, LIST,
 # RETR of every message and QUIT, cold (the first session on a fresh copy)
 # and warm (later sessions), a re-login right after a session that deleted
-# ten messages (churn: DELE+QUIT, then LOGIN+STAT+UIDL), the ratio
-# Dovecot/tern for each, and the peak
+# ten messages (DELE+QUIT, then LOGIN+STAT+UIDL: "coldc" right after a cold
+# session, on all but the last fresh copy; "churn" after the warm ones), the
+# ratio Dovecot/tern for each, and the peak
 # RSS of one session process. Both servers must give the same UIDLs, sizes
 # and bytes. The goal: tern at least as fast on every row, under 50 MB per
 # session at 100,000 messages.

@@ -102,8 +102,10 @@ type result struct {
 type rows struct {
 	cold, warm map[string][]*result // by server name
 	// churn: per server, the times of DELE+QUIT and of the next
-	// session's LOGIN+STAT+UIDL, one pair a round (see churn).
-	churn map[string][][2]time.Duration
+	// session's LOGIN+STAT+UIDL, one pair a round (see churn); churnCold
+	// the same right after each cold session, on a copy no session but
+	// that one has seen.
+	churn, churnCold map[string][][2]time.Duration
 }
 
 func run(o options) error {
@@ -185,7 +187,7 @@ func bench(o options, n int, pass string, servers []*server) (*rows, error) {
 		return nil, err
 	}
 	fmt.Printf("generated %d messages, %.0f MiB, in %.1fs\n", n, float64(bytes)/(1<<20), time.Since(t0).Seconds())
-	r := &rows{cold: map[string][]*result{}, warm: map[string][]*result{}}
+	r := &rows{cold: map[string][]*result{}, warm: map[string][]*result{}, churnCold: map[string][][2]time.Duration{}}
 	copies := coldCopies(o, n)
 	for c := 0; c < copies; c++ {
 		for k := range servers {
@@ -204,6 +206,15 @@ func bench(o options, n int, pass string, servers []*server) (*rows, error) {
 			}
 			r.cold[s.name] = append(r.cold[s.name], res)
 			fmt.Printf("  %d cold %-11s %s\n", n, s.name, brief(res))
+			if c < copies-1 {
+				// The last copy stays whole for the warm sessions.
+				d, err := churn(s, name, pass, n-10)
+				if err != nil {
+					return nil, fmt.Errorf("%s cold churn %d: %w", s.name, c, err)
+				}
+				r.churnCold[s.name] = append(r.churnCold[s.name], d)
+				fmt.Printf("  %d cold churn %-5s DELE+QUIT %.0fms  re-login+STAT+UIDL %.0fms\n", n, s.name, ms(d[0]), ms(d[1]))
+			}
 		}
 	}
 	for i := 0; i < o.warm; i++ {
@@ -446,12 +457,20 @@ func report(o options, servers []*server, all map[int]*rows) {
 				fmt.Println(line)
 			}
 		}
-		for step, name := range []string{"DELE+QUIT", "relogin"} {
-			line := fmt.Sprintf("%-8d %-5s %-11s", n, "churn", name)
+		for row := range 4 {
+			phase, set := "churn", r.churn
+			if row < 2 {
+				phase, set = "coldc", r.churnCold
+			}
+			step, name := row%2, []string{"DELE+QUIT", "relogin"}[row%2]
+			if len(set[servers[0].name]) == 0 {
+				continue
+			}
+			line := fmt.Sprintf("%-8d %-5s %-11s", n, phase, name)
 			var med []time.Duration
 			for k, s := range servers {
 				var ds []time.Duration
-				for _, d := range r.churn[s.name] {
+				for _, d := range set[s.name] {
 					ds = append(ds, d[step])
 				}
 				med = append(med, median(ds))

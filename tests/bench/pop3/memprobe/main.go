@@ -35,7 +35,8 @@ func main() {
 	runtime.GC()
 	var live runtime.MemStats
 	runtime.ReadMemStats(&live)
-	fmt.Printf("live heap after login %d MiB\n", live.HeapAlloc>>20)
+	status, _ := os.ReadFile("/proc/self/status")
+	fmt.Printf("live heap after login %d MiB, %s\n", live.HeapAlloc>>20, regexp.MustCompile(`VmHWM:\s+\d+ kB`).Find(status))
 	if *prof != "" {
 		f, _ := os.Create(*prof)
 		pprof.WriteHeapProfile(f)
