@@ -40,6 +40,16 @@ type Session struct {
 	view   *maildir.View
 }
 
+// imapserver panics at the first connection when a capability it is told
+// of has no method behind it (IMAP4rev2, NAMESPACE, MOVE): these fail at
+// compile time instead.
+var (
+	_ imapserver.SessionIMAP4rev2   = (*Session)(nil)
+	_ imapserver.SessionSASL        = (*Session)(nil)
+	_ imapserver.SessionAppendLimit = (*Session)(nil)
+	_ QuotaSession                  = (*Session)(nil)
+)
+
 // NewSession returns a session that logs in through accounts. With
 // preauth set, it is logged in as that account already.
 func NewSession(ctx context.Context, st *ConnState, accounts Accounts, preauth *auth.Account) (*Session, error) {
