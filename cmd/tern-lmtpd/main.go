@@ -28,6 +28,7 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/logging"
 	"github.com/tern-mail/tern/internal/serve"
+	"github.com/tern-mail/tern/internal/tlsconf"
 	"github.com/tern-mail/tern/mda/lmtp"
 	"github.com/urfave/cli/v2"
 )
@@ -67,6 +68,11 @@ func run(c *cli.Context) error {
 	}
 	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args, Idle: lmtp.Idle})
 	opts.SocketMode = os.FileMode(mode)
+	// --tls makes a listener implicit TLS with the control directory's
+	// certificate; STARTTLS is not offered (an LMTP client is local).
+	if opts.TLS, err = tlsconf.ServerConfig(watch.Current().Dir, log); err != nil {
+		return err
+	}
 	// Deliveries as root act as each account on a thread of their own,
 	// so one process serves every connection and they share flushes.
 	opts.StayRoot = true

@@ -176,11 +176,15 @@ type spooled struct {
 	size int64
 }
 
-// spool reads the message, refusing it past max bytes.
+// spool reads the message, refusing it past max bytes as sent, and keeps
+// it with LF line ends: the form of a message in Unix files and pipes,
+// which the commands of ~/.forward read as tern-queue gives it to them
+// (the Maildir stores LF either way).
 func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 	tooBig := &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("message larger than the limit of %d bytes", max)}
 	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(r, min(max, spoolInMemory)+1))
+	lf := &lfWriter{w: &buf}
+	n, err := io.Copy(lf, io.LimitReader(r, min(max, spoolInMemory)+1))
 	if err != nil {
 		return nil, spoolError(err, tooBig)
 	}
@@ -188,7 +192,8 @@ func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 		return nil, tooBig
 	}
 	if n <= spoolInMemory {
-		return &spooled{mem: buf.Bytes(), size: n}, nil
+		lf.flush()
+		return &spooled{mem: buf.Bytes(), size: int64(buf.Len())}, nil
 	}
 	f, err := os.CreateTemp(tmp, "tern-lmtp-")
 	if err != nil {
@@ -200,17 +205,72 @@ func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 		f.Close()
 		return nil, tempError("spool the message", err)
 	}
-	m, err := io.Copy(f, io.LimitReader(r, max-n+1))
+	written := int64(buf.Len())
+	cw := &countingWriter{w: f}
+	lf.w = cw
+	m, err := io.Copy(lf, io.LimitReader(r, max-n+1))
+	if err == nil {
+		err = lf.flush()
+	}
 	if err != nil {
 		f.Close()
 		return nil, spoolError(err, tooBig)
 	}
-	sp.size = n + m
-	if sp.size > max {
+	if n+m > max {
 		f.Close()
 		return nil, tooBig
 	}
+	sp.size = written + cw.n
 	return sp, nil
+}
+
+// lfWriter turns CRLF into LF as it writes; a lone CR stays.
+type lfWriter struct {
+	w      io.Writer
+	holdCR bool
+	out    []byte
+}
+
+func (l *lfWriter) Write(p []byte) (int, error) {
+	out := l.out[:0]
+	for _, b := range p {
+		if l.holdCR {
+			l.holdCR = false
+			if b != '\n' {
+				out = append(out, '\r')
+			}
+		}
+		if b == '\r' {
+			l.holdCR = true
+			continue
+		}
+		out = append(out, b)
+	}
+	l.out = out
+	if _, err := l.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (l *lfWriter) flush() error {
+	if !l.holdCR {
+		return nil
+	}
+	l.holdCR = false
+	_, err := l.w.Write([]byte{'\r'})
+	return err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // spoolError is the reply to a failed read of the message: go-smtp's own

@@ -330,10 +330,14 @@ func TestAsRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: this test needs root (it delivers as uid 65534)")
 	}
-	w := newWorld(t, map[string]string{"nob@example.org": "65534", "own@example.org": "", "root@example.org": "0"}, "")
+	w := newWorld(t, map[string]string{"nob@example.org": "65534", "own@example.org": "", "root@example.org": "0", "fwd@example.org": "65534"}, "")
 	for _, d := range []string{w.dir, filepath.Dir(w.dir), filepath.Join(w.dir, "home")} {
 		os.Chmod(d, 0o755)
 	}
+	// fwd's ~/.forward runs a command, which must run as fwd, and keeps a
+	// copy in the Maildir.
+	fwdHome := filepath.Join(w.dir, "home", "fwd")
+	os.WriteFile(filepath.Join(fwdHome, ".forward"), []byte(`\fwd@example.org`+"\n"+`"|/usr/bin/id -u > `+fwdHome+`/who; cat > `+fwdHome+`/copy"`+"\n"), 0o644)
 	srv := &Server{Conf: func() *conf.Conf { return w.conf }, Euid: 0}
 	c := dial(t, srv)
 	rcpt, data := c.send("a@example.net", []string{"nob@example.org", "own@example.org", "root@example.org"}, msg)
@@ -360,6 +364,19 @@ func TestAsRoot(t *testing.T) {
 			t.Errorf("message owned by uid %d", st.Uid)
 		}
 	}
+	_, data = c.send("a@example.net", []string{"fwd@example.org"}, msg)
+	if len(data) != 1 || !strings.HasPrefix(data[0], "250 ") {
+		t.Fatalf("through .forward: %q", data)
+	}
+	if who, _ := os.ReadFile(filepath.Join(fwdHome, "who")); strings.TrimSpace(string(who)) != "65534" {
+		t.Errorf(".forward's command ran as uid %q, want 65534", who)
+	}
+	if cp, _ := os.ReadFile(filepath.Join(fwdHome, "copy")); string(cp) != msg {
+		t.Errorf(".forward's command got %q, want the message as sent", cp)
+	}
+	if got := w.messages("fwd", ""); len(got) != 1 || !strings.HasPrefix(got[0], "Return-Path: <a@example.net>\nDelivered-To: fwd@example.org\n") {
+		t.Errorf(".forward's \\fwd copy: %q", got)
+	}
 	// A Maildir the account may not write is a temporary failure, not
 	// a delivery made with root's rights.
 	os.Chmod(filepath.Join(w.maildir("nob"), "tmp"), 0o500)
@@ -367,5 +384,69 @@ func TestAsRoot(t *testing.T) {
 	_, data = c.send("a@example.net", []string{"nob@example.org"}, msg)
 	if len(data) != 1 || !strings.HasPrefix(data[0], "451 4.3.0 ") {
 		t.Errorf("unwritable tmp/: %q", data)
+	}
+}
+
+// TestSharedFlush: the copies of one message that reach one folder
+// together share the flush of its new/ — here eight subaddresses of one
+// account, while the first flush is held up — and each is answered only
+// after a flush that began after its link.
+func TestSharedFlush(t *testing.T) {
+	w := newWorld(t, map[string]string{"bob@example.org": ""}, "")
+	srv := &Server{Conf: func() *conf.Conf { return w.conf }, Euid: 1000}
+	var mu sync.Mutex
+	flushes := 0
+	srv.flushHook = func(string) {
+		mu.Lock()
+		flushes++
+		first := flushes == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	c := dial(t, srv)
+	var to []string
+	for i := range parallel {
+		to = append(to, fmt.Sprintf("bob+%c@example.org", 'a'+i))
+	}
+	_, data := c.send("a@example.net", to, msg)
+	for i, d := range data {
+		if !strings.HasPrefix(d, "250 2.0.0 ") {
+			t.Errorf("reply %d: %q", i, d)
+		}
+	}
+	if n := len(w.messages("bob", "")); n != parallel {
+		t.Fatalf("%d messages, want %d", n, parallel)
+	}
+	if flushes < 2 || flushes > 3 {
+		t.Errorf("%d flushes of new/ for %d copies linked while the first flush ran: want the first and one or two shared ones", flushes, parallel)
+	}
+}
+
+// TestLargeMessage: a message larger than what is spooled in memory goes
+// through a temporary file and is stored whole, with LF line ends.
+func TestLargeMessage(t *testing.T) {
+	w := newWorld(t, map[string]string{"bob@example.org": "", "carol@example.org": ""}, "")
+	srv := &Server{Conf: func() *conf.Conf { return w.conf }, Euid: 1000, TempDir: t.TempDir()}
+	c := dial(t, srv)
+	var b strings.Builder
+	b.WriteString("Subject: large\n\n")
+	for i := 0; b.Len() < spoolInMemory+300000; i++ {
+		fmt.Fprintf(&b, "line %d %s\n", i, strings.Repeat("x", i%97))
+	}
+	big := b.String()
+	_, data := c.send("a@example.net", []string{"bob@example.org", "carol@example.org"}, big)
+	if len(data) != 2 || !strings.HasPrefix(data[0], "250 ") || !strings.HasPrefix(data[1], "250 ") {
+		t.Fatalf("replies %q", data)
+	}
+	for _, u := range []string{"bob", "carol"} {
+		got := w.messages(u, "")
+		if len(got) != 1 || !strings.HasSuffix(got[0], "\n"+big) || strings.Contains(got[0], "\r") {
+			t.Errorf("%s: %d messages; the large one stored changed", u, len(got))
+		}
+	}
+	if e, _ := os.ReadDir(srv.TempDir); len(e) != 0 {
+		t.Errorf("spool files left: %v", e)
 	}
 }

@@ -266,8 +266,10 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 // permanent failure.
 func (s *session) answer(rc *rcpt, errs []error) error {
 	var temp, perm error
+	delivered := 0
 	for _, err := range errs {
 		if err == nil {
+			delivered++
 			continue
 		}
 		if isTemporary(err) && temp == nil {
@@ -279,7 +281,7 @@ func (s *session) answer(rc *rcpt, errs []error) error {
 	switch {
 	case temp != nil:
 		return temp
-	case perm != nil && len(errs) == 1:
+	case perm != nil && delivered == 0:
 		return perm
 	case perm != nil:
 		// Part of an alias refused for good: the other accounts have it;
