@@ -111,8 +111,8 @@ type Runner struct {
 	retries  retryHeap
 	known    map[string]bool     // in fresh, in retries or running
 	keys     map[string][]string // the destinations an entry waits on, for dispatch
-	running  int // entries holding a delivery slot (--concurrency)
-	retrying int // of running, how many are retries
+	running  int                 // entries holding a delivery slot (--concurrency)
+	retrying int                 // of running, how many are retries
 	// inflight counts entries between their start and the end of their
 	// attempt, the recording of results included: an entry gives its
 	// delivery slot back when its deliveries end, before its results are
