@@ -51,8 +51,10 @@ type notice struct {
 // runs (issue #13 §0): lock, load, route, unlock; deliver; lock, load
 // again, record, unlock. So --hold and --delete work while a slow
 // transaction runs; what finishes after a --delete is not recorded, and a
-// recipient that changed meanwhile is not recorded twice.
-func (r *Runner) attempt(ctx context.Context, id string, force bool, booked []string) {
+// recipient that changed meanwhile is not recorded twice. free gives the
+// entry's delivery slot back; it is called when the deliveries end, before
+// the results are recorded.
+func (r *Runner) attempt(ctx context.Context, id string, force bool, booked []string, free func()) {
 	e, groups := r.prepare(ctx, id, force)
 	for _, g := range groups {
 		if i := slices.Index(booked, g.hop.Key); i >= 0 {
@@ -76,6 +78,7 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool, booked []st
 		}()
 	}
 	wg.Wait()
+	free()
 	r.record(id, groups)
 }
 

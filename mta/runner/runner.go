@@ -111,8 +111,13 @@ type Runner struct {
 	retries  retryHeap
 	known    map[string]bool     // in fresh, in retries or running
 	keys     map[string][]string // the destinations an entry waits on, for dispatch
-	running  int
-	retrying int // of running, how many are retries
+	running  int                 // entries holding a delivery slot (--concurrency)
+	retrying int                 // of running, how many are retries
+	// inflight counts entries between their start and the end of their
+	// attempt, the recording of results included: an entry gives its
+	// delivery slot back when its deliveries end, before its results are
+	// written and flushed, so that the flush's wait holds no slot.
+	inflight int
 	flush    bool
 	// flushes counts the flushes done; started holds its value when each
 	// running entry started, so that an entry running during a flush is
@@ -227,13 +232,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	done := make(chan attemptDone, r.o.Concurrency)
+	freed := make(chan bool, r.o.Concurrency) // a slot given back; true for a retry's
 	stopping := false
 	for {
 		if !stopping {
-			r.dispatch(ctx, done)
+			r.dispatch(ctx, freed, done)
 		}
 		r.mu.Lock()
-		idle := r.running == 0
+		idle := r.inflight == 0
 		nextDue, haveDue := r.retries.next()
 		noFresh := len(r.fresh) == 0
 		r.mu.Unlock()
@@ -277,6 +283,13 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.log.Info("stopping: waiting for running deliveries", "signal", sig.String())
 				stopping = true
 			}
+		case retry := <-freed:
+			r.mu.Lock()
+			r.running--
+			if retry {
+				r.retrying--
+			}
+			r.mu.Unlock()
 		case d := <-done:
 			r.finished(d)
 		case ev := <-events:
@@ -456,7 +469,7 @@ func (r *Runner) took(in queue.Ingested) {
 // every destination is at its limit is passed over for a later one (a
 // look-ahead of dispatchLookAhead entries), so a slow destination holds
 // only its own slots.
-func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
+func (r *Runner) dispatch(ctx context.Context, freed chan<- bool, done chan<- attemptDone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.env.Now()
@@ -464,7 +477,9 @@ func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 	if retrySlots < 1 {
 		retrySlots = 1
 	}
-	for r.running < r.o.Concurrency {
+	// Entries recording their results hold an open file and wait for a
+	// flush: as many of them as there are slots, at most.
+	for r.running < r.o.Concurrency && r.inflight < 2*r.o.Concurrency {
 		var id string
 		force, retry := false, false
 		if i := r.readyFresh(); i >= 0 {
@@ -482,11 +497,15 @@ func (r *Runner) dispatch(ctx context.Context, done chan<- attemptDone) {
 			return
 		}
 		r.running++
+		r.inflight++
 		r.started[id] = r.flushes
 		booked := r.dests.book(r.keys[id])
 		go func() {
-			r.attempt(ctx, id, force, booked)
-			done <- attemptDone{id, retry}
+			var once sync.Once
+			free := func() { once.Do(func() { freed <- retry }) }
+			r.attempt(ctx, id, force, booked, free)
+			free()
+			done <- attemptDone{id}
 		}()
 	}
 }
@@ -545,10 +564,7 @@ func (r *Runner) readyRetry(now time.Time) (retryItem, bool) {
 func (r *Runner) finished(d attemptDone) {
 	id := d.id
 	r.mu.Lock()
-	r.running--
-	if d.retry {
-		r.retrying--
-	}
+	r.inflight--
 	delete(r.known, id)
 	delete(r.keys, id)
 	flushed := r.started[id] != r.flushes
@@ -577,8 +593,7 @@ func (r *Runner) finished(d attemptDone) {
 }
 
 type attemptDone struct {
-	id    string
-	retry bool
+	id string
 }
 
 type retryItem struct {
