@@ -138,7 +138,14 @@ func (s *Session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		op = maildir.FlagsRemove
 	}
 	_, isUID := numSet.(imap.UIDSet)
-	msgs, err := s.view.Store(s.uidsOf(numSet), op, names)
+	var msgs []maildir.Message
+	var err error
+	if flags.Silent {
+		// No FETCH response is made: nor are the messages for them.
+		err = s.view.StoreSilent(s.uidsOf(numSet), op, names)
+	} else {
+		msgs, err = s.view.Store(s.uidsOf(numSet), op, names)
+	}
 	switch {
 	case errors.Is(err, maildir.ErrTooManyKeywords):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "the mailbox has 26 keywords already"}
