@@ -361,10 +361,11 @@ func (s *Session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 			return err
 		}
 	}
-	if oldName == "INBOX" || newName == "INBOX" {
-		// RFC 9051 §6.3.6 asks renaming INBOX to move its messages;
-		// Maildir's INBOX is the root of all folders: refused.
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be renamed here; copy its messages instead"}
+	if newName == "INBOX" {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "INBOX is always there"}
+	}
+	if oldName == "INBOX" {
+		return s.renameInbox(newName)
 	}
 	err := s.store.RenameFolder(oldName, newName)
 	switch {
@@ -376,6 +377,39 @@ func (s *Session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "a mailbox cannot move below itself"}
 	case err != nil:
 		return s.internal("rename "+oldName, err)
+	}
+	return nil
+}
+
+// renameInbox is RENAME of INBOX (RFC 9051 §6.3.6, RFC 3501 §6.3.5):
+// every message moves to a new folder of that name and INBOX stays,
+// empty; its subfolders are not touched (in Maildir++ INBOX is the root of
+// them all). Each file is renamed, so a crash leaves every message in one
+// folder or the other.
+func (s *Session) renameInbox(newName string) error {
+	if err := s.Create(newName, nil); err != nil {
+		return err
+	}
+	dst, err := s.store.Folder(newName)
+	if err != nil {
+		return s.internal("rename INBOX", err)
+	}
+	inbox, err := s.store.Folder("INBOX")
+	if err != nil {
+		return s.internal("rename INBOX", err)
+	}
+	v, err := inbox.View(false)
+	if err != nil {
+		return s.internal("rename INBOX", err)
+	}
+	defer v.Close()
+	var uids []uint32
+	v.Each(1, v.Len(), func(m maildir.Message) bool {
+		uids = append(uids, m.UID)
+		return true
+	})
+	if _, _, err := v.Move(uids, dst); err != nil {
+		return s.internal("rename INBOX", err)
 	}
 	return nil
 }

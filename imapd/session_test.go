@@ -246,8 +246,28 @@ func TestSessionNames(t *testing.T) {
 	if _, st := w.cmd("d", "DELETE INBOX"); !strings.HasPrefix(st, "d NO") {
 		t.Errorf("DELETE INBOX: %q", st)
 	}
-	if _, st := w.cmd("r", "RENAME INBOX Old"); !strings.HasPrefix(st, "r NO [CANNOT]") {
-		t.Errorf("RENAME INBOX: %q", st)
+}
+
+// TestSessionRenameInbox: RENAME INBOX moves its messages to the new
+// folder and leaves INBOX there, empty (RFC 9051 §6.3.6); nothing can be
+// renamed to INBOX.
+func TestSessionRenameInbox(t *testing.T) {
+	mb := newMailbox(t, 3)
+	w := mb.loggedIn()
+	if _, st := w.cmd("r", "RENAME INBOX Old.Mail"); !strings.HasPrefix(st, "r OK") {
+		t.Fatalf("RENAME INBOX: %q", st)
+	}
+	for name, want := range map[string]string{"INBOX": "MESSAGES 0", "Old.Mail": "MESSAGES 3"} {
+		lines, st := w.cmd("s", "STATUS "+name+" (MESSAGES)")
+		if !strings.HasPrefix(st, "s OK") || len(lines) != 1 || !strings.Contains(lines[0], want) {
+			t.Errorf("STATUS %s after RENAME INBOX: %q %q, want %s", name, lines, st, want)
+		}
+	}
+	if _, st := w.cmd("r", "RENAME INBOX Old.Mail"); !strings.HasPrefix(st, "r NO [ALREADYEXISTS]") {
+		t.Errorf("RENAME INBOX onto an existing folder: %q", st)
+	}
+	if _, st := w.cmd("r", "RENAME Old.Mail INBOX"); !strings.HasPrefix(st, "r NO [ALREADYEXISTS]") {
+		t.Errorf("RENAME to INBOX: %q", st)
 	}
 }
 
