@@ -43,6 +43,10 @@ func main() {
 			{Name: "lmtp", Kind: lean.Bool, Usage: "speak LMTP (RFC 2033) on standard input and output or on --listen sockets, for a stream of messages: runs tern-lmtpd(8) with the other arguments"},
 		},
 		Action: func(c *lean.Context) error {
+			if c.Bool("lmtp") {
+				// A spelling lmtpArgs does not take (--lmtp=1).
+				return lean.UsageError("write --lmtp alone, before MAILDIR or any argument")
+			}
 			if c.NArg() > 1 {
 				return lean.UsageError("one MAILDIR at most, got %d arguments", c.NArg())
 			}
