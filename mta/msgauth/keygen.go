@@ -65,6 +65,13 @@ func validLabels(s string, max int) bool {
 	return true
 }
 
+// ValidDomain reports whether s is a domain name keys can be made for:
+// two labels or more of letters, digits and hyphens (IDNs as A-labels).
+func ValidDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	return validLabels(s, 253) && strings.Contains(s, ".")
+}
+
 // ErrKeyExists is returned by GenerateKey when the key file is there
 // already: a key in use is never replaced by accident.
 var ErrKeyExists = errors.New("DKIM key exists")
@@ -74,7 +81,7 @@ var ErrKeyExists = errors.New("DKIM key exists")
 // and returns its path and the key record to publish.
 func GenerateKey(confDir, domain, selector, keyType string) (path, record string, err error) {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
-	if !validLabels(domain, 253) || !strings.Contains(domain, ".") {
+	if !ValidDomain(domain) {
 		return "", "", fmt.Errorf("domain %q: want a domain name such as example.org", domain)
 	}
 	if !ValidSelector(selector) {
