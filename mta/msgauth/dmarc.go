@@ -153,6 +153,20 @@ func (c *Checker) checkDMARC(ctx context.Context, from string, spfV SPFVerdict, 
 			return v
 		}
 	}
+	// No aligned pass. When an aligned check could not finish for a DNS
+	// failure, it might have passed: a temperror, so that the message is
+	// retried rather than refused (RFC 7489 §6.6.2 leaves this to the
+	// receiver; losing mail to a DNS outage is never our choice).
+	if spfV.Result == "temperror" && aligned(rec.SPFAlignment, from, spfV.Domain) {
+		v.Result, v.Reason = authres.ResultTempError, "SPF temperror"
+		return v
+	}
+	for _, d := range dkimVs {
+		if d.Result == authres.ResultTempError && aligned(rec.DKIMAlignment, from, d.Domain) {
+			v.Result, v.Reason = authres.ResultTempError, "DKIM temperror"
+			return v
+		}
+	}
 	v.Result = authres.ResultFail
 	v.Policy = v.Published
 	if rec.Percent != nil && *rec.Percent < 100 && c.sample() >= *rec.Percent {

@@ -307,6 +307,12 @@ func TestDMARC(t *testing.T) {
 	srv.TXT("_dmarc.two.test", "v=DMARC1; p=reject")
 	srv.TXT("_dmarc.two.test", "v=DMARC1; p=none")
 	srv.TXT("_dmarc.nop.test", "v=spf1 -all")
+	srv.TXT("_dmarc.spftemp.test", "v=DMARC1; p=reject")
+	srv.TXT("spftemp.test", "v=spf1 -all")
+	srv.ServFail("spftemp.test")
+	srv.TXT("_dmarc.dkimtemp.test", "v=DMARC1; p=reject")
+	srv.TXT("ed._domainkey.dkimtemp.test", "v=DKIM1; p=")
+	srv.ServFail("ed._domainkey.dkimtemp.test")
 	c := newChecker(t, srv)
 
 	msgFrom := func(from string) string {
@@ -344,6 +350,9 @@ func TestDMARC(t *testing.T) {
 		{"not a DMARC record", good, "b@x.test", msgFrom("a@nop.test"), 0, "none", "none"},
 		{"two records", good, "b@x.test", msgFrom("a@two.test"), 0, "none", "none"},
 		{"lookup fails", bad, "b@x.test", msgFrom("a@temp.test"), 0, "temperror", "none"},
+		{"aligned SPF temperror", bad, "b@spftemp.test", msgFrom("a@spftemp.test"), 0, "temperror", "none"},
+		{"aligned DKIM temperror", bad, "b@x.test", signedBy("a@dkimtemp.test", "dkimtemp.test"), 0, "temperror", "none"},
+		{"unaligned DKIM temperror", bad, "b@x.test", signedBy("a@example.org", "dkimtemp.test"), 0, "fail", "reject"},
 		{"bad record", bad, "b@x.test", msgFrom("a@bad.test"), 0, "permerror", "none"},
 		{"no From", good, "b@x.test", strings.Replace(plainMsg, "From: Alice <alice@example.org>\r\n", "", 1), 0, "permerror", "none"},
 		{"two From", good, "b@x.test", "From: a@example.org\r\n" + plainMsg, 0, "permerror", "none"},
