@@ -28,12 +28,17 @@ const python = "/usr/bin/python3"
 // Debian package pkg brings.
 func needPython(t *testing.T, module, pkg string) {
 	t.Helper()
-	if err := exec.Command(python, "-c", "import "+module).Run(); err != nil {
+	if err := pythonHas(module); err != nil {
 		t.Skipf("interop test needs %s with %s: apt-get install %s (%v)", python, module, pkg, err)
 	}
 }
 
-func runPython(t *testing.T, stdin string, args ...string) string {
+// pythonHas says why /usr/bin/python3 cannot import module, or nil.
+func pythonHas(module string) error {
+	return exec.Command(python, "-c", "import "+module).Run()
+}
+
+func runPython(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(python, append([]string{"testdata/interop.py"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)

@@ -40,7 +40,7 @@ var (
 )
 
 // testRSAKey is made once: a 2048-bit key takes a noticeable while.
-func testRSAKey(t *testing.T) *rsa.PrivateKey {
+func testRSAKey(testing.TB) *rsa.PrivateKey {
 	rsaOnce.Do(func() {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
@@ -51,7 +51,7 @@ func testRSAKey(t *testing.T) *rsa.PrivateKey {
 	return rsaKey
 }
 
-func newEd25519(t *testing.T) ed25519.PrivateKey {
+func newEd25519(t testing.TB) ed25519.PrivateKey {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,9 @@
 #   dkim-verify RECORDS.json < message     one line per signature: pass|fail
 #   dkim-sign KEY DOMAIN SELECTOR ALGO < message   the signed message
 #   spf PORT IP SENDER HELO               pyspf's result, asking 127.0.0.1:PORT
+#   dkim-bench RECORDS.json N < message   seconds per verification of all
+#                                          signatures, start-up excluded
+#   spf-bench PORT IP SENDER HELO N       seconds per SPF check
 import json
 import sys
 
@@ -24,6 +27,44 @@ def dkim_verify(records_path):
         except dkim.DKIMException:
             ok = False
         print('pass' if ok else 'fail')
+
+
+def dkim_bench(records_path, n):
+    import time
+    import dkim
+    with open(records_path) as f:
+        records = json.load(f)
+
+    def dnsfunc(name, timeout=5):
+        return records.get(name.decode().rstrip('.').lower(), '').encode()
+
+    msg = sys.stdin.buffer.read()
+    n = int(n)
+    start = time.perf_counter()
+    for _ in range(n):
+        d = dkim.DKIM(msg)
+        sigs = sum(1 for k, _ in d.headers if k.lower() == b'dkim-signature')
+        for i in range(sigs):
+            if not d.verify(idx=i, dnsfunc=dnsfunc):
+                sys.exit('signature %d did not verify' % i)
+    print((time.perf_counter() - start) / n)
+
+
+def spf_bench(port, ip, sender, helo, n):
+    import time
+    import dns.resolver
+    import spf
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = ['127.0.0.1']
+    r.port = int(port)
+    r.lifetime = 2
+    dns.resolver.default_resolver = r
+    n = int(n)
+    start = time.perf_counter()
+    for _ in range(n):
+        if spf.check2(i=ip, s=sender, h=helo)[0] != 'pass':
+            sys.exit('SPF did not pass')
+    print((time.perf_counter() - start) / n)
 
 
 def dkim_sign(key_path, domain, selector, algo):
@@ -51,4 +92,5 @@ def spf_check(port, ip, sender, helo):
 
 if __name__ == '__main__':
     cmd, args = sys.argv[1], sys.argv[2:]
-    {'dkim-verify': dkim_verify, 'dkim-sign': dkim_sign, 'spf': spf_check}[cmd](*args)
+    {'dkim-verify': dkim_verify, 'dkim-sign': dkim_sign, 'spf': spf_check,
+     'dkim-bench': dkim_bench, 'spf-bench': spf_bench}[cmd](*args)
