@@ -107,28 +107,29 @@ func (c *Checker) Check(ctx context.Context, env Envelope, msg io.Reader) (*Verd
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	// SPF needs only the envelope: it asks the DNS while the message is
+	// read and its signatures checked.
+	spfc := make(chan SPFVerdict, 1)
+	go func() { spfc <- c.checkSPF(ctx, env) }()
+
 	// The header is kept to be read twice: for DMARC's From here, and
 	// by the DKIM verifier, which wants the whole message as a stream.
 	src := &readRecorder{r: msg}
 	br := bufio.NewReader(src)
 	raw, err := readHeaderBytes(br)
 	if err != nil {
+		cancel()
+		<-spfc
 		return nil, err
 	}
 	hdr, hdrErr := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	dkimVs, dkimErr := c.verifyDKIM(ctx, io.MultiReader(bytes.NewReader(raw), br))
+	v := &Verdict{SPF: <-spfc, DKIM: dkimVs}
 	if src.err != nil {
 		return nil, fmt.Errorf("read message: %w", src.err)
 	}
-	d := struct {
-		v   []DKIMVerdict
-		err error
-	}{dkimVs, dkimErr}
-
-	v := &Verdict{SPF: c.checkSPF(ctx, env), DKIM: d.v}
-	if d.err != nil {
-		// Not a signature's fault: a message whose header cannot be
-		// read. Each signature then goes unverified.
+	if dkimErr != nil {
+		// Not a signature's fault: a header the verifier cannot read.
 		v.DKIM = []DKIMVerdict{{Result: authres.ResultPermError, Reason: "unreadable header"}}
 	}
 	var from string
