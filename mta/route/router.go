@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/resolver"
 	"github.com/tern-mail/tern/mta"
