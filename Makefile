@@ -16,8 +16,8 @@ QUEUEDIR ?= /var/spool/tern
 BUILDDIR ?= bin
 GO      ?= go
 # Static binaries without urfave/cli's man-page generator: a delivery agent
-# is started once per message, and dynamic linking plus the markdown
-# package's init cost half a millisecond each (tests/bench/deliver.sh).
+# is started once per message, and dynamic linking and the markdown
+# package's init are paid by every start (tests/bench/deliver.sh).
 export CGO_ENABLED ?= 0
 export GOFLAGS += -tags=urfave_cli_no_docs
 BINDIR   = $(DESTDIR)$(PREFIX)/bin

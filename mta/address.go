@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // MaxAddress bounds an envelope address: RFC 5321 §4.5.3.1.3 allows a path
@@ -134,140 +136,51 @@ func CheckDomain(d string) (string, error) {
 		}
 		return d, nil
 	}
-	d = strings.TrimSuffix(d, ".")
-	if len(d) > 253 {
+	a, err := ASCIIDomain(d)
+	if err != nil {
+		return "", err
+	}
+	if len(a) > 253 {
 		return "", errors.New("domain longer than 253 octets")
 	}
-	labels := strings.Split(d, ".")
-	for i, l := range labels {
+	labels := strings.Split(a, ".")
+	for _, l := range labels {
 		if l == "" {
 			return "", errors.New("domain has an empty label")
 		}
-		a, err := ToALabel(l)
-		if err != nil {
-			return "", fmt.Errorf("label %q: %w", l, err)
-		}
-		if len(a) > 63 {
+		if len(l) > 63 {
 			return "", fmt.Errorf("label %q longer than 63 octets", l)
 		}
 		// RFC 5321 §4.1.2: Let-dig [Ldh-str]
-		for j := 0; j < len(a); j++ {
-			c := a[j]
-			ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && j > 0 && j < len(a)-1
+		for j := 0; j < len(l); j++ {
+			c := l[j]
+			ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && j > 0 && j < len(l)-1
 			if !ok {
 				return "", fmt.Errorf("label %q has %q: only letters, digits and inner hyphens", l, c)
 			}
 		}
-		labels[i] = a
 	}
-	return strings.Join(labels, "."), nil
+	return a, nil
 }
 
-// ToALabel lower-cases a label and, when it is not ASCII, encodes it with
-// Punycode (RFC 3492) behind the "xn--" prefix (RFC 5891 §4.4). Lower-casing
-// stands in for the full IDNA2008 mapping (RFC 5895), which needs Unicode
-// tables the standard library does not carry; it gives the same A-label for
-// the names people type.
-func ToALabel(label string) (string, error) {
-	label = strings.ToLower(label)
-	ascii := true
-	for i := 0; i < len(label); i++ {
-		if label[i] >= 0x80 {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return label, nil
-	}
-	p, err := punycode(label)
-	if err != nil {
-		return "", err
-	}
-	return "xn--" + p, nil
-}
-
-// punycode is the encoder of RFC 3492 §6.3 with the parameters of §5.
-func punycode(s string) (string, error) {
-	const (
-		base, tmin, tmax, skew, damp = 36, 1, 26, 38, 700
-		initialBias, initialN        = 72, 128
-	)
-	runes := []rune(s)
-	var out strings.Builder
-	b := 0
-	for _, r := range runes {
-		if r < 0x80 {
-			out.WriteRune(r)
-			b++
-		}
-	}
-	h := b
-	if b > 0 {
-		out.WriteByte('-')
-	}
-	digit := func(d int) byte {
-		if d < 26 {
-			return byte('a' + d)
-		}
-		return byte('0' + d - 26)
-	}
-	adapt := func(delta, numPoints int, first bool) int {
-		if first {
-			delta /= damp
-		} else {
-			delta /= 2
-		}
-		delta += delta / numPoints
-		k := 0
-		for delta > ((base-tmin)*tmax)/2 {
-			delta /= base - tmin
-			k += base
-		}
-		return k + (base-tmin+1)*delta/(delta+skew)
-	}
-	n, delta, bias := initialN, 0, initialBias
-	for h < len(runes) {
-		m := int(^uint(0) >> 1)
-		for _, r := range runes {
-			if int(r) >= n && int(r) < m {
-				m = int(r)
+// ASCIIDomain returns domain as the DNS and the SMTP envelope carry it: in
+// A-labels, lower-case, without the final dot. A name with a non-ASCII
+// character goes through IDNA's lookup profile (the UTS #46 mapping, the
+// checks of RFC 5891 §5.4, Punycode of RFC 3492); an ASCII name is only
+// lower-cased, because those checks would refuse ASCII names the DNS
+// holds, such as ones with '_'. Each caller then checks what it accepts.
+func ASCIIDomain(domain string) (string, error) {
+	d := strings.TrimSuffix(domain, ".")
+	for i := 0; i < len(d); i++ {
+		if d[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(d)
+			if err != nil {
+				return "", fmt.Errorf("internationalised domain %q: %w", domain, err)
 			}
+			return a, nil
 		}
-		if (m-n)*(h+1) > 1<<30 {
-			return "", errors.New("punycode overflow")
-		}
-		delta += (m - n) * (h + 1)
-		n = m
-		for _, r := range runes {
-			if int(r) < n {
-				delta++
-			}
-			if int(r) == n {
-				q := delta
-				for k := base; ; k += base {
-					t := k - bias
-					if t < tmin {
-						t = tmin
-					} else if t > tmax {
-						t = tmax
-					}
-					if q < t {
-						break
-					}
-					out.WriteByte(digit(t + (q-t)%(base-t)))
-					q = (q - t) / (base - t)
-				}
-				out.WriteByte(digit(q))
-				bias = adapt(delta, h+1, h == b)
-				delta = 0
-				h++
-			}
-		}
-		delta++
-		n++
 	}
-	return out.String(), nil
+	return strings.ToLower(d), nil
 }
 
 // SplitAddress splits an address at its last "@"; domain is "" for a bare

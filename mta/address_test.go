@@ -25,6 +25,8 @@ func TestCheckAddress(t *testing.T) {
 		{"bob@exa mple.org", "", "only letters"},
 		{"bob@-x.org", "", "only letters"},
 		{"bob@x..org", "", "empty label"},
+		{"bob@bücher..org", "", "empty label"},
+		{"bob@bücher_x.org", "", "internationalised domain"},
 		{"bob@exa\nmple.org", "", "control"},
 		{strings.Repeat("a", 65) + "@x.org", "", "64 octets"},
 		{"a@" + strings.Repeat("b", 64) + ".org", "", "63 octets"},
@@ -45,21 +47,35 @@ func TestCheckAddress(t *testing.T) {
 	}
 }
 
-// TestPunycode: the samples of RFC 3492 §7.1 that are plain code points,
-// lower-cased, and IDNA examples.
-func TestPunycode(t *testing.T) {
+// TestASCIIDomain: IDNA's lookup profile for names that are not ASCII
+// (samples of RFC 3492 §7.1 and IDNA examples, UTS #46 mapping of case and
+// width, refusals of RFC 5891 §5.4), lower-casing alone for ASCII names.
+func TestASCIIDomain(t *testing.T) {
 	for in, want := range map[string]string{
-		"bücher":                 "xn--bcher-kva",
-		"münchen":                "xn--mnchen-3ya",
-		"例え":                     "xn--r8jz45g",
-		"ليهمابتكلموشعربي؟":      "xn--egbpdaj6bu4bxfgehfvwxn",
-		"他们为什么不说中文":              "xn--ihqwcrb4cv8a8dqg056pqjye",
-		"pročprostěnemluvíčesky": "xn--proprostnemluvesky-uyb24dma41a",
-		"ascii":                  "ascii",
+		"bücher.example":            "xn--bcher-kva.example",
+		"BÜCHER.Example.":           "xn--bcher-kva.example",
+		"münchen.de":                "xn--mnchen-3ya.de",
+		"例え.jp":                     "xn--r8jz45g.jp",
+		"他们为什么不说中文":                 "xn--ihqwcrb4cv8a8dqg056pqjye",
+		"pročprostěnemluvíčesky.cz": "xn--proprostnemluvesky-uyb24dma41a.cz",
+		"ｅｘａｍｐｌｅ．ｃｏｍ.ü":             "example.com.xn--tda",
+		"ASCII.Example":             "ascii.example",
+		"_dmarc.Example":            "_dmarc.example",
+		"xn--bcher-kva.example":     "xn--bcher-kva.example",
+		"faß.de":                    "xn--fa-hia.de",
+		"bücher_x.example":          "",
+		"-bücher.example":           "",
+		"\u200dbücher.example":      "",
 	} {
-		got, err := ToALabel(in)
+		got, err := ASCIIDomain(in)
+		if want == "" {
+			if err == nil {
+				t.Errorf("ASCIIDomain(%q) = %q, want an error", in, got)
+			}
+			continue
+		}
 		if err != nil || got != want {
-			t.Errorf("ToALabel(%q) = %q, %v; want %q", in, got, err, want)
+			t.Errorf("ASCIIDomain(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 }

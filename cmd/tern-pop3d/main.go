@@ -54,9 +54,9 @@ func run(c *cli.Context) error {
 		return err
 	}
 	opts := serve.FromCLI(c, serve.Options{Log: log, Env: os.Environ(), Args: os.Args, Idle: timeouts.Idle, Total: timeouts.Total})
-	// A session holds the names and sizes of its maildrop: about 14 MiB
-	// at 100,000 messages. The limit keeps the whole process under 50 MB
-	// there (tests/bench/pop3.sh).
+	// A session holds the names and sizes of its maildrop, which grow with
+	// it; the limit keeps the whole process within tests/bench/pop3.sh's
+	// memory goal at its largest maildrop.
 	opts.SessionMemory = 32 << 20
 	opts.Busy = func(nc net.Conn) { io.WriteString(nc, "-ERR [SYS/TEMP] too many connections, try again later\r\n") }
 	if opts.TLS, err = tlsconf.ServerConfig(cf.Dir, log); err != nil {

@@ -45,9 +45,8 @@ const (
 )
 
 // Defaults for new hashes. Argon2id with 64 MiB, 3 passes, one lane is
-// the second recommendation of RFC 9106 §4 (the first needs 2 GiB), and
-// costs about 0.1 s on one core of a small server; bcrypt cost 10 is what
-// Dovecot and htpasswd -B use.
+// the second recommendation of RFC 9106 §4 (the first needs 2 GiB);
+// bcrypt cost 10 is what Dovecot and htpasswd -B use.
 const (
 	DefaultArgonMemory = 64 * 1024 // KiB
 	DefaultArgonTime   = 3

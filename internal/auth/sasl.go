@@ -55,55 +55,50 @@ func NewSASLServer(ctx context.Context, mech string, a Authenticator, remote net
 	result := func() *Account { return acct }
 	switch strings.ToUpper(mech) {
 	case MechPlain:
-		return &plainServer{check: check}, result, nil
+		return newPlainServer(check), result, nil
 	case MechLogin:
 		return &loginServer{check: check}, result, nil
 	}
 	return nil, nil, fmt.Errorf("unsupported SASL mechanism %q", mech)
 }
 
-// maxSASLResponse bounds one decoded response: a name, a password and
-// separators, with room to spare.
-const maxSASLResponse = 2048
-
-// ParsePlain splits a PLAIN response "authzid\0authcid\0passwd" (RFC 4616
-// §2), refusing anything else: two NULs exactly, a non-empty authcid and
-// password, no longer than the RFC's 255 octets for each identity.
-func ParsePlain(resp []byte) (authzid, user, pass string, err error) {
-	if len(resp) > maxSASLResponse {
-		return "", "", "", fmt.Errorf("%w: PLAIN response too long", ErrBadSASL)
-	}
-	f := bytes.Split(resp, []byte{0})
-	if len(f) != 3 {
-		return "", "", "", fmt.Errorf("%w: PLAIN wants authzid NUL authcid NUL password", ErrBadSASL)
-	}
-	if len(f[1]) == 0 || len(f[2]) == 0 || len(f[0]) > 255 || len(f[1]) > 255 {
-		return "", "", "", fmt.Errorf("%w: PLAIN with an empty or overlong name or password", ErrBadSASL)
-	}
-	return string(f[0]), string(f[1]), string(f[2]), nil
-}
-
-// plainServer is go-sasl's PLAIN server with stricter parsing (go-sasl
-// accepts an empty name or password and does not bound lengths).
+// plainServer is go-sasl's PLAIN server (RFC 4616) with the names and
+// the password checked before the account is looked up, and a malformed
+// response told apart from a wrong password: go-sasl reports a response
+// without exactly two NULs with an anonymous error that only its English
+// text tells from the authenticator's, and the protocols answer the two
+// differently (ErrBadSASL: 501, BAD, -ERR). The authenticator not having
+// been called is what tells them apart here.
 type plainServer struct {
-	check func(authzid, user, pass string) error
-	done  bool
+	sasl.Server
+	checked bool
 }
+
+func newPlainServer(check func(authzid, user, pass string) error) *plainServer {
+	s := &plainServer{}
+	s.Server = sasl.NewPlainServer(func(authzid, user, pass string) error {
+		s.checked = true
+		// RFC 4616 §2: an authcid and a password of at least one
+		// character, identities of at most 255 octets.
+		if user == "" || pass == "" || len(authzid) > 255 || len(user) > 255 || len(pass) > maxSASLPassword {
+			return fmt.Errorf("%w: PLAIN with an empty or overlong name or password", ErrBadSASL)
+		}
+		return check(authzid, user, pass)
+	})
+	return s
+}
+
+// maxSASLPassword bounds a password in a SASL response, with room to spare.
+const maxSASLPassword = 1024
 
 func (s *plainServer) Next(resp []byte) ([]byte, bool, error) {
-	if s.done {
-		return nil, true, sasl.ErrUnexpectedClientResponse
+	chal, done, err := s.Server.Next(resp)
+	if err != nil && !s.checked {
+		err = fmt.Errorf("%w: PLAIN wants authzid NUL authcid NUL password (%v)", ErrBadSASL, err)
 	}
-	if resp == nil {
-		// No initial response: send an empty challenge (RFC 4616 §2).
-		return []byte{}, false, nil
-	}
-	s.done = true
-	authzid, user, pass, err := ParsePlain(resp)
-	if err != nil {
-		return nil, true, err
-	}
-	return nil, true, s.check(authzid, user, pass)
+	// An error ends the exchange, as LOGIN's does (go-sasl says not done
+	// for a malformed response).
+	return chal, done || err != nil, err
 }
 
 // loginServer is the server side of LOGIN, which go-sasl lacks: the
@@ -145,7 +140,7 @@ func (s *loginServer) Next(resp []byte) ([]byte, bool, error) {
 
 // ParseLoginField checks one LOGIN response.
 func parseLoginField(resp []byte, what string) (string, error) {
-	if len(resp) == 0 || len(resp) > 1024 || bytes.IndexByte(resp, 0) >= 0 {
+	if len(resp) == 0 || len(resp) > maxSASLPassword || bytes.IndexByte(resp, 0) >= 0 {
 		return "", fmt.Errorf("%w: LOGIN %s empty, overlong or with NUL", ErrBadSASL, what)
 	}
 	return string(resp), nil

@@ -106,28 +106,43 @@ func TestLoginChallenges(t *testing.T) {
 	}
 }
 
-func TestParsePlain(t *testing.T) {
-	for _, in := range []string{"", "alice\x00secret", "\x00\x00secret", "\x00alice\x00", "a\x00b\x00c\x00d", strings.Repeat("a", 300) + "\x00alice\x00x"} {
-		if _, _, _, err := ParsePlain([]byte(in)); !errors.Is(err, ErrBadSASL) {
-			t.Errorf("%q: %v, want ErrBadSASL", in, err)
+// TestPlainMalformed: a PLAIN response that is not "authzid NUL authcid
+// NUL password" with a name and a password is ErrBadSASL, never a failed
+// login, and the account is not looked up.
+func TestPlainMalformed(t *testing.T) {
+	for _, in := range []string{"", "alice\x00secret", "\x00\x00secret", "\x00alice\x00", "a\x00b\x00c\x00d",
+		strings.Repeat("a", 300) + "\x00alice\x00x", "\x00alice\x00" + strings.Repeat("p", 1025)} {
+		a := &fixedAuth{}
+		srv, result, _ := NewSASLServer(context.Background(), "PLAIN", a, netip.Addr{})
+		if _, done, err := srv.Next([]byte(in)); !errors.Is(err, ErrBadSASL) || !done || a.calls != 0 || result() != nil {
+			t.Errorf("%q: done %v, %v, %d lookups; want ErrBadSASL and none", in, done, err, a.calls)
 		}
-	}
-	z, u, p, err := ParsePlain([]byte("\x00alice\x00pass word"))
-	if err != nil || z != "" || u != "alice" || p != "pass word" {
-		t.Errorf("good response: %q %q %q %v", z, u, p, err)
 	}
 }
 
-func FuzzParsePlain(f *testing.F) {
+// FuzzPlain drives the PLAIN server with one arbitrary response: it is
+// malformed (ErrBadSASL, no lookup), or its three parts are what was looked
+// up, and only alice/secret gets in.
+func FuzzPlain(f *testing.F) {
 	f.Add([]byte("\x00alice\x00secret"))
 	f.Add([]byte("alice\x00alice\x00secret"))
+	f.Add([]byte("\x00alice"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		z, u, p, err := ParsePlain(b)
-		if err != nil {
-			return
+		a := &fixedAuth{}
+		srv, result, _ := NewSASLServer(context.Background(), "PLAIN", a, netip.Addr{})
+		_, done, err := srv.Next(b)
+		if !done {
+			t.Fatalf("%q: not done", b)
 		}
-		if z+"\x00"+u+"\x00"+p != string(b) {
-			t.Errorf("%q does not rebuild %q", []string{z, u, p}, b)
+		switch {
+		case errors.Is(err, ErrBadSASL):
+			if a.calls != 0 || result() != nil {
+				t.Errorf("%q: malformed, yet %d lookups", b, a.calls)
+			}
+		case err == nil:
+			if s := string(b); s != "\x00alice\x00secret" && s != "alice\x00alice\x00secret" || result() == nil {
+				t.Errorf("%q: let in", b)
+			}
 		}
 	})
 }
@@ -156,9 +171,13 @@ func FuzzLogin(f *testing.F) {
 	})
 }
 
-type fixedAuth struct{}
+// fixedAuth lets alice/secret in and counts the lookups.
+type fixedAuth struct {
+	calls int
+}
 
-func (fixedAuth) Authenticate(_ context.Context, user, pass string, _ netip.Addr) (*Account, error) {
+func (a *fixedAuth) Authenticate(_ context.Context, user, pass string, _ netip.Addr) (*Account, error) {
+	a.calls++
 	if user == "alice" && pass == "secret" {
 		return &Account{Name: "alice"}, nil
 	}

@@ -324,6 +324,14 @@ func runHandler(ctx context.Context, h Handler, c *Conn) (err error) {
 // connFD is its descriptor, else -1). LISTEN_PID must name this process,
 // as the protocol requires, so that descriptors meant for a parent are not
 // taken by a child that inherited the variables.
+//
+// Written here rather than with go-systemd's activation.Files (v22.7.0),
+// for two reasons: it reads os.Getenv, where Options.Env is the
+// environment a test or a caller gives; and for a LISTEN_FDS that is not a
+// count it returns no files and no error, so a server started with a bad
+// unit would take fd 0 as its connection instead of saying what is wrong.
+// Telling a listener from an Accept=yes connection (SO_ACCEPTCONN) is ours
+// either way.
 func listenFDs(o *Options) (lns []net.Listener, connFD int, err error) {
 	connFD = -1
 	if pid, _ := strconv.Atoi(o.getenv("LISTEN_PID")); pid == 0 || pid != os.Getpid() {

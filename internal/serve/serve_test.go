@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -619,5 +620,29 @@ func TestListenUnixSocket(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "x" {
 		t.Error("a plain file in the way was removed")
+	}
+}
+
+// TestListenFDsMalformed: systemd's variables naming this process with a
+// LISTEN_FDS that is not a count are a configuration error (78), not a
+// reason to serve fd 0 as if no socket had been passed; variables naming
+// another process are not ours and are left alone.
+func TestListenFDsMalformed(t *testing.T) {
+	pid := strconv.Itoa(os.Getpid())
+	for _, tc := range []struct {
+		env  []string
+		code int
+	}{
+		{[]string{"LISTEN_PID=" + pid, "LISTEN_FDS=x"}, sysexit.Config},
+		{[]string{"LISTEN_PID=" + pid, "LISTEN_FDS=0"}, sysexit.Config},
+		{[]string{"LISTEN_PID=" + pid, "LISTEN_FDS=100000"}, sysexit.Config},
+		{[]string{"LISTEN_PID=1", "LISTEN_FDS=x"}, sysexit.OK},
+		{[]string{"LISTEN_FDS=1"}, sysexit.OK},
+	} {
+		o := Options{Env: tc.env}
+		lns, fd, err := listenFDs(&o)
+		if code := sysexit.Code(err); err != nil && code != tc.code || err == nil && tc.code != sysexit.OK || lns != nil || fd != -1 {
+			t.Errorf("%v: %v, %d, %v (status %d); want status %d and nothing taken", tc.env, lns, fd, err, sysexit.Code(err), tc.code)
+		}
 	}
 }

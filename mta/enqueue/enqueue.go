@@ -118,9 +118,9 @@ func Run(o Options, env Env) (string, error) {
 	return Submit(q, o, env)
 }
 
-// readers are Submit's input buffers: tern-smtpd queues thousands of
-// messages a minute in one process, and a 64 KiB buffer made for each was
-// most of what it allocated.
+// readers are Submit's input buffers: tern-smtpd --listen queues every
+// message of every connection in one process, and a 64 KiB buffer made for
+// each was most of what it allocated.
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 
 // Submit is Run into a queue already open: tern-smtpd queues each message

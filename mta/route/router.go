@@ -14,10 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/idna"
-
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/resolver"
+	"github.com/tern-mail/tern/mta"
 )
 
 // DefaultPort is SMTP's well-known port: where MX hosts are reached
@@ -177,22 +176,13 @@ func (r *Router) Targets(ctx context.Context, domain string, rt *conf.Route) ([]
 }
 
 // LookupName returns domain as DNS is asked for it: A-labels, lower-case,
-// without the final dot. IDNA applies only to names that are not ASCII:
-// its rules (RFC 5891 §5.4) would refuse ASCII names the DNS holds, such
-// as ones with '_'.
+// without the final dot (mta.ASCIIDomain), checked for what a query name
+// may not hold.
 func LookupName(domain string) (string, error) {
-	d := strings.TrimSuffix(domain, ".")
-	for i := 0; i < len(d); i++ {
-		if d[i] >= 0x80 {
-			a, err := idna.Lookup.ToASCII(d)
-			if err != nil {
-				return "", err
-			}
-			d = a
-			break
-		}
+	d, err := mta.ASCIIDomain(domain)
+	if err != nil {
+		return "", err
 	}
-	d = strings.ToLower(d)
 	if len(d) == 0 || len(d) > 253 {
 		return "", errors.New("empty or longer than 253 bytes")
 	}

@@ -30,6 +30,7 @@ trap 'rm -rf "$work"' EXIT INT TERM
 
 CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o "$work/bin/" ./cmd/tern-mime ./tests/bench/mime/gencorpus
 "$work/bin/gencorpus" -o "$work/corpus" -n "$N" -big "$BIG"
+"$work/bin/gencorpus" -o "$work/ordinary" -n "$N" -big 0
 nfiles=$(wc -l < "$work/corpus/expect.txt")
 size=$(du -sm "$work/corpus" | cut -f1)
 
@@ -60,18 +61,26 @@ unpack() {
 	esac
 }
 
-# dirs OUT: one empty directory per message under OUT
+# dirs OUT [CORPUS]: one empty directory per message under OUT
 dirs() {
 	rm -rf "$1"
 	mkdir -p "$1"
-	(cd "$work/corpus" && for msg in *.eml; do echo "$1/${msg%.eml}"; done) | xargs mkdir
+	(cd "$work/${2:-corpus}" && for msg in *.eml; do echo "$1/${msg%.eml}"; done) | xargs mkdir
 }
 
-# pass TOOL OUT [RSSFILE]: unpack every message into OUT/<message>/
+# pass TOOL OUT [RSSFILE [CORPUS]]: unpack every message into OUT/<message>/
 pass() {
-	for msg in "$work"/corpus/*.eml; do
+	for msg in "$work/${4:-corpus}"/*.eml; do
 		d=${msg##*/}
 		unpack "$1" "$msg" "$2/${d%.eml}" "${3:-}" >/dev/null 2>&1 || true
+	done
+}
+
+# start TOOL OUT: the tool N times on an empty message, into OUT/<n>/
+start() {
+	for msg in "$work"/ordinary/*.eml; do
+		d=${msg##*/}
+		unpack "$1" /dev/null "$2/${d%.eml}" >/dev/null 2>&1 || true
 	done
 }
 
@@ -85,26 +94,39 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 # count the subshell's children) and saved in FILE.
 cpu() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] } print t }' "$1"; }
 
-# Timed passes, RUNS rounds of every tool in turn; each round starts with
-# the next tool, so that none always runs first, and each pass starts with
-# the disk quiet (sync), not writing back the pass before it.
-: > "$work/times"
+# rounds KIND: RUNS rounds of every tool in turn, appending "ROUND TOOL
+# WALL CPU" lines to $work/times.KIND; KIND is big (the corpus), ordinary
+# (the ordinary corpus) or start (empty input). Each round starts with the
+# next tool, so that none always runs first, and each pass starts with the
+# disk quiet (sync), not writing back the pass before it.
 ntools=$(echo $tools | wc -w)
-i=0
-while [ $i -lt "$RUNS" ]; do
-	order=$(echo $tools $tools | tr ' ' '\n' | tail -n +$((i % ntools + 1)) | head -n "$ntools")
-	for tool in $order; do
-		dirs "$work/out"
-		sync
-		times > "$work/cpu0"
-		t0=$(now)
-		pass "$tool" "$work/out"
-		t1=$(now)
-		times > "$work/cpu1"
-		echo "$i $tool $(echo "$t1 - $t0" | bc) $(echo "$(cpu "$work/cpu1") - $(cpu "$work/cpu0")" | bc)" >> "$work/times"
+rounds() {
+	: > "$work/times.$1"
+	i=0
+	while [ $i -lt "$RUNS" ]; do
+		order=$(echo $tools $tools | tr ' ' '\n' | tail -n +$((i % ntools + 1)) | head -n "$ntools")
+		for tool in $order; do
+			case $1 in
+			big) dirs "$work/out" ;;
+			*) dirs "$work/out" ordinary ;;
+			esac
+			sync
+			times > "$work/cpu0"
+			t0=$(now)
+			case $1 in
+			big) pass "$tool" "$work/out" ;;
+			ordinary) pass "$tool" "$work/out" "" ordinary ;;
+			start) start "$tool" "$work/out" ;;
+			esac
+			t1=$(now)
+			times > "$work/cpu1"
+			echo "$i $tool $(echo "$t1 - $t0" | bc) $(echo "$(cpu "$work/cpu1") - $(cpu "$work/cpu0")" | bc)" >> "$work/times.$1"
+		done
+		i=$((i + 1))
 	done
-	i=$((i + 1))
-done
+}
+rounds big
+cp "$work/times.big" "$work/times"
 # The ratio of each pass to tern-mime's in the same round.
 awk 'NR == FNR { if ($2 == "tern-mime") base[$1] = $3; next } { printf "%s %s %.4f %s\n", $2, $3, $3 / base[$1], $4 }' \
 	"$work/times" "$work/times" > "$work/ratios"
@@ -151,3 +173,22 @@ for tool in $tools; do
 done
 echo "kinds: 0 ASCII name base64 (and the big file), 1 RFC 2231 name, 2 RFC 2047 name, 3 quoted-printable text,"
 echo "       4 inside a forwarded message/rfc822, 5 uuencoded in the text, 6 7bit CSV, 7 two files, one RFC 2231 name in pieces"
+
+# One process per message: CPU time per process and its ratio to tern-mime's.
+rounds ordinary
+rounds start
+[ -n "${VERBOSE:-}" ] && sed "s/^/round ordinary: /" "$work/times.ordinary" >&2 && sed "s/^/round start: /" "$work/times.start" >&2
+echo
+echo "one process per message, $N messages: CPU time (user + system) per process, median of $RUNS rounds"
+printf '%-10s %-9s %14s %8s %14s\n' tool input "cpu µs/proc" ratio "wall µs/proc"
+for kind in ordinary start; do
+	awk 'NR == FNR { if ($2 == "tern-mime") base[$1] = $4; next } { printf "%s %.4f %.4f\n", $2, $4 / base[$1], $3 }' \
+		"$work/times.$kind" "$work/times.$kind" > "$work/ratios.$kind"
+	for tool in $tools; do
+		cpus=$(awk -v t="$tool" '$2 == t {print $4}' "$work/times.$kind" | median)
+		ratio=$(awk -v t="$tool" '$1 == t {print $2}' "$work/ratios.$kind" | median)
+		wall=$(awk -v t="$tool" '$1 == t {print $3}' "$work/ratios.$kind" | median)
+		printf '%-10s %-9s %14.0f %8.2f %14.0f\n' "$tool" "$kind" "$(echo "$cpus * 1000000 / $N" | bc -l)" "$ratio" "$(echo "$wall * 1000000 / $N" | bc -l)"
+	done
+done
+echo "ordinary: the corpus above without its big message ($(du -sk "$work/ordinary" | cut -f1) KiB); start: an empty message (tern-mime unpack, munpack -q, ripmime on /dev/null)"

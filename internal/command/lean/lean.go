@@ -1,25 +1,30 @@
 // Package lean runs a command line the way package command does — flags
-// with aliases, every flag also read from the environment, --help, usage
-// errors with status 64, one "prog: fatal: ..." line and a sysexits
-// status — without linking urfave/cli.
+// with aliases, every flag also read from the environment, subcommands,
+// --help, usage errors with status 64, one "prog: fatal: ..." line and a
+// sysexits status — without linking urfave/cli.
 //
 // It exists for the programs started once per message, where start-up is
-// most of the cost: tern-deliver. urfave/cli imports text/template, which
-// imports net/url and with it net/netip, and regexp, and it compiles a
-// regexp at init; in tern-deliver that was 2.3 MB of its 6.3 MB binary
-// and about 0.35 ms of every delivery's 1.8 ms on tmpfs (measured beside
-// tests/bench/deliver.sh's messages). The programs that run once per connection or
-// per person keep urfave/cli and package command.
+// much of the cost: tern-deliver (run by tern-queue, procmail or fetchmail
+// for every message) and tern-mime (run by scripts once per message, as
+// munpack is). urfave/cli imports text/template, which imports net/url and
+// with it net/netip, and regexp, and it compiles regexps and formats
+// strings at init; every start pays for that whether a flag is read or
+// not. tests/bench/mime.sh's "start" rows and tests/bench/deliver.sh show
+// what it costs a process. The programs that run once per connection or per
+// person keep urfave/cli and package command.
 //
 // Parsing follows the standard flag package, which urfave/cli v2 uses
 // underneath, so a command line means the same to both: -name and --name
 // alike, "-name value" or "-name=value", a bool flag takes no separate
 // value (-name=false turns it off), parsing stops at the first argument
-// that is not a flag or at "--", and the last of repeated flags wins. A
-// value from the command line wins over one from the environment; of
-// several environment variables the first that is set wins, as urfave/cli
-// does (an empty string set in the environment counts for a string flag and
-// turns a bool flag off, and is ignored for an int flag).
+// that is not a flag or at "--", and the last of repeated flags wins (a
+// Strings flag keeps them all, each with its spaces trimmed). A value from
+// the command line wins over one from the environment; of several
+// environment variables the first that is set wins, as urfave/cli does (an
+// empty string set in the environment counts for a string flag, turns a
+// bool flag off, is ignored for an int flag and is one empty item of a
+// Strings flag). A subcommand is the first argument after the program's
+// own flags, and its flags follow it, as with urfave/cli's Commands.
 package lean
 
 import (
@@ -40,6 +45,7 @@ const (
 	String Kind = iota
 	Bool
 	Int
+	Strings // repeatable: every occurrence is kept, in order
 )
 
 // Flag is one command-line flag.
@@ -48,7 +54,7 @@ type Flag struct {
 	Aliases []string // other names, usually one letter: -m
 	EnvVars []string // read, first set wins, when the flag is not given
 	Kind    Kind
-	Value   string // the default
+	Value   string // the default (none for Strings)
 	// Usage is one line for --help; a word in `backquotes` names the
 	// flag's value there.
 	Usage string
@@ -61,13 +67,26 @@ type App struct {
 	UsageText   string // the synopsis
 	Description string
 	Flags       []Flag
-	Action      func(*Context) error
+	// Commands are the subcommands; with them, Action runs only when the
+	// first argument names none (to say so).
+	Commands []Command
+	Action   func(*Context) error
+}
+
+// Command is a subcommand: "prog NAME [flags] [args]".
+type Command struct {
+	Name      string
+	Usage     string // one line: what it does
+	ArgsUsage string // what follows the flags, for --help
+	Flags     []Flag
+	Action    func(*Context) error
 }
 
 // Context is a parsed command line.
 type Context struct {
 	flags  []Flag
-	values []string // by index into flags
+	values []string   // by index into flags
+	lists  [][]string // by index into flags, for Strings flags
 	args   []string
 }
 
@@ -86,8 +105,17 @@ func Run(app *App, args []string, lookupEnv func(string) (string, bool), stdout,
 		writeHelp(stdout, app)
 		return sysexit.OK
 	}
+	action := app.Action
+	if cmd := app.command(c, err); cmd != nil {
+		c, help, err = parse(cmd.Flags, c.args[1:], lookupEnv)
+		if help {
+			writeCommandHelp(stdout, app, cmd)
+			return sysexit.OK
+		}
+		action = cmd.Action
+	}
 	if err == nil {
-		err = app.Action(c)
+		err = action(c)
 	}
 	if err == nil {
 		return sysexit.OK
@@ -100,12 +128,25 @@ func Run(app *App, args []string, lookupEnv func(string) (string, bool), stdout,
 	return code
 }
 
+// command returns the subcommand the parsed arguments c name, if any.
+func (app *App) command(c *Context, err error) *Command {
+	if err != nil || len(c.args) == 0 {
+		return nil
+	}
+	for i := range app.Commands {
+		if app.Commands[i].Name == c.args[0] {
+			return &app.Commands[i]
+		}
+	}
+	return nil
+}
+
 func usageError(format string, args ...any) error {
 	return sysexit.New(sysexit.Usage, format, args...)
 }
 
 func parse(flags []Flag, args []string, lookupEnv func(string) (string, bool)) (*Context, bool, error) {
-	c := &Context{flags: flags, values: make([]string, len(flags))}
+	c := &Context{flags: flags, values: make([]string, len(flags)), lists: make([][]string, len(flags))}
 	given := make([]bool, len(flags))
 	for len(args) > 0 {
 		a := args[0]
@@ -143,6 +184,9 @@ func parse(flags []Flag, args []string, lookupEnv func(string) (string, bool)) (
 		if err := check(flags[i], value); err != nil {
 			return nil, false, usageError("invalid value %q for flag -%s: %v", value, name, err)
 		}
+		if flags[i].Kind == Strings {
+			c.lists[i] = append(c.lists[i], strings.TrimSpace(value))
+		}
 		c.values[i], given[i] = value, true
 	}
 	c.args = args
@@ -164,6 +208,10 @@ func parse(flags []Flag, args []string, lookupEnv func(string) (string, bool)) (
 			}
 			if err := check(f, v); err != nil {
 				return nil, false, usageError("could not parse %q from environment variable %s for flag %s: %v", v, e, f.Name, err)
+			}
+			if f.Kind == Strings {
+				// One item, commas and all: addresses have commas of their own.
+				c.lists[i] = []string{strings.TrimSpace(v)}
 			}
 			c.values[i] = v
 			break
@@ -223,6 +271,12 @@ func (c *Context) Int64(name string) int64 {
 	return n
 }
 
+// Strings returns every value of the Strings flag called name.
+func (c *Context) Strings(name string) []string {
+	c.value(name, Strings)
+	return c.lists[c.index(name)]
+}
+
 // Args returns the arguments after the flags.
 func (c *Context) Args() []string { return c.args }
 
@@ -233,14 +287,38 @@ func (c *Context) NArg() int { return len(c.args) }
 // program's help reads alike (and tests/manpages_test.go finds the flags).
 func writeHelp(w io.Writer, app *App) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "NAME:\n   %s - %s\n\nUSAGE:\n   %s\n", app.Name, app.Usage, app.UsageText)
+	fmt.Fprintf(&b, "NAME:\n   %s - %s\n\nUSAGE:\n   %s\n", app.Name, app.Usage, strings.ReplaceAll(app.UsageText, "\n", "\n   "))
 	if app.Description != "" {
 		fmt.Fprintf(&b, "\nDESCRIPTION:\n   %s\n", strings.ReplaceAll(app.Description, "\n", "\n   "))
 	}
+	if len(app.Commands) > 0 {
+		b.WriteString("\nCOMMANDS:\n")
+		width := 0
+		for _, cmd := range app.Commands {
+			width = max(width, len(cmd.Name))
+		}
+		for _, cmd := range app.Commands {
+			fmt.Fprintf(&b, "   %-*s  %s\n", width, cmd.Name, cmd.Usage)
+		}
+	}
 	b.WriteString("\nGLOBAL OPTIONS:\n")
+	writeFlags(&b, app.Flags)
+	io.WriteString(w, b.String())
+}
+
+// writeCommandHelp writes a subcommand's --help, as urfave/cli lays it out.
+func writeCommandHelp(w io.Writer, app *App, cmd *Command) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "NAME:\n   %s %s - %s\n\nUSAGE:\n   %s\n\nOPTIONS:\n",
+		app.Name, cmd.Name, cmd.Usage, strings.TrimSpace(app.Name+" "+cmd.Name+" [command options] "+cmd.ArgsUsage))
+	writeFlags(&b, cmd.Flags)
+	io.WriteString(w, b.String())
+}
+
+func writeFlags(b *strings.Builder, flags []Flag) {
 	var names, usages []string
 	width := 0
-	for _, f := range app.Flags {
+	for _, f := range flags {
 		arg, usage := valueName(f)
 		var ns []string
 		for _, n := range append([]string{f.Name}, f.Aliases...) {
@@ -250,21 +328,27 @@ func writeHelp(w io.Writer, app *App) {
 			}
 			ns = append(ns, dash+n+arg)
 		}
-		if f.Value != "" && f.Kind != String {
+		switch {
+		case f.Value != "" && f.Kind == String:
+			usage += fmt.Sprintf(" (default: %q)", f.Value)
+		case f.Value != "":
 			usage += " (default: " + f.Value + ")"
 		}
 		if len(f.EnvVars) > 0 {
 			usage += " [$" + strings.Join(f.EnvVars, ", $") + "]"
 		}
-		names = append(names, strings.Join(ns, ", "))
+		name := strings.Join(ns, ", ")
+		if f.Kind == Strings {
+			name += " [ " + name + " ]"
+		}
+		names = append(names, name)
 		usages = append(usages, usage)
-		width = max(width, len(names[len(names)-1]))
+		width = max(width, len(name))
 	}
 	names, usages = append(names, "--help, -h"), append(usages, "show help")
 	for i := range names {
-		fmt.Fprintf(&b, "   %-*s  %s\n", width, names[i], usages[i])
+		fmt.Fprintf(b, "   %-*s  %s\n", width, names[i], usages[i])
 	}
-	io.WriteString(w, b.String())
 }
 
 // valueName takes the `NAME` out of a usage line, as urfave/cli does.
