@@ -207,6 +207,15 @@ func (s *smtpClient) transaction(from, to string) {
 	s.expect("DATA", "354")
 }
 
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 func cidOf(t *testing.T, greeting string) string {
 	t.Helper()
 	m := regexp.MustCompile(`cid=(\S+)`).FindStringSubmatch(greeting)
@@ -344,6 +353,10 @@ func TestSmtpdSmuggling(t *testing.T) {
 		{"CR.CR", "Subject: a\r\n\r\nfirst\r.\r" + hidden},
 		{"bare LF", "Subject: a\n\nbody\r\n"},
 		{"bare CR", "Subject: a\r\n\r\nbo\rdy\r\n"},
+		// go-smtp's data reader drops a line's leading dot and the bare
+		// CR after it: the server must see the bytes as sent.
+		{"dot CR", "Subject: a\r\n\r\na\r\n.\rhidden\r\n"},
+		{"dot CR at the start", ".\rSubject: a\r\n\r\nbody\r\n"},
 		{"NUL", "Subject: a\r\n\r\nbo\x00dy\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -351,7 +364,9 @@ func TestSmtpdSmuggling(t *testing.T) {
 			c.expectReply("220 ")
 			c.transaction("a@remote.example", "bob@example.org")
 			c.send(tc.body + ".\r\n")
-			c.expectReply("550 5.6.0 ")
+			if got := c.expectReply("550 5.6.0 "); !isASCII(got) {
+				t.Errorf("reply is not ASCII: %q", got)
+			}
 			// Nothing of it was taken as commands.
 			c.expect("NOOP", "250")
 			c.expect("QUIT", "221")
@@ -380,6 +395,43 @@ func TestSmtpdSmuggling(t *testing.T) {
 	if msgs := expectQueued(t, r, 1); !strings.HasSuffix(msgs[0], "Subject: b\n\nclean\n") {
 		t.Fatalf("BDAT message: %q", msgs[0])
 	}
+}
+
+// TestSmtpdPostmaster: RCPT TO:<postmaster> without a domain is accepted
+// in any case spelling (RFC 5321 section 4.5.1) and queued for
+// "postmaster", which the queue's aliases resolve; any other local part
+// without a domain is refused.
+func TestSmtpdPostmaster(t *testing.T) {
+	r, stub := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--enqueue", stub, "--greet-delay", "0")
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("EHLO client.example", "250")
+	c.expect("MAIL FROM:<a@remote.example>", "250")
+	c.expect("RCPT TO:<bob>", "501 5.5.2 ")
+	c.expect("RCPT TO:<postmaster>", "250")
+	c.expect("RCPT TO:<PostMaster> NOTIFY=NEVER", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: to the postmaster\r\n\r\nhello\r\n.\r\n")
+	c.expectReply("250 2.0.0 ok: queued")
+	expectQueued(t, r, 1)
+	if args := queuedArgs(t, r); len(args) != 1 || !strings.HasSuffix(args[0], "-- postmaster <PostMaster> NOTIFY=NEVER") {
+		t.Fatalf("enqueue arguments: %q", args)
+	}
+	// Through smtplib too, as a real client sends it.
+	Need(t, "python3")
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("python3", "-c", `
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+s.ehlo("client.example")
+print(s.sendmail("a@remote.example", ["postmaster"], "Subject: x\r\n\r\nhi\r\n"))
+s.quit()
+`, host, port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtplib: %v\n%s", err, out)
+	}
+	expectQueued(t, r, 2)
 }
 
 // TestSmtpdSize: SIZE announces --max-size; a message of exactly that

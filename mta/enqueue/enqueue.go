@@ -78,7 +78,7 @@ func (c Conversation) check() error {
 	switch c.Ret {
 	case "", "FULL", "HDRS":
 	default:
-		return sysexit.New(sysexit.Usage, "ret %q: give full or hdrs (RFC 3461 §4.3)", c.Ret)
+		return sysexit.New(sysexit.Usage, "ret %q: give full or hdrs (RFC 3461 section 4.3)", c.Ret)
 	}
 	if c.EnvID != "" {
 		if err := mta.CheckEnvID(c.EnvID); err != nil {

@@ -485,6 +485,10 @@ func (s *session) Data(r io.Reader) error {
 	if cerr != nil {
 		return s.refuse(env, cerr)
 	}
+	if rerr := s.wire.rawRefusal(); rerr != nil {
+		// What the engine's unstuffing hid from the checker.
+		return s.refuse(env, rerr)
+	}
 	// The checker saw every octet of the client's text; the Received
 	// line names a recipient that may not be ASCII.
 	env.EightBit = chk.eightBit() || !mta.IsASCII(rec)

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // wire stands between go-smtp and the client. go-smtp has no hook for
@@ -35,7 +38,10 @@ import (
 //     MaxErrors the client gets 421 and is cut off;
 //   - 502 for a command out of sequence becomes 503 (RFC 5321 §4.2.4:
 //     502 is for commands not implemented), and a bad base64 SASL line is
-//     501, not the engine's temporary 454; AUTH success is 235 2.7.0.
+//     501, not the engine's temporary 454; AUTH success is 235 2.7.0;
+//   - message data (DATA's and BDAT's) is checked here for bare CR and
+//     bare LF as the client sent it, before the engine's dot unstuffing,
+//     which drops a CR that follows a line's leading dot (see rawData).
 type wire struct {
 	ctx context.Context
 	c   Conn
@@ -65,6 +71,13 @@ type wire struct {
 	cutOff bool
 	dead   bool
 	err    error
+
+	// The message data as sent: rawCR says its last octet handed on was
+	// a CR; rawBad holds the refusal for a bare CR or LF seen in it since
+	// the transaction's MAIL. The engine runs Data for BDAT in a goroutine
+	// of its own, hence the atomic.
+	rawCR  bool
+	rawBad atomic.Pointer[smtp.SMTPError]
 
 	closed chan struct{}
 	once   sync.Once
@@ -139,10 +152,36 @@ func (w *wire) Read(p []byte) (int, error) {
 		k = int(w.bdatLeft)
 	}
 	copy(p, w.in[:k])
+	if w.expect == expectData || w.expect == expectBDAT {
+		w.rawData(w.in[:k])
+	}
 	w.follow(w.in[:k])
 	w.in = w.in[k:]
 	return k, nil
 }
+
+// rawData checks message data as the client sent it. go-smtp's data
+// reader (data.go, taken from net/textproto) drops a line's leading "."
+// and a CR right after it, so "a\r\n.\rhidden" reaches the session as
+// "a\r\nhidden" and the session's own check (checker) cannot see the
+// bare CR: RFC 5321 s. 2.3.8 allows CR and LF only as CRLF. A CR ending
+// one read (or one BDAT chunk) is judged by the next octet of data.
+func (w *wire) rawData(b []byte) {
+	for _, c := range b {
+		switch {
+		case w.rawCR && c != '\n':
+			w.rawBad.CompareAndSwap(nil, errBareCR)
+		case !w.rawCR && c == '\n':
+			w.rawBad.CompareAndSwap(nil, errBareLF)
+		}
+		w.rawCR = c == '\r'
+	}
+}
+
+// rawRefusal is the refusal for the data of this transaction as sent,
+// nil when it had no bare CR or LF. Data asks once the engine has handed
+// it the whole message, so every octet of it has passed rawData.
+func (w *wire) rawRefusal() *smtp.SMTPError { return w.rawBad.Load() }
 
 // follow notes what the engine is handed, to know what each reply answers.
 func (w *wire) follow(b []byte) {
@@ -181,6 +220,10 @@ func (w *wire) follow(b []byte) {
 		w.arg = f[1]
 	}
 	switch w.verb {
+	case "MAIL":
+		// A new transaction, and new message data.
+		w.rawCR = false
+		w.rawBad.Store(nil)
 	case "BDAT":
 		// RFC 3030 §2: "BDAT" SP chunk-size [SP "LAST"], and the
 		// chunk's octets follow the command line, refused or not. A
