@@ -177,14 +177,14 @@ func (t *timed) setUser(p *time.Time, d time.Time) {
 
 // deadline picks the earliest of now+idle, the end of the session and the
 // caller's deadline, and says which it was.
-func (t *timed) deadline(now time.Time, idle time.Duration, user time.Time) (time.Time, string) {
+func (t *timed) deadline(now time.Time, idle time.Duration, user time.Time, end time.Time) (time.Time, string) {
 	var d time.Time
 	why := ""
 	if idle > 0 {
 		d, why = now.Add(idle), "idle"
 	}
-	if !t.end.IsZero() && (d.IsZero() || t.end.Before(d)) {
-		d, why = t.end, "session"
+	if !end.IsZero() && (d.IsZero() || end.Before(d)) {
+		d, why = end, "session"
 	}
 	if !user.IsZero() && (d.IsZero() || user.Before(d)) {
 		d, why = user, "deadline"
@@ -207,7 +207,7 @@ func (t *timed) Read(p []byte) (int, error) {
 	}
 	t.mu.Lock()
 	idle := t.readIdleNow()
-	d, why := t.deadline(now, idle, t.userRead)
+	d, why := t.deadline(now, idle, t.userRead, t.end)
 	t.readDL, t.readWhy, t.readIdle = d, why, idle
 	err := t.raw.SetReadDeadline(d)
 	t.mu.Unlock()
@@ -223,13 +223,22 @@ func (t *timed) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// farewell is how long past the end of the session writes may go on: a
+// server is to say why it closes (SMTP's 421, RFC 5321 s. 4.5.3.2; POP3's
+// and IMAP's BYE), and a session cut at its end had no time left for it.
+const farewell = 5 * time.Second
+
 func (t *timed) Write(p []byte) (int, error) {
 	now := time.Now()
-	if !t.end.IsZero() && !now.Before(t.end) {
+	end := t.end
+	if !end.IsZero() {
+		end = end.Add(farewell)
+	}
+	if !end.IsZero() && !now.Before(end) {
 		return 0, &TimeoutError{What: "session", After: t.total}
 	}
 	t.mu.Lock()
-	d, why := t.deadline(now, t.idle, t.userWrite)
+	d, why := t.deadline(now, t.idle, t.userWrite, end)
 	t.writeDL, t.wrWhy, t.wrIdle = d, why, t.idle
 	err := t.raw.SetWriteDeadline(d)
 	t.mu.Unlock()

@@ -79,6 +79,13 @@ type wire struct {
 	rawCR  bool
 	rawBad atomic.Pointer[smtp.SMTPError]
 
+	// The line being handed on (not in a BDAT chunk): its length so far
+	// and its first octets, which say whether it is AUTH. tooLong, once
+	// set, fails every read, as the engine's own line limit does.
+	lineLen int
+	head    []byte
+	tooLong bool
+
 	closed chan struct{}
 	once   sync.Once
 }
@@ -117,6 +124,9 @@ func (w *wire) Read(p []byte) (int, error) {
 	if w.dead {
 		return 0, io.EOF
 	}
+	if w.tooLong {
+		return 0, smtp.ErrTooLongLine
+	}
 	for len(w.in) == 0 {
 		// About to wait for the client: send the replies held so far,
 		// in one write (RFC 2920 §3.3 lets a server group them).
@@ -136,7 +146,12 @@ func (w *wire) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if isTimeout(err) {
+			// RFC 5321 s. 4.5.3.2: a server that gives up on a silent
+			// client says 421 before it closes. Whatever the engine
+			// answers the failed read is not sent after it.
 			w.s.log().Info("timeout", "in_data", w.s.inData.Load())
+			w.writeRaw("421 4.4.2 " + w.s.host() + " timeout waiting for you, closing connection cid=" + w.s.peer.ID + "\r\n")
+			w.dead = true
 		}
 		return 0, err
 	}
@@ -151,6 +166,10 @@ func (w *wire) Read(p []byte) (int, error) {
 		// by itself.
 		k = int(w.bdatLeft)
 	}
+	if w.expect != expectBDAT && w.overLong(w.in[:k]) {
+		w.tooLong = true
+		return 0, smtp.ErrTooLongLine
+	}
 	copy(p, w.in[:k])
 	if w.expect == expectData || w.expect == expectBDAT {
 		w.rawData(w.in[:k])
@@ -158,6 +177,34 @@ func (w *wire) Read(p []byte) (int, error) {
 	w.follow(w.in[:k])
 	w.in = w.in[k:]
 	return k, nil
+}
+
+// MaxAuthLine is the longest AUTH command line or SASL response taken,
+// CRLF included: RFC 4954 s. 4 has a server take 12,288 octets of base64
+// in one line, after "AUTH", a mechanism name of at most 20 characters
+// (RFC 4422 s. 3.1) and their spaces. Every other line is at most MaxLine.
+const MaxAuthLine = 12288 + len("AUTH ") + 20 + len(" ") + len("\r\n")
+
+// overLong says whether handing b on would make the current line longer
+// than it may be. The engine's own limit (Server.MaxLineLength) is set
+// above MaxAuthLine, so that the limit is decided here, by what the line
+// is: the engine would hold every line to one length.
+func (w *wire) overLong(b []byte) bool {
+	if len(w.head) < len("AUTH ") {
+		w.head = append(w.head, b[:min(len(b), len("AUTH ")-len(w.head))]...)
+	}
+	limit := MaxLine
+	if w.expect == expectSASL || w.expect == expectCommand && len(w.head) >= 5 && strings.EqualFold(string(w.head[:5]), "AUTH ") {
+		limit = MaxAuthLine
+	}
+	w.lineLen += len(b)
+	if w.lineLen > limit {
+		return true
+	}
+	if b[len(b)-1] == '\n' {
+		w.lineLen, w.head = 0, w.head[:0]
+	}
+	return false
 }
 
 // rawData checks message data as the client sent it. go-smtp's data
@@ -195,7 +242,7 @@ func (w *wire) follow(b []byte) {
 		}
 		return
 	}
-	if len(w.line)+len(b) <= MaxLine {
+	if len(w.line)+len(b) <= MaxAuthLine {
 		w.line = append(w.line, b...)
 	}
 	if !bytes.HasSuffix(b, []byte{'\n'}) {
@@ -296,7 +343,7 @@ func (w *wire) emit(line string) {
 }
 
 func (w *wire) flush() {
-	if len(w.batch) == 0 || w.err != nil {
+	if len(w.batch) == 0 || w.err != nil || w.dead {
 		w.batch = w.batch[:0]
 		return
 	}
@@ -415,7 +462,10 @@ func (w *wire) reply(line string) {
 // of an error: past MaxErrors the client is cut off. Each error carries
 // the connection id.
 func (w *wire) countError(code int, sep byte, text string) {
-	if sep == ' ' && code >= 400 {
+	// RFC 5321 s. 4.5.3.1.10: a client may be sent 452 for recipients
+	// past the limit and send them again in another transaction; that is
+	// the limit working, not the client erring.
+	if sep == ' ' && code >= 400 && !(code == 452 && w.verb == "RCPT") {
 		w.errors++
 		if !strings.Contains(text, "cid=") {
 			text += " cid=" + w.s.peer.ID
