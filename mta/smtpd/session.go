@@ -189,7 +189,17 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.from, s.fromSet, s.rcpts = from, true, nil
 	s.conv = conv
+	// A client that begins a transaction is no idle squatter: near the
+	// connection limit it keeps its place (Postfix's stress mode).
+	s.trust()
 	return nil
+}
+
+// trust tells the serving layer the client is at work (serve.Conn.Trust).
+func (s *session) trust() {
+	if t, ok := s.conn.(interface{ Trust() }); ok {
+		t.Trust()
+	}
 }
 
 // mailParams checks MAIL FROM's parameters beyond what the engine checks
@@ -400,6 +410,7 @@ func (a *saslServer) Next(resp []byte) ([]byte, bool, error) {
 		a.s.mu.Lock()
 		a.s.user = acct
 		a.s.mu.Unlock()
+		a.s.trust()
 		a.s.log().Info("login", "user", acct.Name, "mech", a.mech)
 	}
 	return c, done, err
