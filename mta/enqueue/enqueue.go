@@ -246,6 +246,9 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	if o.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: o.MaxSize, max: o.MaxSize}
 	}
+	if err := q.Reserve(o.MaxSize); err != nil {
+		return "", err
+	}
 	if o.Scanned {
 		// What was scanned is the text as given; the fields added here
 		// were not part of it.

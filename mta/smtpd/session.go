@@ -18,8 +18,15 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/enqueue"
+	"github.com/tern-mail/tern/mta/queue"
 	"github.com/tern-mail/tern/mta/transport"
 )
+
+// Reserver is an Enqueuer that can tell, before a transaction, that its
+// queue has no room for new mail (queue.ErrNoReserve).
+type Reserver interface {
+	Reserve(maxSize int64) error
+}
 
 // backend hands go-smtp the one session of the connection.
 type backend struct{ s *session }
@@ -182,6 +189,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	conv, err := s.mailParams(from, opts)
 	if err != nil {
 		return err
+	}
+	if r, ok := s.cfg.Enqueue.(Reserver); ok {
+		if err := r.Reserve(s.cfg.maxSize()); errors.Is(err, queue.ErrNoReserve) {
+			// RFC 5321 s. 4.5.3.1.10 and RFC 3463 4.3.1: asked at MAIL,
+			// before the client sends anything, as Postfix does.
+			s.log().Warn("queue full", "err", err)
+			return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, "insufficient system storage, try again later")
+		}
 	}
 	if s.cfg.Mode == Submission && !s.owns(from) {
 		s.log().Info("rejected", "from", "<"+from+">", "user", s.user.Name, "status", "553 5.7.1", "why", "sender not owned by user")
