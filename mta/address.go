@@ -61,7 +61,7 @@ func CheckAddress(addr string) (string, error) {
 	}
 	out := local + "@" + d
 	if len(out) > MaxAddress {
-		return "", fmt.Errorf("address %q is longer than %d octets (RFC 5321 §4.5.3.1.3)", addr, MaxAddress)
+		return "", fmt.Errorf("address %q is longer than %d octets (RFC 5321 section 4.5.3.1.3)", addr, MaxAddress)
 	}
 	return out, nil
 }
@@ -84,7 +84,7 @@ func checkLocalPart(l string) error {
 		return errors.New("empty local part")
 	}
 	if len(l) > 64 {
-		return errors.New("local part longer than 64 octets (RFC 5321 §4.5.3.1.1)")
+		return errors.New("local part longer than 64 octets (RFC 5321 section 4.5.3.1.1)")
 	}
 	if l[0] == '"' {
 		if len(l) < 2 || l[len(l)-1] != '"' {

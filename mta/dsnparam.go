@@ -103,11 +103,11 @@ func CheckEnvID(v string) error {
 		return errors.New("empty ENVID")
 	}
 	if len(v) > MaxEnvID {
-		return fmt.Errorf("ENVID longer than %d characters (RFC 3461 §4.4)", MaxEnvID)
+		return fmt.Errorf("ENVID longer than %d characters (RFC 3461 section 4.4)", MaxEnvID)
 	}
 	for i := 0; i < len(v); i++ {
 		if v[i] < ' ' || v[i] > '~' {
-			return fmt.Errorf("ENVID has %q: only printable US-ASCII is allowed (RFC 3461 §4.4)", v[i])
+			return fmt.Errorf("ENVID has %q: only printable US-ASCII is allowed (RFC 3461 section 4.4)", v[i])
 		}
 	}
 	return nil
@@ -122,14 +122,14 @@ func CheckEnvID(v string) error {
 func CheckORcpt(v string) (string, error) {
 	typ, addr, ok := strings.Cut(v, ";")
 	if !ok || typ == "" || addr == "" {
-		return "", fmt.Errorf("ORCPT %q is not addr-type;address (RFC 3461 §4.2)", v)
+		return "", fmt.Errorf("ORCPT %q is not addr-type;address (RFC 3461 section 4.2)", v)
 	}
 	if len(v) > MaxORcpt {
-		return "", fmt.Errorf("ORCPT longer than %d characters (RFC 3461 §4.2)", MaxORcpt)
+		return "", fmt.Errorf("ORCPT longer than %d characters (RFC 3461 section 4.2)", MaxORcpt)
 	}
 	for _, r := range typ {
 		if r >= 0x80 || !isAtext(r) {
-			return "", fmt.Errorf("ORCPT address type %q is not an atom (RFC 3461 §4.2)", typ)
+			return "", fmt.Errorf("ORCPT address type %q is not an atom (RFC 3461 section 4.2)", typ)
 		}
 	}
 	if !utf8.ValidString(addr) {

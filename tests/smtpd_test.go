@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -207,6 +208,15 @@ func (s *smtpClient) transaction(from, to string) {
 	s.expect("DATA", "354")
 }
 
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 func cidOf(t *testing.T, greeting string) string {
 	t.Helper()
 	m := regexp.MustCompile(`cid=(\S+)`).FindStringSubmatch(greeting)
@@ -344,6 +354,10 @@ func TestSmtpdSmuggling(t *testing.T) {
 		{"CR.CR", "Subject: a\r\n\r\nfirst\r.\r" + hidden},
 		{"bare LF", "Subject: a\n\nbody\r\n"},
 		{"bare CR", "Subject: a\r\n\r\nbo\rdy\r\n"},
+		// go-smtp's data reader drops a line's leading dot and the bare
+		// CR after it: the server must see the bytes as sent.
+		{"dot CR", "Subject: a\r\n\r\na\r\n.\rhidden\r\n"},
+		{"dot CR at the start", ".\rSubject: a\r\n\r\nbody\r\n"},
 		{"NUL", "Subject: a\r\n\r\nbo\x00dy\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -351,7 +365,9 @@ func TestSmtpdSmuggling(t *testing.T) {
 			c.expectReply("220 ")
 			c.transaction("a@remote.example", "bob@example.org")
 			c.send(tc.body + ".\r\n")
-			c.expectReply("550 5.6.0 ")
+			if got := c.expectReply("550 5.6.0 "); !isASCII(got) {
+				t.Errorf("reply is not ASCII: %q", got)
+			}
 			// Nothing of it was taken as commands.
 			c.expect("NOOP", "250")
 			c.expect("QUIT", "221")
@@ -380,6 +396,43 @@ func TestSmtpdSmuggling(t *testing.T) {
 	if msgs := expectQueued(t, r, 1); !strings.HasSuffix(msgs[0], "Subject: b\n\nclean\n") {
 		t.Fatalf("BDAT message: %q", msgs[0])
 	}
+}
+
+// TestSmtpdPostmaster: RCPT TO:<postmaster> without a domain is accepted
+// in any case spelling (RFC 5321 section 4.5.1) and queued for
+// "postmaster", which the queue's aliases resolve; any other local part
+// without a domain is refused.
+func TestSmtpdPostmaster(t *testing.T) {
+	r, stub := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--enqueue", stub, "--greet-delay", "0")
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("EHLO client.example", "250")
+	c.expect("MAIL FROM:<a@remote.example>", "250")
+	c.expect("RCPT TO:<bob>", "501 5.5.2 ")
+	c.expect("RCPT TO:<postmaster>", "250")
+	c.expect("RCPT TO:<PostMaster> NOTIFY=NEVER", "250")
+	c.expect("DATA", "354")
+	c.send("Subject: to the postmaster\r\n\r\nhello\r\n.\r\n")
+	c.expectReply("250 2.0.0 ok: queued")
+	expectQueued(t, r, 1)
+	if args := queuedArgs(t, r); len(args) != 1 || !strings.HasSuffix(args[0], "-- postmaster <PostMaster> NOTIFY=NEVER") {
+		t.Fatalf("enqueue arguments: %q", args)
+	}
+	// Through smtplib too, as a real client sends it.
+	Need(t, "python3")
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("python3", "-c", `
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+s.ehlo("client.example")
+print(s.sendmail("a@remote.example", ["postmaster"], "Subject: x\r\n\r\nhi\r\n"))
+s.quit()
+`, host, port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtplib: %v\n%s", err, out)
+	}
+	expectQueued(t, r, 2)
 }
 
 // TestSmtpdSize: SIZE announces --max-size; a message of exactly that
@@ -450,6 +503,123 @@ func TestSmtpdLongLine(t *testing.T) {
 	c.expectClosed()
 }
 
+// TestSmtpdRecipientLimit: by default a message takes 1,000 recipients
+// (Postfix's smtpd_recipient_limit); the 452s for recipients over the
+// limit are not errors, so --max-errors does not cut the client off and
+// the message goes to the recipients taken (RFC 5321 section 4.5.3.1.10).
+func TestSmtpdRecipientLimit(t *testing.T) {
+	r, stub := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--enqueue", stub, "--greet-delay", "0")
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("EHLO client.example", "250")
+	c.expect("MAIL FROM:<a@remote.example>", "250")
+	// Pipelined (RFC 2920), as a list server sends them.
+	const n, over = 1000, 30
+	var b strings.Builder
+	for i := range n + over {
+		fmt.Fprintf(&b, "RCPT TO:<bob+%d@example.org>\r\n", i)
+	}
+	c.send(b.String())
+	for i := range n + over {
+		want := "250 "
+		if i >= n {
+			want = "452 4.5.3 "
+		}
+		if got := c.reply(); !strings.HasPrefix(got, want) {
+			t.Fatalf("RCPT %d: got %q, want %q", i+1, got, want)
+		}
+	}
+	c.expect("DATA", "354")
+	c.send("Subject: many\r\n\r\nhello\r\n.\r\n")
+	c.expectReply("250 2.0.0 ok: queued")
+	expectQueued(t, r, 1)
+	if args := queuedArgs(t, r); strings.Count(args[0], "@example.org") != n {
+		t.Fatalf("queued for %d recipients, want %d", strings.Count(args[0], "@example.org"), n)
+	}
+}
+
+// TestSmtpdTimeout: a client silent past --idle-timeout is told 421 4.4.2
+// before the connection closes (RFC 5321 section 4.5.3.2), between
+// commands and in the middle of a message, and nothing is queued.
+func TestSmtpdTimeout(t *testing.T) {
+	r, stub := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--enqueue", stub, "--greet-delay", "0", "--idle-timeout", "1s")
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("EHLO client.example", "250")
+	if got := c.expectReply("421 4.4.2 mx.test "); !strings.Contains(got, "cid=") {
+		t.Errorf("421 without the connection id: %q", got)
+	}
+	c.expectClosed()
+
+	c = smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.transaction("a@remote.example", "bob@example.org")
+	c.send("Subject: half\r\n\r\nhalf a message")
+	c.expectReply("421 4.4.2 ")
+	c.expectClosed()
+	expectQueued(t, r, 0)
+
+	// --session-timeout: a client that keeps talking is cut at the end
+	// of its session, with 421 too.
+	_, addr = startSmtpd(t, r, nil, "--enqueue", stub, "--greet-delay", "0", "--session-timeout", "2s")
+	c = smtpDial(t, addr)
+	c.expectReply("220 ")
+	for i := 0; ; i++ {
+		if i > 40 {
+			t.Fatal("still served after 4s of a 2s session")
+		}
+		time.Sleep(100 * time.Millisecond)
+		got := c.cmd("NOOP")
+		if strings.HasPrefix(got, "250") {
+			continue
+		}
+		if !strings.HasPrefix(got, "421 4.4.2 mx.test ") {
+			t.Fatalf("at the end of the session: %q", got)
+		}
+		break
+	}
+	c.expectClosed()
+}
+
+// TestSmtpdAuthLine: an AUTH command carrying 12,288 octets of base64 is
+// read and answered (RFC 4954 section 4); longer, or any other command
+// over 1,000 octets, gets 500 and the connection is closed.
+func TestSmtpdAuthLine(t *testing.T) {
+	r, stub := smtpdRoot(t)
+	_, addr := startSmtpd(t, r, nil, "--enqueue", stub, "--mode", "submission")
+	long := base64.StdEncoding.EncodeToString([]byte("\x00bob@example.org\x00" + strings.Repeat("p", 12288*3/4-17)))
+	if len(long) != 12288 {
+		t.Fatalf("made %d octets of base64", len(long))
+	}
+	c := smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("EHLO client.example", "250")
+	// Read whole and answered: the password is refused (535, or 501 for
+	// one internal/auth will not take), not the line (500).
+	answered := func(line string) {
+		t.Helper()
+		if got := c.cmd(line); !strings.HasPrefix(got, "535 5.7.8 ") && !strings.HasPrefix(got, "501 5.5.2 ") {
+			t.Fatalf("AUTH line of %d octets: got %q", len(line)+2, got)
+		}
+	}
+	answered("AUTH PLAIN " + long)
+	// And as a response to 334.
+	c.expect("AUTH PLAIN", "334")
+	answered(long)
+	c.expect("NOOP", "250")
+	if got := c.cmd("AUTH PLAIN " + long + strings.Repeat("A", 100)); !strings.HasPrefix(got, "500 ") {
+		t.Fatalf("AUTH line over the limit: got %q", got)
+	}
+	c.expectClosed()
+
+	c = smtpDial(t, addr)
+	c.expectReply("220 ")
+	c.expect("NOOP "+strings.Repeat("a", 1000), "500 ")
+	c.expectClosed()
+}
+
 // TestSmtpdLimits: --max-recipients, --max-errors, unknown commands, and
 // replies out of sequence.
 func TestSmtpdLimits(t *testing.T) {
@@ -466,7 +636,9 @@ func TestSmtpdLimits(t *testing.T) {
 	c.expect("RCPT TO:<postmaster@example.org>", "452 4.5.3")
 	c.expect("VRFY bob", "252")
 	c.expect("RSET", "250")
-	// That was three errors; the fourth ends it.
+	// That was two errors (452 for a recipient over the limit is none);
+	// the fourth ends it.
+	c.expect("RCPT TO:<bob@example.org>", "503")
 	c.expect("RCPT TO:<bob@example.org>", "503")
 	c.expectReply("421 4.7.0 ")
 	c.expectClosed()

@@ -105,6 +105,11 @@ func run(c *cli.Context) error {
 			InsecureAuth: insecure,
 			AppendLimit:  uint32(limit),
 			NewSession: func(st *imapd.ConnState) (imapserver.Session, bool, error) {
+				accounts := accounts
+				accounts.Authenticator = serve.TrustOnLogin(accounts.Authenticator, conn)
+				if preauthed != nil {
+					conn.Trust()
+				}
 				s, err := imapd.NewSession(ctx, st, accounts, preauthed)
 				return s, preauthed != nil, err
 			},

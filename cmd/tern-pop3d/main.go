@@ -69,7 +69,7 @@ func run(c *cli.Context) error {
 	defer stop()
 	return serve.Run(ctx, opts, func(ctx context.Context, conn *serve.Conn) error {
 		cfg := pop3d.Config{
-			Auth:      &pop3d.Backend{Authenticator: authn, Remote: conn.Remote.Addr()},
+			Auth:      &pop3d.Backend{Authenticator: serve.TrustOnLogin(authn, conn), Remote: conn.Remote.Addr()},
 			Greeting:  cf.Hostname + " tern POP3 ready cid=" + conn.ID,
 			Log:       conn.Log,
 			TLSActive: conn.IsTLS,

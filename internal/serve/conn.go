@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tern-mail/tern/internal/auth"
 )
 
 // Conn is one client connection, whatever way it arrived: a socket from
@@ -41,11 +44,33 @@ type Conn struct {
 	t   *timed
 	cur net.Conn // t, or the TLS connection over it
 	tls *tls.Conn
+
+	// trustOnce tells the listener once that the client has shown it is
+	// no idle squatter; trustPipe carries it from a per-connection
+	// process.
+	trustOnce sync.Once
+	trustPipe *os.File
+}
+
+// Trust says the client has authenticated (or, on an SMTP port that
+// takes mail from anyone, begun a transaction with MAIL): when the server
+// is near its connection limit, connections not trusted get short
+// timeouts and are the ones closed to make room, as Postfix's stress mode
+// does, so that idle connections from a few addresses cannot lock every
+// other client out.
+func (c *Conn) Trust() {
+	c.trustOnce.Do(func() {
+		c.t.trusted.Store(true)
+		if c.trustPipe != nil {
+			_, _ = c.trustPipe.Write([]byte{'t'})
+			c.trustPipe.Close()
+		}
+	})
 }
 
 func newConn(raw net.Conn, id string, remote, local netip.AddrPort, o *Options) *Conn {
 	now := time.Now()
-	t := &timed{raw: raw, idle: o.Idle, total: o.Total, drainIdle: o.DrainIdle}
+	t := &timed{raw: raw, idle: o.Idle, total: o.Total, drainIdle: o.DrainIdle, stressIdle: o.StressIdle, stress: o.stressed}
 	if o.Total > 0 {
 		t.end = now.Add(o.Total)
 	}
@@ -161,6 +186,9 @@ type timed struct {
 	end              time.Time // zero: no total limit
 	drainIdle        time.Duration
 	draining         atomic.Bool
+	stressIdle       time.Duration
+	stress           func() bool // the server is near its connection limit
+	trusted          atomic.Bool
 	mu               sync.Mutex
 	userRead         time.Time
 	userWrite        time.Time
@@ -177,14 +205,14 @@ func (t *timed) setUser(p *time.Time, d time.Time) {
 
 // deadline picks the earliest of now+idle, the end of the session and the
 // caller's deadline, and says which it was.
-func (t *timed) deadline(now time.Time, idle time.Duration, user time.Time) (time.Time, string) {
+func (t *timed) deadline(now time.Time, idle time.Duration, user time.Time, end time.Time) (time.Time, string) {
 	var d time.Time
 	why := ""
 	if idle > 0 {
 		d, why = now.Add(idle), "idle"
 	}
-	if !t.end.IsZero() && (d.IsZero() || t.end.Before(d)) {
-		d, why = t.end, "session"
+	if !end.IsZero() && (d.IsZero() || end.Before(d)) {
+		d, why = end, "session"
 	}
 	if !user.IsZero() && (d.IsZero() || user.Before(d)) {
 		d, why = user, "deadline"
@@ -192,10 +220,16 @@ func (t *timed) deadline(now time.Time, idle time.Duration, user time.Time) (tim
 	return d, why
 }
 
-func (t *timed) readIdleNow() time.Duration {
+// readIdleNow is the idle timeout of the next read; stressed says the
+// server is near its limit (asked before t.mu is taken: the server's lock
+// is taken before t.mu when it evicts).
+func (t *timed) readIdleNow(stressed bool) time.Duration {
 	idle := t.idle
 	if t.draining.Load() && (idle <= 0 || t.drainIdle < idle) {
 		idle = t.drainIdle
+	}
+	if stressed && !t.trusted.Load() && (idle <= 0 || t.stressIdle < idle) {
+		idle = t.stressIdle
 	}
 	return idle
 }
@@ -205,9 +239,10 @@ func (t *timed) Read(p []byte) (int, error) {
 	if !t.end.IsZero() && !now.Before(t.end) {
 		return 0, &TimeoutError{What: "session", After: t.total}
 	}
+	stressed := t.stress != nil && !t.trusted.Load() && t.stress()
 	t.mu.Lock()
-	idle := t.readIdleNow()
-	d, why := t.deadline(now, idle, t.userRead)
+	idle := t.readIdleNow(stressed)
+	d, why := t.deadline(now, idle, t.userRead, t.end)
 	t.readDL, t.readWhy, t.readIdle = d, why, idle
 	err := t.raw.SetReadDeadline(d)
 	t.mu.Unlock()
@@ -223,13 +258,22 @@ func (t *timed) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// farewell is how long past the end of the session writes may go on: a
+// server is to say why it closes (SMTP's 421, RFC 5321 s. 4.5.3.2; POP3's
+// and IMAP's BYE), and a session cut at its end had no time left for it.
+const farewell = 5 * time.Second
+
 func (t *timed) Write(p []byte) (int, error) {
 	now := time.Now()
-	if !t.end.IsZero() && !now.Before(t.end) {
+	end := t.end
+	if !end.IsZero() {
+		end = end.Add(farewell)
+	}
+	if !end.IsZero() && !now.Before(end) {
 		return 0, &TimeoutError{What: "session", After: t.total}
 	}
 	t.mu.Lock()
-	d, why := t.deadline(now, t.idle, t.userWrite)
+	d, why := t.deadline(now, t.idle, t.userWrite, end)
 	t.writeDL, t.wrWhy, t.wrIdle = d, why, t.idle
 	err := t.raw.SetWriteDeadline(d)
 	t.mu.Unlock()
@@ -270,6 +314,16 @@ func (t *timed) drain() {
 	}
 }
 
+// evict cuts short a read waiting for an untrusted client, to make room
+// for a new one: the handler sees an idle timeout and says goodbye.
+func (t *timed) evict() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := time.Now()
+	t.readDL, t.readWhy, t.readIdle = d, "idle", t.stressIdle
+	_ = t.raw.SetReadDeadline(d)
+}
+
 func (t *timed) Close() error         { return t.raw.Close() }
 func (t *timed) LocalAddr() net.Addr  { return t.raw.LocalAddr() }
 func (t *timed) RemoteAddr() net.Addr { return t.raw.RemoteAddr() }
@@ -280,3 +334,25 @@ func (t *timed) SetDeadline(d time.Time) error {
 }
 func (t *timed) SetReadDeadline(d time.Time) error  { t.setUser(&t.userRead, d); return nil }
 func (t *timed) SetWriteDeadline(d time.Time) error { t.setUser(&t.userWrite, d); return nil }
+
+// TrustOnLogin wraps a server's password check so that a login that
+// succeeds marks c trusted (see Conn.Trust).
+func TrustOnLogin(a auth.Authenticator, c *Conn) auth.Authenticator {
+	if a == nil {
+		return nil
+	}
+	return trustOnLogin{a, c}
+}
+
+type trustOnLogin struct {
+	auth.Authenticator
+	c *Conn
+}
+
+func (t trustOnLogin) Authenticate(ctx context.Context, user, pass string, remote netip.Addr) (*auth.Account, error) {
+	acct, err := t.Authenticator.Authenticate(ctx, user, pass, remote)
+	if err == nil && acct != nil {
+		t.c.Trust()
+	}
+	return acct, err
+}

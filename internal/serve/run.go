@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +94,10 @@ type Options struct {
 	// GOMEMLIMIT in the environment wins. A listener serving many
 	// connections in one process is not limited.
 	SessionMemory int64
+	// StressIdle is the idle timeout of connections not trusted (see
+	// Conn.Trust) while the server is near MaxConns: 10s by default,
+	// Postfix's smtpd_timeout under stress.
+	StressIdle time.Duration
 	// Busy, if set, writes the protocol's one-line refusal to a client
 	// over a limit ("421 4.7.0 too many connections").
 	Busy func(c net.Conn)
@@ -112,16 +117,28 @@ type Options struct {
 	Stderr *os.File
 
 	euid func() int // os.Geteuid; replaced by in-package tests
+	// stressed says whether the server is near MaxConns: the listener's
+	// count, or what a per-connection process was told at its start.
+	stressed func() bool
 }
 
 // Defaults.
 const (
-	DefaultMaxConns  = 100
-	DefaultMaxPerIP  = 10
-	DefaultIdle      = 10 * time.Minute
-	DefaultTotal     = time.Hour
-	DefaultGrace     = 30 * time.Second
-	DefaultDrainIdle = 2 * time.Second
+	DefaultMaxConns   = 100
+	DefaultMaxPerIP   = 10
+	DefaultIdle       = 10 * time.Minute
+	DefaultTotal      = time.Hour
+	DefaultGrace      = 30 * time.Second
+	DefaultDrainIdle  = 2 * time.Second
+	DefaultStressIdle = 10 * time.Second
+)
+
+// envStress tells a per-connection process that the listener was near
+// its limit when it started; envTrustFD names the pipe on which it says
+// that its client is trusted.
+const (
+	envStress  = "TERN_STRESS"
+	envTrustFD = "TERN_TRUST_FD"
 )
 
 // envAccepted marks a per-connection process and carries its cid.
@@ -145,6 +162,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.DrainIdle <= 0 {
 		o.DrainIdle = DefaultDrainIdle
+	}
+	if o.StressIdle <= 0 {
+		o.StressIdle = DefaultStressIdle
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -230,7 +250,8 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 	if !o.Fork && o.Shared != nil {
 		o.Shared()
 	}
-	s := &server{o: o, h: h, ids: src, perIP: map[netip.Addr]int{}, conns: map[*Conn]bool{}, procs: map[*os.Process]bool{}}
+	s := &server{o: o, h: h, ids: src, perIP: map[netip.Addr]int{}, conns: map[*Conn]bool{}, procs: map[*os.Process]*child{}, evicted: map[any]bool{}}
+	o.stressed = s.stressed
 	return s.serve(ctx, lns)
 }
 
@@ -255,7 +276,14 @@ func serveFD(ctx context.Context, o *Options, h Handler, rfd, wfd int, cid strin
 		return sysexit.Wrap(sysexit.OSErr, fmt.Errorf("take the connection: %w", err))
 	}
 	remote, local := addrs(raw, o.getenv)
+	if o.getenv(envStress) == "1" {
+		o.stressed = func() bool { return true }
+	}
 	c := newConn(raw, cid, remote, local, o)
+	if fd, err := strconv.Atoi(o.getenv(envTrustFD)); err == nil && fd > 2 {
+		c.trustPipe = os.NewFile(uintptr(fd), "trust")
+		unix.CloseOnExec(fd)
+	}
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		// Stopping: let the handler finish, then cut the connection.
@@ -378,9 +406,60 @@ type server struct {
 	mu    sync.Mutex
 	total int
 	perIP map[netip.Addr]int
-	conns map[*Conn]bool       // in-process connections
-	procs map[*os.Process]bool // per-connection processes
+	conns map[*Conn]bool         // in-process connections
+	procs map[*os.Process]*child // per-connection processes
 	wg    sync.WaitGroup
+	// evicted counts connections told to go to make room, not yet gone:
+	// total may exceed MaxConns by that many.
+	evicted map[any]bool
+}
+
+// child is a per-connection process as the listener knows it.
+type child struct {
+	start   time.Time
+	trusted atomic.Bool
+}
+
+// stressed says whether the server is near its limit: three quarters of
+// MaxConns taken. Untrusted connections then wait StressIdle at most.
+func (s *server) stressed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stressedLocked()
+}
+
+func (s *server) stressedLocked() bool { return s.total*4 >= s.o.MaxConns*3 }
+
+// evictLocked makes room at the limit: it tells the oldest connection
+// whose client is not trusted to go (an in-process one has its read cut
+// short, a process is sent SIGTERM; either says goodbye in its protocol),
+// and reports whether there was one.
+func (s *server) evictLocked() bool {
+	var victim any
+	var oldest time.Time
+	for c := range s.conns {
+		if !c.t.trusted.Load() && !s.evicted[c] && (victim == nil || c.Start.Before(oldest)) {
+			victim, oldest = c, c.Start
+		}
+	}
+	for p, ch := range s.procs {
+		if !ch.trusted.Load() && !s.evicted[p] && (victim == nil || ch.start.Before(oldest)) {
+			victim, oldest = p, ch.start
+		}
+	}
+	switch v := victim.(type) {
+	case *Conn:
+		s.evicted[v] = true
+		v.Log.Info("evicted", "reason", "connection limit, client not authenticated")
+		v.t.evict()
+	case *os.Process:
+		s.evicted[v] = true
+		s.o.Log.Info("evicted", "pid", v.Pid, "reason", "connection limit, client not authenticated")
+		_ = v.Signal(syscall.SIGTERM)
+	default:
+		return false
+	}
+	return true
 }
 
 func (s *server) serve(ctx context.Context, lns []net.Listener) error {
@@ -474,6 +553,7 @@ func (s *server) accept(ctx context.Context, ln net.Listener) {
 			serveConn(ctx, s.o, s.h, c)
 			s.mu.Lock()
 			delete(s.conns, c)
+			delete(s.evicted, c)
 			s.mu.Unlock()
 			s.release(remote.Addr())
 		}()
@@ -484,11 +564,11 @@ func (s *server) accept(ctx context.Context, ln net.Listener) {
 func (s *server) acquire(a netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.total >= s.o.MaxConns {
-		return fmt.Sprintf("%d connections in all", s.total)
-	}
 	if a.IsValid() && s.perIP[a] >= s.o.MaxPerIP {
 		return fmt.Sprintf("%d connections from this address", s.perIP[a])
+	}
+	if s.total-len(s.evicted) >= s.o.MaxConns && !s.evictLocked() {
+		return fmt.Sprintf("%d connections in all", s.total)
 	}
 	s.total++
 	if a.IsValid() {
@@ -538,7 +618,20 @@ func (s *server) spawn(ctx context.Context, nc net.Conn, cid string, remote, loc
 		return
 	}
 	defer f.Close()
-	cmd := &exec.Cmd{Path: s.o.Exe, Args: s.o.Args, Env: childEnv(s.o.Env, cid, remote, local), Stdin: f, Stdout: f, Stderr: s.o.Stderr}
+	// The process says on this pipe when its client is trusted.
+	tr, tw, err := os.Pipe()
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer tw.Close()
+	env := childEnv(s.o.Env, cid, remote, local)
+	env = append(env, envTrustFD+"=3")
+	if s.stressed() {
+		env = append(env, envStress+"=1")
+	}
+	cmd := &exec.Cmd{Path: s.o.Exe, Args: s.o.Args, Env: env, Stdin: f, Stdout: f, Stderr: s.o.Stderr, ExtraFiles: []*os.File{tw}}
+	ch := &child{start: time.Now()}
 	s.mu.Lock()
 	if ctx.Err() != nil {
 		s.mu.Unlock()
@@ -547,19 +640,28 @@ func (s *server) spawn(ctx context.Context, nc net.Conn, cid string, remote, loc
 	}
 	err = cmd.Start()
 	if err == nil {
-		s.procs[cmd.Process] = true
+		s.procs[cmd.Process] = ch
 		s.wg.Add(1)
 	}
 	s.mu.Unlock()
 	if err != nil {
+		tr.Close()
 		fail(err)
 		return
 	}
+	go func() {
+		defer tr.Close()
+		var b [1]byte
+		if n, _ := tr.Read(b[:]); n == 1 {
+			ch.trusted.Store(true)
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		err := cmd.Wait()
 		s.mu.Lock()
 		delete(s.procs, cmd.Process)
+		delete(s.evicted, cmd.Process)
 		s.mu.Unlock()
 		s.release(remote.Addr())
 		if err != nil {
@@ -573,7 +675,7 @@ func (s *server) spawn(ctx context.Context, nc net.Conn, cid string, remote, loc
 // connection (PROTO, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT)
 // and the connection id.
 func childEnv(env []string, cid string, remote, local netip.AddrPort) []string {
-	drop := map[string]bool{"LISTEN_PID": true, "LISTEN_FDS": true, "LISTEN_FDNAMES": true, envAccepted: true,
+	drop := map[string]bool{"LISTEN_PID": true, "LISTEN_FDS": true, "LISTEN_FDNAMES": true, envAccepted: true, envStress: true, envTrustFD: true,
 		"PROTO": true, "TCPREMOTEIP": true, "TCPREMOTEPORT": true, "TCPREMOTEHOST": true, "TCPREMOTEINFO": true,
 		"TCPLOCALIP": true, "TCPLOCALPORT": true, "TCPLOCALHOST": true}
 	out := make([]string, 0, len(env)+7)

@@ -243,6 +243,9 @@ func lineHandler(ctx context.Context, c *Conn) error {
 		if line == "SLOW" {
 			time.Sleep(500 * time.Millisecond)
 		}
+		if line == "TRUST" {
+			c.Trust()
+		}
 		io.WriteString(c, "ok "+line+"\r\n")
 	}
 }
@@ -330,14 +333,40 @@ func TestPerAddressLimit(t *testing.T) {
 	}
 }
 
+// TestTotalLimit: at MaxConns, a connection whose client is trusted
+// (authenticated) keeps its place and a new client is refused Busy...
 func TestTotalLimit(t *testing.T) {
 	busy := func(c net.Conn) { io.WriteString(c, "busy\r\n") }
 	addr, _, _ := listen(t, Options{MaxConns: 1, MaxPerIP: 5, Busy: busy}, lineHandler)
-	_, r := dial(t, addr)
+	c, r := dial(t, addr)
+	readLine(t, r)
+	io.WriteString(c, "TRUST\r\n")
 	readLine(t, r)
 	_, r2 := dial(t, addr)
 	if got := readLine(t, r2); got != "busy" {
 		t.Fatalf("second connection got %q", got)
+	}
+}
+
+// TestTotalLimitEvicts: ...while one not trusted is made to go (its read
+// times out at once), the oldest first, and the new client is served.
+func TestTotalLimitEvicts(t *testing.T) {
+	busy := func(c net.Conn) { io.WriteString(c, "busy\r\n") }
+	addr, logs, _ := listen(t, Options{MaxConns: 2, MaxPerIP: 5, Busy: busy}, lineHandler)
+	_, old := dial(t, addr)
+	readLine(t, old)
+	time.Sleep(10 * time.Millisecond)
+	_, younger := dial(t, addr)
+	readLine(t, younger)
+	_, r := dial(t, addr)
+	if got := readLine(t, r); !strings.HasPrefix(got, "hello ") {
+		t.Fatalf("new connection at the limit got %q", got)
+	}
+	if _, err := old.ReadString('\n'); !errors.Is(err, io.EOF) {
+		t.Fatalf("the oldest idle connection: %v, want EOF", err)
+	}
+	if !strings.Contains(logs.String(), "evicted") {
+		t.Errorf("no eviction logged:\n%s", logs)
 	}
 }
 

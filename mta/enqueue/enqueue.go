@@ -78,7 +78,7 @@ func (c Conversation) check() error {
 	switch c.Ret {
 	case "", "FULL", "HDRS":
 	default:
-		return sysexit.New(sysexit.Usage, "ret %q: give full or hdrs (RFC 3461 §4.3)", c.Ret)
+		return sysexit.New(sysexit.Usage, "ret %q: give full or hdrs (RFC 3461 section 4.3)", c.Ret)
 	}
 	if c.EnvID != "" {
 		if err := mta.CheckEnvID(c.EnvID); err != nil {
@@ -245,6 +245,9 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	var msg io.Reader = io.MultiReader(bytes.NewReader(h.bytes()), body)
 	if o.MaxSize > 0 {
 		msg = &limitReader{r: msg, left: o.MaxSize, max: o.MaxSize}
+	}
+	if err := q.Reserve(o.MaxSize); err != nil {
+		return "", err
 	}
 	if o.Scanned {
 		// What was scanned is the text as given; the fields added here

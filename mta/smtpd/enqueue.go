@@ -321,6 +321,15 @@ func (d *Direct) KeepReady(n int) error {
 	return nil
 }
 
+// Reserve implements Reserver: the queue's free space (queue.Reserve).
+func (d *Direct) Reserve(maxSize int64) error {
+	q, err := d.open()
+	if err != nil {
+		return err
+	}
+	return q.Reserve(maxSize)
+}
+
 // Close removes the prepared entries not used.
 func (d *Direct) Close() error {
 	d.mu.Lock()

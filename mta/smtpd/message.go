@@ -19,11 +19,11 @@ var (
 	// smuggling hides a second message in the first (CVE-2023-51764):
 	// "\n.\n", "\r\n.\n" and "\n.\r\n" end DATA for some servers and not
 	// for others.
-	errBareLF = smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "message refused: bare LF (RFC 5321 §2.3.8); lines must end in CRLF")
-	errBareCR = smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "message refused: bare CR (RFC 5321 §2.3.8); lines must end in CRLF")
+	errBareLF = smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "message refused: bare LF (RFC 5321 section 2.3.8); lines must end in CRLF")
+	errBareCR = smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "message refused: bare CR (RFC 5321 section 2.3.8); lines must end in CRLF")
 	errNUL    = smtpErr(550, smtp.EnhancedCode{5, 6, 0}, "message refused: NUL byte in the message")
 	// RFC 5321 §4.5.3.1.6 and §4.5.3.1.10.
-	errLongLine = smtpErr(500, smtp.EnhancedCode{5, 5, 2}, "line too long: more than 1000 octets (RFC 5321 §4.5.3.1.6)")
+	errLongLine = smtpErr(500, smtp.EnhancedCode{5, 5, 2}, "line too long: more than 1000 octets (RFC 5321 section 4.5.3.1.6)")
 )
 
 func errTooBig(max int64) *smtp.SMTPError {

@@ -18,8 +18,15 @@ import (
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/enqueue"
+	"github.com/tern-mail/tern/mta/queue"
 	"github.com/tern-mail/tern/mta/transport"
 )
+
+// Reserver is an Enqueuer that can tell, before a transaction, that its
+// queue has no room for new mail (queue.ErrNoReserve).
+type Reserver interface {
+	Reserve(maxSize int64) error
+}
 
 // backend hands go-smtp the one session of the connection.
 type backend struct{ s *session }
@@ -183,13 +190,31 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return err
 	}
+	if r, ok := s.cfg.Enqueue.(Reserver); ok {
+		if err := r.Reserve(s.cfg.maxSize()); errors.Is(err, queue.ErrNoReserve) {
+			// RFC 5321 s. 4.5.3.1.10 and RFC 3463 4.3.1: asked at MAIL,
+			// before the client sends anything, as Postfix does.
+			s.log().Warn("queue full", "err", err)
+			return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, "insufficient system storage, try again later")
+		}
+	}
 	if s.cfg.Mode == Submission && !s.owns(from) {
 		s.log().Info("rejected", "from", "<"+from+">", "user", s.user.Name, "status", "553 5.7.1", "why", "sender not owned by user")
 		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, "sender address <%s> is not one of %s's addresses", from, s.user.Name)
 	}
 	s.from, s.fromSet, s.rcpts = from, true, nil
 	s.conv = conv
+	// A client that begins a transaction is no idle squatter: near the
+	// connection limit it keeps its place (Postfix's stress mode).
+	s.trust()
 	return nil
+}
+
+// trust tells the serving layer the client is at work (serve.Conn.Trust).
+func (s *session) trust() {
+	if t, ok := s.conn.(interface{ Trust() }); ok {
+		t.Trust()
+	}
 }
 
 // mailParams checks MAIL FROM's parameters beyond what the engine checks
@@ -400,6 +425,7 @@ func (a *saslServer) Next(resp []byte) ([]byte, bool, error) {
 		a.s.mu.Lock()
 		a.s.user = acct
 		a.s.mu.Unlock()
+		a.s.trust()
 		a.s.log().Info("login", "user", acct.Name, "mech", a.mech)
 	}
 	return c, done, err
@@ -484,6 +510,10 @@ func (s *session) Data(r io.Reader) error {
 	tail, cerr := chk.end()
 	if cerr != nil {
 		return s.refuse(env, cerr)
+	}
+	if rerr := s.wire.rawRefusal(); rerr != nil {
+		// What the engine's unstuffing hid from the checker.
+		return s.refuse(env, rerr)
 	}
 	// The checker saw every octet of the client's text; the Received
 	// line names a recipient that may not be ASCII.

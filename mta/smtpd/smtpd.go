@@ -69,9 +69,10 @@ const (
 	// DefaultMaxSize is the default --max-size: 35 MB, what Gmail and
 	// Outlook accept, so mail that reaches them reaches us.
 	DefaultMaxSize = 35 << 20
-	// DefaultMaxRecipients is the default --max-recipients; RFC 5321
-	// §4.5.3.1.8 asks for at least 100.
-	DefaultMaxRecipients = 100
+	// DefaultMaxRecipients is the default --max-recipients: Postfix's
+	// smtpd_recipient_limit. RFC 5321 §4.5.3.1.8 asks for at least 100;
+	// a mailing list's message to more was refused whole at 100.
+	DefaultMaxRecipients = 1000
 	// DefaultMaxErrors is how many error replies a client gets before it
 	// is cut off, as Postfix's smtpd_hard_error_limit.
 	DefaultMaxErrors = 20
@@ -195,7 +196,8 @@ func (cfg *Config) Serve(ctx context.Context, c Conn, p Peer) error {
 	// one more and the session enforces the limit itself; the wire
 	// announces the true limit in EHLO.
 	srv.MaxMessageBytes = cfg.maxSize() + 1
-	srv.MaxLineLength = MaxLine
+	// The wire holds lines to MaxLine, and AUTH's to MaxAuthLine.
+	srv.MaxLineLength = MaxAuthLine + 2
 	srv.MaxRecipients = cfg.maxRecipients()
 	// The session decides who may AUTH (it offers no mechanism on an
 	// insecure connection), so the engine must not refuse on its own

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // wire stands between go-smtp and the client. go-smtp has no hook for
@@ -35,7 +38,10 @@ import (
 //     MaxErrors the client gets 421 and is cut off;
 //   - 502 for a command out of sequence becomes 503 (RFC 5321 §4.2.4:
 //     502 is for commands not implemented), and a bad base64 SASL line is
-//     501, not the engine's temporary 454; AUTH success is 235 2.7.0.
+//     501, not the engine's temporary 454; AUTH success is 235 2.7.0;
+//   - message data (DATA's and BDAT's) is checked here for bare CR and
+//     bare LF as the client sent it, before the engine's dot unstuffing,
+//     which drops a CR that follows a line's leading dot (see rawData).
 type wire struct {
 	ctx context.Context
 	c   Conn
@@ -65,6 +71,20 @@ type wire struct {
 	cutOff bool
 	dead   bool
 	err    error
+
+	// The message data as sent: rawCR says its last octet handed on was
+	// a CR; rawBad holds the refusal for a bare CR or LF seen in it since
+	// the transaction's MAIL. The engine runs Data for BDAT in a goroutine
+	// of its own, hence the atomic.
+	rawCR  bool
+	rawBad atomic.Pointer[smtp.SMTPError]
+
+	// The line being handed on (not in a BDAT chunk): its length so far
+	// and its first octets, which say whether it is AUTH. tooLong, once
+	// set, fails every read, as the engine's own line limit does.
+	lineLen int
+	head    []byte
+	tooLong bool
 
 	closed chan struct{}
 	once   sync.Once
@@ -104,6 +124,9 @@ func (w *wire) Read(p []byte) (int, error) {
 	if w.dead {
 		return 0, io.EOF
 	}
+	if w.tooLong {
+		return 0, smtp.ErrTooLongLine
+	}
 	for len(w.in) == 0 {
 		// About to wait for the client: send the replies held so far,
 		// in one write (RFC 2920 §3.3 lets a server group them).
@@ -123,7 +146,12 @@ func (w *wire) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if isTimeout(err) {
+			// RFC 5321 s. 4.5.3.2: a server that gives up on a silent
+			// client says 421 before it closes. Whatever the engine
+			// answers the failed read is not sent after it.
 			w.s.log().Info("timeout", "in_data", w.s.inData.Load())
+			w.writeRaw("421 4.4.2 " + w.s.host() + " timeout waiting for you, closing connection cid=" + w.s.peer.ID + "\r\n")
+			w.dead = true
 		}
 		return 0, err
 	}
@@ -138,11 +166,69 @@ func (w *wire) Read(p []byte) (int, error) {
 		// by itself.
 		k = int(w.bdatLeft)
 	}
+	if w.expect != expectBDAT && w.overLong(w.in[:k]) {
+		w.tooLong = true
+		return 0, smtp.ErrTooLongLine
+	}
 	copy(p, w.in[:k])
+	if w.expect == expectData || w.expect == expectBDAT {
+		w.rawData(w.in[:k])
+	}
 	w.follow(w.in[:k])
 	w.in = w.in[k:]
 	return k, nil
 }
+
+// MaxAuthLine is the longest AUTH command line or SASL response taken,
+// CRLF included: RFC 4954 s. 4 has a server take 12,288 octets of base64
+// in one line, after "AUTH", a mechanism name of at most 20 characters
+// (RFC 4422 s. 3.1) and their spaces. Every other line is at most MaxLine.
+const MaxAuthLine = 12288 + len("AUTH ") + 20 + len(" ") + len("\r\n")
+
+// overLong says whether handing b on would make the current line longer
+// than it may be. The engine's own limit (Server.MaxLineLength) is set
+// above MaxAuthLine, so that the limit is decided here, by what the line
+// is: the engine would hold every line to one length.
+func (w *wire) overLong(b []byte) bool {
+	if len(w.head) < len("AUTH ") {
+		w.head = append(w.head, b[:min(len(b), len("AUTH ")-len(w.head))]...)
+	}
+	limit := MaxLine
+	if w.expect == expectSASL || w.expect == expectCommand && len(w.head) >= 5 && strings.EqualFold(string(w.head[:5]), "AUTH ") {
+		limit = MaxAuthLine
+	}
+	w.lineLen += len(b)
+	if w.lineLen > limit {
+		return true
+	}
+	if b[len(b)-1] == '\n' {
+		w.lineLen, w.head = 0, w.head[:0]
+	}
+	return false
+}
+
+// rawData checks message data as the client sent it. go-smtp's data
+// reader (data.go, taken from net/textproto) drops a line's leading "."
+// and a CR right after it, so "a\r\n.\rhidden" reaches the session as
+// "a\r\nhidden" and the session's own check (checker) cannot see the
+// bare CR: RFC 5321 s. 2.3.8 allows CR and LF only as CRLF. A CR ending
+// one read (or one BDAT chunk) is judged by the next octet of data.
+func (w *wire) rawData(b []byte) {
+	for _, c := range b {
+		switch {
+		case w.rawCR && c != '\n':
+			w.rawBad.CompareAndSwap(nil, errBareCR)
+		case !w.rawCR && c == '\n':
+			w.rawBad.CompareAndSwap(nil, errBareLF)
+		}
+		w.rawCR = c == '\r'
+	}
+}
+
+// rawRefusal is the refusal for the data of this transaction as sent,
+// nil when it had no bare CR or LF. Data asks once the engine has handed
+// it the whole message, so every octet of it has passed rawData.
+func (w *wire) rawRefusal() *smtp.SMTPError { return w.rawBad.Load() }
 
 // follow notes what the engine is handed, to know what each reply answers.
 func (w *wire) follow(b []byte) {
@@ -156,7 +242,7 @@ func (w *wire) follow(b []byte) {
 		}
 		return
 	}
-	if len(w.line)+len(b) <= MaxLine {
+	if len(w.line)+len(b) <= MaxAuthLine {
 		w.line = append(w.line, b...)
 	}
 	if !bytes.HasSuffix(b, []byte{'\n'}) {
@@ -181,6 +267,10 @@ func (w *wire) follow(b []byte) {
 		w.arg = f[1]
 	}
 	switch w.verb {
+	case "MAIL":
+		// A new transaction, and new message data.
+		w.rawCR = false
+		w.rawBad.Store(nil)
 	case "BDAT":
 		// RFC 3030 §2: "BDAT" SP chunk-size [SP "LAST"], and the
 		// chunk's octets follow the command line, refused or not. A
@@ -253,7 +343,7 @@ func (w *wire) emit(line string) {
 }
 
 func (w *wire) flush() {
-	if len(w.batch) == 0 || w.err != nil {
+	if len(w.batch) == 0 || w.err != nil || w.dead {
 		w.batch = w.batch[:0]
 		return
 	}
@@ -372,7 +462,10 @@ func (w *wire) reply(line string) {
 // of an error: past MaxErrors the client is cut off. Each error carries
 // the connection id.
 func (w *wire) countError(code int, sep byte, text string) {
-	if sep == ' ' && code >= 400 {
+	// RFC 5321 s. 4.5.3.1.10: a client may be sent 452 for recipients
+	// past the limit and send them again in another transaction; that is
+	// the limit working, not the client erring.
+	if sep == ' ' && code >= 400 && !(code == 452 && w.verb == "RCPT") {
 		w.errors++
 		if !strings.Contains(text, "cid=") {
 			text += " cid=" + w.s.peer.ID

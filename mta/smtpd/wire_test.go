@@ -84,3 +84,53 @@ func TestWireCorrections(t *testing.T) {
 }
 
 func b64test(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// FuzzDataAsSent sends arbitrary message data after DATA, as raw bytes:
+// when those bytes, up to the end-of-data line, have a CR or LF outside a
+// CRLF, nothing is queued (RFC 5321 s. 2.3.8), whatever the engine's dot
+// unstuffing made of them; when something is queued, it is those bytes
+// unstuffed with LF line ends, byte for byte.
+func FuzzDataAsSent(f *testing.F) {
+	for _, s := range []string{
+		"Subject: x\r\n\r\nbody\r\n",
+		"a\r\n.\rhidden\r\n",
+		".\rSubject: x\r\n",
+		"a\r\n..b\r\n.\r\n",
+		"a\n.\nb\r\n",
+		"a\r.\rb\r\n",
+		"x\r",
+	} {
+		f.Add([]byte(s))
+	}
+	const head = "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n"
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, q := testConfig(t)
+		cfg.MaxSize = 1 << 20
+		in := head + string(data) + "\r\n.\r\nQUIT\r\n"
+		converse(t, cfg, []byte(in))
+		// The data as sent ends at the first CRLF "." CRLF, counting the
+		// CRLF that ends the DATA command.
+		sent := "\r\n" + string(data) + "\r\n.\r\n"
+		sent = sent[2 : strings.Index(sent, "\r\n.\r\n")+2]
+		bad := strings.Contains(strings.ReplaceAll(sent, "\r\n", ""), "\r") ||
+			strings.Contains(strings.ReplaceAll(sent, "\r\n", ""), "\n")
+		if bad && len(q.msgs) > 0 {
+			t.Fatalf("data %q has a bare CR or LF, and %q was queued", sent, q.msgs)
+		}
+		if len(q.msgs) == 0 {
+			return
+		}
+		var want strings.Builder
+		for _, l := range strings.SplitAfter(sent, "\r\n") {
+			if l == "" {
+				continue
+			}
+			want.WriteString(strings.TrimSuffix(strings.TrimPrefix(l, "."), "\r\n") + "\n")
+		}
+		m := q.msgs[0]
+		body := m[strings.Index(m, "; Thu, 01 Jan 1970 00:00:00 +0000\n")+len("; Thu, 01 Jan 1970 00:00:00 +0000\n"):]
+		if body != want.String() {
+			t.Fatalf("data %q queued as %q, want %q", sent, body, want.String())
+		}
+	})
+}

@@ -42,14 +42,14 @@ func ParseNotify(s string) (Notify, error) {
 		}
 		switch {
 		case bit == 0:
-			return 0, fmt.Errorf("NOTIFY %q: %q is not NEVER, SUCCESS, FAILURE or DELAY (RFC 3461 §4.1)", s, f)
+			return 0, fmt.Errorf("NOTIFY %q: %q is not NEVER, SUCCESS, FAILURE or DELAY (RFC 3461 section 4.1)", s, f)
 		case n&bit != 0:
 			return 0, fmt.Errorf("NOTIFY %q names %s twice", s, f)
 		}
 		n |= bit
 	}
 	if n&NotifyNever != 0 && n != NotifyNever {
-		return 0, fmt.Errorf("NOTIFY %q: NEVER goes alone (RFC 3461 §4.1)", s)
+		return 0, fmt.Errorf("NOTIFY %q: NEVER goes alone (RFC 3461 section 4.1)", s)
 	}
 	return n, nil
 }
