@@ -233,16 +233,34 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		events, watchErrs = w.Events, w.Errors
 	}
+	done := make(chan attemptDone, r.o.Concurrency)
+	freed := make(chan bool, r.o.Concurrency) // a slot given back; true for a retry's
+	stopping := false
+	// between runs between the batches of a scan: deliveries start while
+	// the rest of a large queue is still being read, and the slots of
+	// those that end are given back.
+	between := func() {
+		for {
+			select {
+			case retry := <-freed:
+				r.slotFreed(retry)
+			case d := <-done:
+				r.finished(d)
+			default:
+				if !stopping {
+					r.dispatch(ctx, freed, done)
+				}
+				return
+			}
+		}
+	}
 	// A flush asked for while no tern-queue ran is done now; scan takes
 	// the request.
-	r.scan()
+	r.scan(between)
 	scan := time.NewTicker(r.o.ScanInterval)
 	defer scan.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	done := make(chan attemptDone, r.o.Concurrency)
-	freed := make(chan bool, r.o.Concurrency) // a slot given back; true for a retry's
-	stopping := false
 	for {
 		if !stopping {
 			r.dispatch(ctx, freed, done)
@@ -259,9 +277,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		if r.o.Once && idle && noFresh && (!haveDue || nextDue.After(r.env.Now())) {
 			// What this run's deliveries injected (forwards, bounces) is
 			// part of the run.
-			r.scan()
+			r.scan(between)
 			r.mu.Lock()
-			more := len(r.fresh) > 0 || len(r.parkedAs) > 0
+			// Deliveries the scan started (between its batches) count.
+			more := len(r.fresh) > 0 || len(r.parkedAs) > 0 || r.inflight > 0
 			r.mu.Unlock()
 			if !more {
 				return nil
@@ -293,12 +312,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				stopping = true
 			}
 		case retry := <-freed:
-			r.mu.Lock()
-			r.running--
-			if retry {
-				r.retrying--
-			}
-			r.mu.Unlock()
+			r.slotFreed(retry)
 		case d := <-done:
 			r.finished(d)
 		case ev := <-events:
@@ -313,7 +327,7 @@ func (r *Runner) Run(ctx context.Context) error {
 					if r.q.TakeFlush() {
 						r.log.Info("flush requested")
 						r.flush = true
-						r.scan()
+						r.scan(between)
 					}
 				} else if queue.ValidID(name) && ev.Op&fsnotify.Create != 0 {
 					// Create covers a rename into incoming/ (IN_MOVED_TO); fsnotify's
@@ -329,13 +343,13 @@ func (r *Runner) Run(ctx context.Context) error {
 					break drain
 				}
 			}
-			r.ingest(ids...)
+			r.ingest(between, ids...)
 		case err := <-watchErrs:
 			// An overflow loses events: the scan finds what they were about.
 			r.log.Warn("watching incoming", "err", err)
-			r.scan()
+			r.scan(between)
 		case <-scan.C:
-			r.scan()
+			r.scan(between)
 		case <-timer.C:
 		}
 	}
@@ -344,7 +358,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // scan takes in every submission and schedules every entry not already
 // known. After a flush request, every entry is due at once and its deferred
 // recipients are tried whatever their next-try time.
-func (r *Runner) scan() {
+func (r *Runner) scan(between func()) {
 	// Prepared entries of a tern-smtpd that stopped (see queue.KeepReady):
 	// a sealed one becomes a submission the loop below takes in.
 	for _, n := range r.q.ReclaimPool() {
@@ -354,7 +368,7 @@ func (r *Runner) scan() {
 	if err != nil {
 		r.log.Error("scan", "err", err)
 	}
-	r.ingest(ids...)
+	r.ingest(between, ids...)
 	if r.q.TakeFlush() {
 		r.flush = true
 	}
@@ -365,8 +379,8 @@ func (r *Runner) scan() {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.flush {
+	flush := r.flush
+	if flush {
 		r.flushes++
 		r.dests.forgive()
 		// Everything deferred is due: rebuild the heap with now.
@@ -379,30 +393,53 @@ func (r *Runner) scan() {
 			r.parkedAs[id] = it
 		}
 	}
+	var todo []string
 	for _, id := range ids {
-		if r.known[id] {
-			continue
+		if !r.known[id] {
+			todo = append(todo, id)
 		}
-		e, err := r.q.Load(id)
-		if err != nil {
-			r.damaged(id, err)
-			continue
+	}
+	r.mu.Unlock()
+	// The envelopes are read in batches, by several readers at once and
+	// without r.mu, and the deliveries of each batch start before the next
+	// is read: tern-queue started on a large queue used to read all of it
+	// before its first delivery.
+	for len(todo) > 0 {
+		batch := todo[:min(len(todo), scanBatch)]
+		todo = todo[len(batch):]
+		loaded, errs := r.q.LoadAll(batch)
+		r.mu.Lock()
+		for i, id := range batch {
+			e := loaded[i]
+			// An entry that ended an attempt meanwhile (between) is known
+			// again with its own schedule.
+			if errs[i] != nil || r.known[id] || e.Hold {
+				continue
+			}
+			due, ok := e.NextTry()
+			if !ok {
+				due = time.Time{} // done or failed: finish it
+			}
+			if flush {
+				due = time.Time{}
+			}
+			r.known[id] = true
+			r.keys[id] = r.entryKeys(e)
+			heap.Push(&r.retries, retryItem{id: id, due: due, force: flush})
 		}
-		if e.Hold {
-			continue
+		r.mu.Unlock()
+		for i, err := range errs {
+			if err != nil {
+				r.damaged(batch[i], err)
+			}
 		}
-		due, ok := e.NextTry()
-		if !ok {
-			due = time.Time{} // done or failed: finish it
-		}
-		if r.flush {
-			due = time.Time{}
-		}
-		r.known[id] = true
-		r.keys[id] = r.entryKeys(e)
-		heap.Push(&r.retries, retryItem{id: id, due: due, force: r.flush})
+		between()
 	}
 }
+
+// scanBatch is how many envelopes scan reads before it lets deliveries
+// start: the first batch is enough for every delivery slot.
+const scanBatch = 256
 
 func hasFailed(e *queue.Envelope) bool {
 	for _, rc := range e.Recipients {
@@ -426,7 +463,7 @@ func (r *Runner) damaged(id string, err error) {
 
 // ingest takes submissions in, in batches, and puts each at the end of
 // the fresh list.
-func (r *Runner) ingest(ids ...string) {
+func (r *Runner) ingest(between func(), ids ...string) {
 	r.mu.Lock()
 	var todo []string
 	seen := map[string]bool{} // inotify may report a name twice
@@ -443,6 +480,9 @@ func (r *Runner) ingest(ids ...string) {
 			r.took(in)
 		}
 		todo = todo[n:]
+		if len(todo) > 0 {
+			between()
+		}
 	}
 }
 
@@ -608,6 +648,16 @@ func (r *Runner) readyRetry(now time.Time) (retryItem, bool) {
 		r.park(it)
 	}
 	return retryItem{}, false
+}
+
+// slotFreed takes back the delivery slot an entry gave back.
+func (r *Runner) slotFreed(retry bool) {
+	r.mu.Lock()
+	r.running--
+	if retry {
+		r.retrying--
+	}
+	r.mu.Unlock()
 }
 
 // finished reschedules an entry after an attempt.
