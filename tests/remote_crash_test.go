@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"io"
+	"log"
 	"math/rand"
 	"os"
 	"regexp"
@@ -120,6 +121,7 @@ func TestRemoteCrash(t *testing.T) {
 			return &slowSession{mxSession: &mxSession{h: h, c: c, conn: n}, m: m}, nil
 		}))
 		h.srv.Domain = h.name
+		h.srv.ErrorLog = log.New(io.Discard, "", 0) // killed clients reset their connections
 	})
 	w.dns.MX("remote.example", 10, "mx.remote.example")
 	for i := range nMsgs {

@@ -214,7 +214,7 @@ func (q *Queue) Delete(id string) error {
 		return err
 	}
 	defer unlock()
-	return q.Remove(id)
+	return q.remove(id, true)
 }
 
 // Hold keeps entry id from delivery until Release (--hold). A delivery

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tern-mail/tern/mta"
@@ -243,7 +244,13 @@ func oneLine(s string) string {
 // included). A submitted file (incoming/ID) is an envelope, an empty line
 // and the message; a queued envelope (env/ID) has no empty line.
 func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
-	br := bufio.NewReaderSize(io.LimitReader(r, MaxEnvelope), 64<<10)
+	lr := &io.LimitedReader{R: r, N: MaxEnvelope}
+	br := envReaders.Get().(*bufio.Reader)
+	br.Reset(lr)
+	defer func() {
+		br.Reset(nil) // let go of the file
+		envReaders.Put(br)
+	}()
 	e := &Envelope{UID: -1}
 	version := 0
 	sawText := false // version 2's 7bit or 8bit line
@@ -305,6 +312,13 @@ func ParseEnvelope(r io.Reader) (*Envelope, int64, error) {
 	}
 	return e, used, nil
 }
+
+// envReaders keeps ParseEnvelope's buffers: tern-queue parses every
+// envelope two or three times an attempt, and a fresh buffer each time
+// was a measured share of its CPU under load (tests/bench/remote.sh).
+// ReadString collects a line longer than the buffer, so its size bounds
+// nothing; MaxEnvelope does.
+var envReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 func (e *Envelope) parseLine(line string, version int, sawText *bool) error {
 	key, val, _ := strings.Cut(line, " ")

@@ -106,13 +106,22 @@ type Runner struct {
 	ownSMTP    *remote.Transport // the SMTP transport this runner made, under confMu
 	dests      *destinations
 
-	mu       sync.Mutex
-	fresh    []string // new entries, in arrival order: tried first
-	retries  retryHeap
-	known    map[string]bool     // in fresh, in retries or running
-	keys     map[string][]string // the destinations an entry waits on, for dispatch
-	running  int                 // entries holding a delivery slot (--concurrency)
-	retrying int                 // of running, how many are retries
+	mu      sync.Mutex
+	fresh   []string // new entries, in arrival order: tried first
+	retries retryHeap
+	known   map[string]bool // in fresh, in retries, parked or running
+	// parkedFresh and parkedRetry hold, by destination, the entries
+	// dispatch passed over because every destination they wait on was at
+	// its limit; a free slot of a destination starts its first parked
+	// entry. An entry with several destinations is parked under each;
+	// parkedAs is the one record of a parked entry, so a copy reached after
+	// the entry started from another list is dropped.
+	parkedFresh map[string][]string
+	parkedRetry map[string][]string
+	parkedAs    map[string]retryItem
+	keys        map[string][]string // the destinations an entry waits on, for dispatch
+	running     int                 // entries holding a delivery slot (--concurrency)
+	retrying    int                 // of running, how many are retries
 	// inflight counts entries between their start and the end of their
 	// attempt, the recording of results included: an entry gives its
 	// delivery slot back when its deliveries end, before its results are
@@ -139,7 +148,7 @@ func New(o Options, env Env) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, keys: map[string][]string{}, started: map[string]int{}, flush: o.Flush,
+	r := &Runner{o: o, env: env, q: q, log: env.Log, conf: c, known: map[string]bool{}, keys: map[string][]string{}, started: map[string]int{}, parkedFresh: map[string][]string{}, parkedRetry: map[string][]string{}, parkedAs: map[string]retryItem{}, flush: o.Flush,
 		dests: newDestinations(o.DestinationConcurrency), transports: map[transport.Kind]transport.Transport{}}
 	for k, t := range env.Transports {
 		r.transports[k] = t
@@ -224,16 +233,34 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		events, watchErrs = w.Events, w.Errors
 	}
+	done := make(chan attemptDone, r.o.Concurrency)
+	freed := make(chan bool, r.o.Concurrency) // a slot given back; true for a retry's
+	stopping := false
+	// between runs between the batches of a scan: deliveries start while
+	// the rest of a large queue is still being read, and the slots of
+	// those that end are given back.
+	between := func() {
+		for {
+			select {
+			case retry := <-freed:
+				r.slotFreed(retry)
+			case d := <-done:
+				r.finished(d)
+			default:
+				if !stopping {
+					r.dispatch(ctx, freed, done)
+				}
+				return
+			}
+		}
+	}
 	// A flush asked for while no tern-queue ran is done now; scan takes
 	// the request.
-	r.scan()
+	r.scan(between)
 	scan := time.NewTicker(r.o.ScanInterval)
 	defer scan.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	done := make(chan attemptDone, r.o.Concurrency)
-	freed := make(chan bool, r.o.Concurrency) // a slot given back; true for a retry's
-	stopping := false
 	for {
 		if !stopping {
 			r.dispatch(ctx, freed, done)
@@ -241,7 +268,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.mu.Lock()
 		idle := r.inflight == 0
 		nextDue, haveDue := r.retries.next()
-		noFresh := len(r.fresh) == 0
+		noFresh := len(r.fresh) == 0 && len(r.parkedAs) == 0
 		r.mu.Unlock()
 		if stopping && idle {
 			r.log.Info("stopped")
@@ -250,9 +277,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		if r.o.Once && idle && noFresh && (!haveDue || nextDue.After(r.env.Now())) {
 			// What this run's deliveries injected (forwards, bounces) is
 			// part of the run.
-			r.scan()
+			r.scan(between)
 			r.mu.Lock()
-			more := len(r.fresh) > 0
+			// Deliveries the scan started (between its batches) count.
+			more := len(r.fresh) > 0 || len(r.parkedAs) > 0 || r.inflight > 0
 			r.mu.Unlock()
 			if !more {
 				return nil
@@ -284,12 +312,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				stopping = true
 			}
 		case retry := <-freed:
-			r.mu.Lock()
-			r.running--
-			if retry {
-				r.retrying--
-			}
-			r.mu.Unlock()
+			r.slotFreed(retry)
 		case d := <-done:
 			r.finished(d)
 		case ev := <-events:
@@ -304,7 +327,7 @@ func (r *Runner) Run(ctx context.Context) error {
 					if r.q.TakeFlush() {
 						r.log.Info("flush requested")
 						r.flush = true
-						r.scan()
+						r.scan(between)
 					}
 				} else if queue.ValidID(name) && ev.Op&fsnotify.Create != 0 {
 					// Create covers a rename into incoming/ (IN_MOVED_TO); fsnotify's
@@ -320,13 +343,13 @@ func (r *Runner) Run(ctx context.Context) error {
 					break drain
 				}
 			}
-			r.ingest(ids...)
+			r.ingest(between, ids...)
 		case err := <-watchErrs:
 			// An overflow loses events: the scan finds what they were about.
 			r.log.Warn("watching incoming", "err", err)
-			r.scan()
+			r.scan(between)
 		case <-scan.C:
-			r.scan()
+			r.scan(between)
 		case <-timer.C:
 		}
 	}
@@ -335,7 +358,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // scan takes in every submission and schedules every entry not already
 // known. After a flush request, every entry is due at once and its deferred
 // recipients are tried whatever their next-try time.
-func (r *Runner) scan() {
+func (r *Runner) scan(between func()) {
 	// Prepared entries of a tern-smtpd that stopped (see queue.KeepReady):
 	// a sealed one becomes a submission the loop below takes in.
 	for _, n := range r.q.ReclaimPool() {
@@ -345,7 +368,7 @@ func (r *Runner) scan() {
 	if err != nil {
 		r.log.Error("scan", "err", err)
 	}
-	r.ingest(ids...)
+	r.ingest(between, ids...)
 	if r.q.TakeFlush() {
 		r.flush = true
 	}
@@ -356,8 +379,8 @@ func (r *Runner) scan() {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.flush {
+	flush := r.flush
+	if flush {
 		r.flushes++
 		r.dests.forgive()
 		// Everything deferred is due: rebuild the heap with now.
@@ -365,31 +388,58 @@ func (r *Runner) scan() {
 			r.retries[i].due, r.retries[i].force = time.Time{}, true
 		}
 		heap.Init(&r.retries)
+		for id, it := range r.parkedAs {
+			it.force = it.force || it.retry
+			r.parkedAs[id] = it
+		}
 	}
+	var todo []string
 	for _, id := range ids {
-		if r.known[id] {
-			continue
+		if !r.known[id] {
+			todo = append(todo, id)
 		}
-		e, err := r.q.Load(id)
-		if err != nil {
-			r.damaged(id, err)
-			continue
+	}
+	r.mu.Unlock()
+	// The envelopes are read in batches, by several readers at once and
+	// without r.mu, and the deliveries of each batch start before the next
+	// is read: tern-queue started on a large queue used to read all of it
+	// before its first delivery.
+	for len(todo) > 0 {
+		batch := todo[:min(len(todo), scanBatch)]
+		todo = todo[len(batch):]
+		loaded, errs := r.q.LoadAll(batch)
+		r.mu.Lock()
+		for i, id := range batch {
+			e := loaded[i]
+			// An entry that ended an attempt meanwhile (between) is known
+			// again with its own schedule.
+			if errs[i] != nil || r.known[id] || e.Hold {
+				continue
+			}
+			due, ok := e.NextTry()
+			if !ok {
+				due = time.Time{} // done or failed: finish it
+			}
+			if flush {
+				due = time.Time{}
+			}
+			r.known[id] = true
+			r.keys[id] = r.entryKeys(e)
+			heap.Push(&r.retries, retryItem{id: id, due: due, force: flush})
 		}
-		if e.Hold {
-			continue
+		r.mu.Unlock()
+		for i, err := range errs {
+			if err != nil {
+				r.damaged(batch[i], err)
+			}
 		}
-		due, ok := e.NextTry()
-		if !ok {
-			due = time.Time{} // done or failed: finish it
-		}
-		if r.flush {
-			due = time.Time{}
-		}
-		r.known[id] = true
-		r.keys[id] = r.entryKeys(e)
-		heap.Push(&r.retries, retryItem{id: id, due: due, force: r.flush})
+		between()
 	}
 }
+
+// scanBatch is how many envelopes scan reads before it lets deliveries
+// start: the first batch is enough for every delivery slot.
+const scanBatch = 256
 
 func hasFailed(e *queue.Envelope) bool {
 	for _, rc := range e.Recipients {
@@ -413,7 +463,7 @@ func (r *Runner) damaged(id string, err error) {
 
 // ingest takes submissions in, in batches, and puts each at the end of
 // the fresh list.
-func (r *Runner) ingest(ids ...string) {
+func (r *Runner) ingest(between func(), ids ...string) {
 	r.mu.Lock()
 	var todo []string
 	seen := map[string]bool{} // inotify may report a name twice
@@ -430,6 +480,9 @@ func (r *Runner) ingest(ids ...string) {
 			r.took(in)
 		}
 		todo = todo[n:]
+		if len(todo) > 0 {
+			between()
+		}
 	}
 }
 
@@ -466,9 +519,11 @@ func (r *Runner) took(in queue.Ingested) {
 // dispatch starts attempts while there are free slots: fresh entries
 // first, in arrival order, and retries only up to all slots but one, so
 // that a backlog of retries never keeps new mail waiting. An entry whose
-// every destination is at its limit is passed over for a later one (a
-// look-ahead of dispatchLookAhead entries), so a slow destination holds
-// only its own slots.
+// every destination is at its limit is parked under them and the next one
+// is looked at, so a slow destination holds only its own slots however
+// long its backlog (Postfix's qmgr keeps a queue per destination for the
+// same reason); a parked entry starts when one of its destinations has a
+// slot free again.
 func (r *Runner) dispatch(ctx context.Context, freed chan<- bool, done chan<- attemptDone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -480,22 +535,17 @@ func (r *Runner) dispatch(ctx context.Context, freed chan<- bool, done chan<- at
 	// Entries recording their results hold an open file and wait for a
 	// flush: as many of them as there are slots, at most.
 	for r.running < r.o.Concurrency && r.inflight < 2*r.o.Concurrency {
-		var id string
-		force, retry := false, false
-		if i := r.readyFresh(); i >= 0 {
-			id = r.fresh[i]
-			r.fresh = slices.Delete(r.fresh, i, i+1)
-		} else if r.retrying < retrySlots {
-			it, ok := r.readyRetry(now)
-			if !ok {
+		it, ok := r.readyFresh()
+		if !ok {
+			if r.retrying >= retrySlots {
 				return
 			}
-			id, force = it.id, it.force
-			retry = true
+			if it, ok = r.readyRetry(now); !ok {
+				return
+			}
 			r.retrying++
-		} else {
-			return
 		}
+		id, force, retry := it.id, it.force, it.retry
 		r.running++
 		r.inflight++
 		r.started[id] = r.flushes
@@ -509,10 +559,6 @@ func (r *Runner) dispatch(ctx context.Context, freed chan<- bool, done chan<- at
 		}()
 	}
 }
-
-// dispatchLookAhead bounds how far past a blocked entry the scheduler
-// looks for one it can start.
-const dispatchLookAhead = 512
 
 // ready reports whether entry id has a destination with a free slot.
 // Under r.mu.
@@ -529,35 +575,89 @@ func (r *Runner) ready(id string) bool {
 	return false
 }
 
-// readyFresh is the index of the first fresh entry that can start, or -1.
-func (r *Runner) readyFresh() int {
-	for i, id := range r.fresh {
-		if i >= dispatchLookAhead {
-			break
-		}
-		if r.ready(id) {
-			return i
-		}
+// park sets an entry aside under each of its destinations, all full.
+// Under r.mu.
+func (r *Runner) park(it retryItem) {
+	lists := r.parkedFresh
+	if it.retry {
+		lists = r.parkedRetry
 	}
-	return -1
+	r.parkedAs[it.id] = it
+	for _, k := range r.keys[it.id] {
+		lists[k] = append(lists[k], it.id)
+	}
 }
 
-// readyRetry pops the first due retry that can start.
-func (r *Runner) readyRetry(now time.Time) (retryItem, bool) {
-	var skipped []retryItem
-	defer func() {
-		for _, it := range skipped {
-			heap.Push(&r.retries, it)
+// unpark takes the first parked entry of a destination with a free slot
+// from lists. Under r.mu.
+func (r *Runner) unpark(lists map[string][]string) (retryItem, bool) {
+	for k, ids := range lists {
+		if r.dests.full(k) {
+			continue
 		}
-	}()
-	for len(r.retries) > 0 && !r.retries[0].due.After(now) && len(skipped) < dispatchLookAhead {
-		it := heap.Pop(&r.retries).(retryItem)
+		for len(ids) > 0 {
+			id := ids[0]
+			ids = ids[1:]
+			it, ok := r.parkedAs[id]
+			// A copy whose entry started from another list, or, after the
+			// entry was parked anew, one under a destination it no longer
+			// waits on.
+			if !ok || !r.ready(id) {
+				continue
+			}
+			delete(r.parkedAs, id)
+			if len(ids) == 0 {
+				delete(lists, k)
+			} else {
+				lists[k] = ids
+			}
+			return it, true
+		}
+		delete(lists, k)
+	}
+	return retryItem{}, false
+}
+
+// readyFresh takes the first fresh entry that can start.
+func (r *Runner) readyFresh() (retryItem, bool) {
+	if it, ok := r.unpark(r.parkedFresh); ok {
+		return it, true
+	}
+	for len(r.fresh) > 0 {
+		it := retryItem{id: r.fresh[0]}
+		r.fresh = r.fresh[1:]
 		if r.ready(it.id) {
 			return it, true
 		}
-		skipped = append(skipped, it)
+		r.park(it)
 	}
 	return retryItem{}, false
+}
+
+// readyRetry takes the first due retry that can start.
+func (r *Runner) readyRetry(now time.Time) (retryItem, bool) {
+	if it, ok := r.unpark(r.parkedRetry); ok {
+		return it, true
+	}
+	for len(r.retries) > 0 && !r.retries[0].due.After(now) {
+		it := heap.Pop(&r.retries).(retryItem)
+		it.retry = true
+		if r.ready(it.id) {
+			return it, true
+		}
+		r.park(it)
+	}
+	return retryItem{}, false
+}
+
+// slotFreed takes back the delivery slot an entry gave back.
+func (r *Runner) slotFreed(retry bool) {
+	r.mu.Lock()
+	r.running--
+	if retry {
+		r.retrying--
+	}
+	r.mu.Unlock()
 }
 
 // finished reschedules an entry after an attempt.
@@ -600,6 +700,7 @@ type retryItem struct {
 	id    string
 	due   time.Time
 	force bool // flushed: try deferred recipients before their time
+	retry bool // from the retries, not the fresh entries
 }
 
 type retryHeap []retryItem

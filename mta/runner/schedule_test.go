@@ -484,3 +484,76 @@ func TestFlushDuringDelivery(t *testing.T) {
 		t.Fatalf("not tried again after the flush:\n%s", log.String())
 	}
 }
+
+// TestDestinationBacklog: a backlog to one stuck destination longer than
+// the scheduler ever looked ahead (512 entries) does not hold up mail to
+// another destination queued behind it, neither when the entries are new
+// nor when they are retries brought forward by a flush.
+func TestDestinationBacklog(t *testing.T) {
+	const backlog = 600
+	w := newWorld(t, "bob")
+	clk := &clock{t: time.Now()}
+	var mu sync.Mutex
+	deferAll := true
+	tr := newFakeSMTP(func(hop transport.Hop, rc transport.Recipient) transport.Result {
+		mu.Lock()
+		defer mu.Unlock()
+		if deferAll {
+			return transport.Result{Status: "4.2.0", Temporary: true, Reply: 451, Answer: "451 4.2.0 later", RemoteMTA: "mx." + hop.Domain + "[192.0.2.1]:25", DiagType: "smtp"}
+		}
+		return sent(hop, rc)
+	})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // nobody here waits for a delivery to begin
+		for {
+			select {
+			case <-tr.entered:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for range backlog {
+		w.inject(t, "bob@example.org", "x@slow.example")
+	}
+	for range 3 {
+		w.inject(t, "bob@example.org", "y@fast.example")
+	}
+	for _, phase := range []struct {
+		name  string
+		flush bool
+	}{{"new", false}, {"flushed retries", true}} {
+		tr.mu.Lock()
+		tr.gate["slow.example"] = make(chan struct{})
+		tr.calls = map[string]int{}
+		tr.mu.Unlock()
+		r := w.remoteRunner(t, runnerSetup{o: Options{Once: true, Flush: phase.flush, Concurrency: 6, DestinationConcurrency: 2}, clock: clk, tr: tr})
+		done := make(chan error, 1)
+		go func() { done <- r.Run(context.Background()) }()
+		deadline := time.After(20 * time.Second)
+		for tr.count(tr.calls, "fast.example") < 3 {
+			select {
+			case <-deadline:
+				n := tr.count(tr.calls, "fast.example")
+				close(tr.gate["slow.example"])
+				<-done
+				t.Fatalf("%s: fast.example was tried %d times of 3 while %d entries for slow.example waited", phase.name, n, backlog)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		close(tr.gate["slow.example"])
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n := tr.count(tr.calls, "slow.example"); n != backlog {
+			t.Errorf("%s: slow.example tried %d times, want %d", phase.name, n, backlog)
+		}
+		mu.Lock()
+		deferAll = false
+		mu.Unlock()
+	}
+	if left := w.left(t); len(left) != 0 {
+		t.Errorf("%d entries left after the flush", len(left))
+	}
+}
