@@ -35,6 +35,7 @@ func main() {
 			&cli.StringFlag{Name: "deliver", EnvVars: []string{"TERN_DELIVER"}, Usage: "tern-deliver's `PATH` (default: beside tern-queue)"},
 			// Not TERN_ENQUEUE: that is tern-smtpd's filter (issue #19).
 			&cli.StringFlag{Name: "enqueue", EnvVars: []string{runner.EnqueuePathEnv}, Usage: "tern-enqueue's `PATH`, for .forward (default: beside tern-queue)"},
+			&cli.StringFlag{Name: "local-delivery", EnvVars: []string{"TERN_LOCAL_DELIVERY"}, Value: "lmtp", Usage: "hand an account's mail to a deliverer kept per uid (`lmtp`: tern-deliver --lmtp) or run tern-deliver per recipient (exec)"},
 			&cli.BoolFlag{Name: "once", EnvVars: []string{"TERN_ONCE"}, Usage: "deliver what is due, then exit (for cron)"},
 			&cli.IntFlag{Name: "concurrency", EnvVars: []string{"TERN_CONCURRENCY"}, Value: 100, Usage: "at most `N` messages in delivery at once"},
 			&cli.IntFlag{Name: "destination-concurrency", EnvVars: []string{"TERN_DESTINATION_CONCURRENCY"}, Value: 20, Usage: "at most `N` deliveries at once to one destination (a domain's MX hosts, a routes-file host, or local delivery)"},
@@ -93,6 +94,14 @@ func main() {
 				}
 				return op.do(q, c.String(op.flag))
 			}
+			var lmtp bool
+			switch c.String("local-delivery") {
+			case "lmtp":
+				lmtp = true
+			case "exec":
+			default:
+				return command.UsageError("--local-delivery %q: want lmtp or exec", c.String("local-delivery"))
+			}
 			self, _ := os.Executable()
 			beside := func(flag, prog string) string {
 				if p := c.String(flag); p != "" {
@@ -113,7 +122,7 @@ func main() {
 				Deliver: beside("deliver", "tern-deliver"), Enqueue: beside("enqueue", "tern-enqueue"),
 				Concurrency: c.Int("concurrency"), DestinationConcurrency: c.Int("destination-concurrency"), MaxAge: c.Duration("max-age"), WarnAfter: c.Duration("warn-after"),
 				ScanInterval: c.Duration("scan-interval"), Timeout: c.Duration("timeout"),
-				Once: c.Bool("once"), Flush: c.Bool("flush"),
+				Once: c.Bool("once"), Flush: c.Bool("flush"), LMTP: lmtp,
 				SMTP: runner.SMTPOptions{
 					DNS: c.String("dns"), Port: c.Int("smtp-port"),
 					ConnectTimeout: c.Duration("smtp-connect-timeout"),

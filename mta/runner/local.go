@@ -66,12 +66,24 @@ type Local struct {
 	ConfDir string            // passed on (TERN_CONF)
 	Timeout time.Duration     // one delivery's limit
 	Euid    int               // tern-queue's: as root, deliveries run as the account
+	// LMTP hands an account's mail to a deliverer kept per uid
+	// (tern-deliver --lmtp, lmtp.go) instead of a tern-deliver per
+	// recipient. Alias targets run per message either way.
+	LMTP   bool
+	Stderr io.Writer // the deliverers' log lines; nil is os.Stderr
+
+	pool pool
 }
 
 // Deliver runs one delivery program per recipient, one after another.
 func (l *Local) Deliver(ctx context.Context, m *transport.Message, _ transport.Hop, rcpts []transport.Recipient) []transport.Result {
 	c := l.Conf()
 	out := make([]transport.Result, len(rcpts))
+	type lmtpBatch struct {
+		cred  *syscall.Credential
+		rcpts []lmtpRcpt
+	}
+	var batches []*lmtpBatch // per deliverer uid, in the order first met
 	for i, rc := range rcpts {
 		var res result
 		switch {
@@ -86,6 +98,27 @@ func (l *Local) Deliver(ctx context.Context, m *transport.Message, _ transport.H
 			switch {
 			case errors.Is(err, conf.ErrNoUser):
 				res = result{code: 67, status: "5.1.1", answer: "no such user here"}
+			case err == nil && rcpt.Account != nil && l.LMTP && (l.Euid != 0 || rcpt.Account.UID > 0):
+				// As root, an account without a uid of its own is
+				// delivered by tern-deliver as tern-queue runs today:
+				// tern-lmtpd never delivers as root.
+				cred, bad := l.credential(rcpt.Account.UID, rcpt.Account.GID, rcpt.Account.Name)
+				if bad != nil {
+					res = *bad
+					break
+				}
+				var b *lmtpBatch
+				for _, x := range batches {
+					if (x.cred == nil && cred == nil) || (x.cred != nil && cred != nil && x.cred.Uid == cred.Uid && x.cred.Gid == cred.Gid) {
+						b = x
+					}
+				}
+				if b == nil {
+					b = &lmtpBatch{cred: cred}
+					batches = append(batches, b)
+				}
+				b.rcpts = append(b.rcpts, lmtpRcpt{i: i, addr: rc.Addr})
+				continue
 			case err == nil && rcpt.Account != nil:
 				res = l.runDeliver(ctx, c, m, rc, rcpt)
 			case err == nil:
@@ -98,6 +131,9 @@ func (l *Local) Deliver(ctx context.Context, m *transport.Message, _ transport.H
 		if res.code == 0 {
 			out[i].Status = "2.0.0"
 		}
+	}
+	for _, b := range batches {
+		l.deliverLMTP(ctx, c.Hostname, m, b.cred, b.rcpts, out)
 	}
 	return out
 }

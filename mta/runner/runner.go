@@ -58,6 +58,7 @@ type Options struct {
 	SMTP                   SMTPOptions   // remote delivery
 	Once                   bool          // one pass over what is due, then exit
 	Flush                  bool          // treat every deferred recipient as due
+	LMTP                   bool          // local delivery through a deliverer per uid (Local.LMTP)
 }
 
 // Env is what the runner takes from its surroundings.
@@ -154,7 +155,7 @@ func New(o Options, env Env) (*Runner, error) {
 		r.transports[k] = t
 	}
 	if r.transports[transport.Local] == nil {
-		r.transports[transport.Local] = &Local{Conf: r.currentConf, Program: o.Deliver, Enqueue: o.Enqueue, Queue: q.Dir, ConfDir: o.Conf, Timeout: o.Timeout, Euid: env.Euid}
+		r.transports[transport.Local] = &Local{Conf: r.currentConf, Program: o.Deliver, Enqueue: o.Enqueue, Queue: q.Dir, ConfDir: o.Conf, Timeout: o.Timeout, Euid: env.Euid, LMTP: o.LMTP}
 	}
 	if r.transports[transport.SMTP] == nil {
 		if r.ownSMTP, err = r.smtpTransport(c); err != nil {
@@ -209,6 +210,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		// QUIT the connections kept for reuse.
 		if t, ok := r.transport(transport.SMTP).(*remote.Transport); ok && t == r.ownSMTP {
 			t.Close()
+		}
+		if l, ok := r.transport(transport.Local).(*Local); ok {
+			l.Close()
 		}
 	}()
 	notes, err := r.q.Recover(r.env.Now())
