@@ -555,8 +555,10 @@ func (v *View) store(uids []uint32, op FlagOp, flags []string) ([]uint32, error)
 	if !change.set && !change.hasSomething {
 		return uids, nil
 	}
-	var at []int
-	var items []known
+	// Sized once: a POP3 QUIT flags 100,000 messages, and growing these
+	// by doubling was most of the garbage it made.
+	at := make([]int, 0, len(uids))
+	items := make([]known, 0, len(uids))
 	for _, uid := range uids {
 		if i, ok := v.index(uid); ok && !v.msgs[i].gone {
 			e := &v.msgs[i].e

@@ -99,3 +99,28 @@ func BenchmarkColdSession(b *testing.B) {
 	b.ReportMetric(float64(login.Milliseconds())/float64(b.N), "login-ms/op")
 	b.ReportMetric(float64(quit.Milliseconds())/float64(b.N), "quit-ms/op")
 }
+
+// BenchmarkWarmQuit is the QUIT of a session that retrieved every one of
+// 100,000 messages it had seen before (a leave-on-server client): nothing
+// to rename, nothing to record.
+func BenchmarkWarmQuit(b *testing.B) {
+	dir := benchMaildir(b, 100000)
+	all := make([]int, 100000)
+	for i := range all {
+		all[i] = i
+	}
+	for b.Loop() {
+		b.StopTimer()
+		box, err := openBench(b, dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := box.Commit(nil, all); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		box.Close()
+		b.StartTimer()
+	}
+}

@@ -17,6 +17,13 @@ type MaildirBox struct {
 	view *maildir.View
 	lock io.Closer
 	msgs []Message
+	// unseen marks the messages a RETR must flag \Seen (or move out of
+	// new/) at QUIT, as the view said at login: a POP3 view does not
+	// change during the session, so QUIT asks a bit a message, not the
+	// view (a leave-on-server client's QUIT at 100,000 messages was most
+	// of its time in those questions).
+	unseen []bool
+	isNew  bool // some message is in new/
 }
 
 // OpenMaildir takes the POP3 session lock of the store
@@ -41,9 +48,13 @@ func OpenMaildir(store *maildir.Store) (*MaildirBox, error) {
 	// Only the unique name (a part of the file name, no copy) and the
 	// size of each message are kept for the session.
 	b.msgs = make([]Message, b.view.Len())
+	b.unseen = make([]bool, len(b.msgs))
 	for i := range b.msgs {
 		seq := uint32(i + 1)
 		b.msgs[i] = Message{UID: b.view.Unique(seq), Size: b.view.Size(seq)}
+		isNew := b.view.IsNew(seq)
+		b.unseen[i] = isNew || !b.view.HasFlag(seq, maildir.FlagSeen)
+		b.isNew = b.isNew || isNew
 	}
 	return b, nil
 }
@@ -79,18 +90,23 @@ func (b *MaildirBox) Commit(deleted, retrieved []int) error {
 	// the deletions, which renumber the view.
 	var unseen []uint32
 	for _, i := range retrieved {
-		if seq := uint32(i + 1); !b.view.HasFlag(seq, maildir.FlagSeen) || b.view.IsNew(seq) {
-			unseen = append(unseen, b.view.UID(seq))
+		if b.unseen[i] {
+			unseen = append(unseen, b.view.UID(uint32(i+1)))
 		}
 	}
-	_, derr := b.view.Delete(uids(deleted))
-	var serr error
+	var derr, serr, cerr error
+	if len(deleted) > 0 {
+		_, derr = b.view.Delete(uids(deleted))
+	}
 	if len(unseen) > 0 {
 		serr = b.view.StoreSilent(unseen, maildir.FlagsAdd, []string{maildir.FlagSeen})
 	}
 	// qmail-pop3d and Dovecot move new mail to cur/ when a POP3 session
 	// sees it: it is no longer "recent" for an IMAP client afterwards.
-	return errors.Join(derr, serr, b.view.ClaimNew(), b.view.Settle())
+	if b.isNew {
+		cerr = b.view.ClaimNew()
+	}
+	return errors.Join(derr, serr, cerr, b.view.Settle())
 }
 
 // Close implements Mailbox: it releases the session lock.

@@ -92,11 +92,15 @@ type server struct {
 // result is what one session measured.
 type result struct {
 	times []time.Duration // per step
-	hwm   int64           // peak RSS of the session process, KiB
-	uidl  []string        // in message-number order
-	sizes []int64         // LIST sizes
-	crcs  []uint32        // of the retrieved bytes, CRLF and unstuffed
-	octet []int64         // retrieved byte counts
+	// cpu is what the session process spent on a processor in each
+	// step (the sum of its threads' schedstat run times), which the
+	// load of a shared machine does not inflate as it does times.
+	cpu   []time.Duration
+	hwm   int64    // peak RSS of the session process, KiB
+	uidl  []string // in message-number order
+	sizes []int64  // LIST sizes
+	crcs  []uint32 // of the retrieved bytes, CRLF and unstuffed
+	octet []int64  // retrieved byte counts
 }
 
 type rows struct {
@@ -256,7 +260,11 @@ func bench(o options, n int, pass string, servers []*server) (*rows, error) {
 func brief(r *result) string {
 	var b strings.Builder
 	for i, d := range r.times {
-		fmt.Fprintf(&b, "%s %.0fms  ", steps[i], ms(d))
+		fmt.Fprintf(&b, "%s %.0fms", steps[i], ms(d))
+		if i < len(r.cpu) {
+			fmt.Fprintf(&b, " (cpu %.1f)", ms(r.cpu[i]))
+		}
+		b.WriteString("  ")
 	}
 	fmt.Fprintf(&b, "peak %.1f MiB", float64(r.hwm)/1024)
 	return b.String()
@@ -418,7 +426,7 @@ func report(o options, servers []*server, all map[int]*rows) {
 	if len(servers) > 1 {
 		peer = servers[1].name
 	}
-	fmt.Printf("%-8s %-5s %-11s %10s %12s %14s\n", "messages", "", "step", "tern ms", peer+" ms", peer+"/tern")
+	fmt.Printf("%-8s %-5s %-11s %10s %12s %14s  %9s %9s %8s\n", "messages", "", "step", "tern ms", peer+" ms", peer+"/tern", "tern cpu", "peer cpu", "cpu p/t")
 	for _, n := range o.sizes {
 		r := all[n]
 		for _, phase := range []string{"cold", "warm"} {
@@ -453,6 +461,22 @@ func report(o options, servers []*server, all map[int]*rows) {
 						mark = "  tern slower"
 					}
 					line += fmt.Sprintf(" %14.2f%s", ratio, mark)
+					// The processor time of the session process, which
+					// the machine's load leaves alone.
+					var cpus []time.Duration
+					for _, sv := range servers[:2] {
+						var ds []time.Duration
+						for _, res := range set[sv.name] {
+							if i < len(res.cpu) {
+								ds = append(ds, res.cpu[i])
+							}
+						}
+						cpus = append(cpus, median(ds))
+					}
+					line = fmt.Sprintf("%-58s  %9.1f %9.1f %8.2f", line, ms(cpus[0]), ms(cpus[1]), float64(cpus[1])/float64(max(cpus[0], 1)))
+					if cpus[1] < cpus[0] {
+						line += "  tern uses more"
+					}
 				}
 				fmt.Println(line)
 			}
@@ -505,6 +529,7 @@ func report(o options, servers []*server, all map[int]*rows) {
 		fmt.Println(line)
 	}
 	fmt.Println("peak RSS: the largest VmHWM of any one session process (tern-pop3d's per-connection child; Dovecot's pop3)")
+	fmt.Println("cpu: median processor ms of the session process in the step (schedstat of its threads); LOGIN+STAT counts from the process's start (for Dovecot, its pop3 process, after pop3-login and auth)")
 }
 
 func nproc() int {
@@ -635,6 +660,13 @@ func session(s *server, user, pass string) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var lastCPU time.Duration
+	cpuMark := func() {
+		now := procCPU(pid)
+		res.cpu = append(res.cpu, now-lastCPU)
+		lastCPU = now
+	}
+	cpuMark()
 	watch := make(chan int64)
 	done := make(chan struct{})
 	go func() {
@@ -686,6 +718,7 @@ func session(s *server, user, pass string) (*result, error) {
 		res.uidl = append(res.uidl, f[1])
 	}
 	mark()
+	cpuMark()
 	lines, err = c.multi("LIST")
 	if err != nil {
 		return nil, err
@@ -702,6 +735,7 @@ func session(s *server, user, pass string) (*result, error) {
 		res.sizes = append(res.sizes, size)
 	}
 	mark()
+	cpuMark()
 	if len(res.uidl) != count || len(res.sizes) != count {
 		return nil, fmt.Errorf("STAT says %d messages, UIDL lists %d, LIST %d", count, len(res.uidl), len(res.sizes))
 	}
@@ -714,9 +748,13 @@ func session(s *server, user, pass string) (*result, error) {
 		res.crcs = append(res.crcs, crc)
 	}
 	mark()
+	cpuMark()
 	if _, err := c.cmd("QUIT"); err != nil {
 		return nil, err
 	}
+	// Read at the reply, which comes after the UPDATE state's work,
+	// while the process is still there to be asked.
+	cpuMark()
 	// QUIT's reply comes after the Seen flags are written (RFC 1939 §6:
 	// the UPDATE state ends with the reply); the close follows.
 	if _, err := c.r.ReadByte(); err != io.EOF {
@@ -726,6 +764,29 @@ func session(s *server, user, pass string) (*result, error) {
 	close(done)
 	res.hwm = <-watch
 	return res, nil
+}
+
+// procCPU is the time the threads of a process have spent on a
+// processor, in nanoseconds from /proc/PID/task/TID/schedstat, 0 when it
+// is gone.
+func procCPU(pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }
 
 func vmHWM(pid int) (int64, bool) {

@@ -18,7 +18,18 @@ import (
 
 func main() {
 	prof := flag.String("heap", "", "write a heap profile here after login")
+	cpu := flag.String("cpu", "", "write a CPU profile of the login and the commit here")
+	allocs := flag.String("allocs", "", "write a profile of every allocation of the login and the commit here")
 	flag.Parse()
+	if *cpu != "" {
+		f, err := os.Create(*cpu)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	t0 := time.Now()
 	store, err := account.OpenStore(flag.Arg(0))
 	if err != nil {
@@ -51,6 +62,11 @@ func main() {
 	}
 	t2 := time.Now()
 	box.Close()
+	if *allocs != "" {
+		f, _ := os.Create(*allocs)
+		pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b, _ := os.ReadFile("/proc/self/status")
