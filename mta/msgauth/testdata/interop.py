@@ -2,7 +2,8 @@
 # interop tests in ../interop_test.go: implementations tern did not write.
 #   dkim-verify RECORDS.json < message     one line per signature: pass|fail
 #   dkim-sign KEY DOMAIN SELECTOR ALGO < message   the signed message
-#   spf PORT IP SENDER HELO               pyspf's result, asking 127.0.0.1:PORT
+#   spf PORT < lines of "IP SENDER HELO"   pyspf's result for each line,
+#                                          asking 127.0.0.1:PORT
 #   dkim-bench RECORDS.json N < message   seconds per verification of all
 #                                          signatures, start-up excluded
 #   spf-bench PORT IP SENDER HELO N       seconds per SPF check
@@ -79,7 +80,7 @@ def dkim_sign(key_path, domain, selector, algo):
     sys.stdout.buffer.write(sig + msg)
 
 
-def spf_check(port, ip, sender, helo):
+def spf_check(port):
     import dns.resolver
     import spf
     r = dns.resolver.Resolver(configure=False)
@@ -87,7 +88,9 @@ def spf_check(port, ip, sender, helo):
     r.port = int(port)
     r.lifetime = 2
     dns.resolver.default_resolver = r
-    print(spf.check2(i=ip, s=sender, h=helo)[0])
+    for line in sys.stdin:
+        ip, sender, helo = line.split()
+        print(spf.check2(i=ip, s=sender, h=helo)[0])
 
 
 if __name__ == '__main__':
