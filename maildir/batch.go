@@ -24,7 +24,7 @@ func (f *Folder) DeliverUnsynced(r io.Reader, opt DeliverOptions) (Message, erro
 
 // SyncEntry fsyncs the directory holding m: every entry linked into it
 // before the call is durable when it returns without error.
-func SyncEntry(m Message) error { return fsyncDir(filepath.Dir(m.Path)) }
+func SyncEntry(m Message) error { return syncDir(filepath.Dir(m.Path)) }
 
 // Discard removes a message whose entry could not be made durable. (A
 // maildirsize line already added for it stays: the file is an estimate

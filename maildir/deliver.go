@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tern-mail/tern/internal/fsync"
 	"golang.org/x/sys/unix"
 )
 
@@ -171,7 +172,7 @@ func (f *Folder) Deliver(r io.Reader, opt DeliverOptions) (Message, error) {
 	tmpLive = false
 	if opt.unsynced {
 		// The caller syncs the directory, for many messages at once.
-	} else if err := fsyncDir(filepath.Join(f.path, dir)); err != nil {
+	} else if err := syncDir(filepath.Join(f.path, dir)); err != nil {
 		// Not durable: take it back, so that the caller's retry does not
 		// make a second copy.
 		os.Remove(dst)
@@ -234,15 +235,11 @@ func (w fdWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// fsyncDir is syncDir without the poller (see the top of this file).
-func fsyncDir(dir string) error {
-	fd, err := openRetry(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return fmt.Errorf("maildir: fsync directory: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := ignoringEINTR(func() error { return unix.Fsync(fd) }); err != nil {
-		return fmt.Errorf("maildir: fsync directory %s: %w", dir, err)
+// syncDir makes a change to dir durable (see internal/fsync, which opens
+// it without the poller, as the top of this file asks).
+func syncDir(dir string) error {
+	if err := fsync.Dir(dir); err != nil {
+		return fmt.Errorf("maildir: %w", err)
 	}
 	return nil
 }

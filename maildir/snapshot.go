@@ -243,12 +243,12 @@ func (f *Folder) transfer(items []known, dst *Folder, srcKw *Keywords, move bool
 			dst.setName(placed[i], "cur/"+targets[i])
 		}
 	}
-	if err := fsyncDir(dstCur); err != nil {
+	if err := syncDir(dstCur); err != nil {
 		return nil, err
 	}
 	if move {
 		for _, dir := range []string{"new", "cur"} {
-			if err := fsyncDir(filepath.Join(f.path, dir)); err != nil {
+			if err := syncDir(filepath.Join(f.path, dir)); err != nil {
 				return nil, err
 			}
 		}

@@ -377,20 +377,6 @@ func (s *Store) CleanTmp(now time.Time) (removed int, err error) {
 	return removed, nil
 }
 
-// syncDir fsyncs a directory so that a name just linked, renamed or removed
-// in it is on disk.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("maildir: open directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("maildir: fsync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
 // ErrSessionLocked is returned by LockSession when another process holds
 // the lock.
 var ErrSessionLocked = errors.New("maildir: held by another session")

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tern-mail/tern/internal/fsync"
 	"github.com/tern-mail/tern/internal/sysexit"
 )
 
@@ -190,19 +191,7 @@ func writeAtomic(path string, data []byte, mode fs.FileMode, uid, gid int) error
 		return fmt.Errorf("rename %s to %s: %w", name, path, err)
 	}
 	ok = true
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+	return fsync.Dir(dir)
 }
 
 // lockFile takes the lock at lock with link(2), which is atomic on NFS
@@ -295,7 +284,7 @@ func CreateHome(home string, uid, gid int) error {
 		}
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := syncDir(filepath.Dir(dirs[i])); err != nil {
+		if err := fsync.Dir(filepath.Dir(dirs[i])); err != nil {
 			return err
 		}
 	}

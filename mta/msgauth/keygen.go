@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tern-mail/tern/internal/fsync"
 )
 
 // Key types for GenerateKey.
@@ -146,13 +148,8 @@ func writeNewFile(path string, data []byte) error {
 		}
 		return fmt.Errorf("write DKIM key: %w", err)
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", filepath.Dir(path), err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", filepath.Dir(path), err)
+	if err := fsync.Dir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("write DKIM key: %w", err)
 	}
 	return nil
 }

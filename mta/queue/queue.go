@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tern-mail/tern/internal/fsync"
 	"github.com/tern-mail/tern/internal/groupsync"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"golang.org/x/sys/unix"
@@ -119,7 +120,7 @@ func Open(dir string) (*Queue, error) {
 		}
 	}
 	// Without read permission (a user's sendmail, tern-smtpd started as
-	// an unprivileged user) syncDir falls back to syncfs(2) each time.
+	// an unprivileged user) syncDir flushes the file system each time.
 	q.inDir, _ = os.Open(filepath.Join(dir, Incoming))
 	return q, nil
 }
@@ -393,33 +394,12 @@ func (q *Queue) syncEnv() error {
 	return q.env.Do(func() error { return syncDir(filepath.Join(q.Dir, Env)) })
 }
 
+// syncDir is fsync.Dir with its failure temporary: the entry stays and
+// is retried (fsync.Dir falls back to syncfs(2) for a directory a user may
+// write but not read, as incoming/ is to submitters).
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if errors.Is(err, fs.ErrPermission) {
-		// A user submitting may write incoming/ but not read it, and
-		// fsync(2) needs a descriptor opened for reading. syncfs(2) on the
-		// queue directory flushes the whole file system, that entry
-		// included.
-		return syncFS(filepath.Dir(dir))
-	}
-	if err != nil {
-		return tempErr("open directory %s", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return tempErr("fsync directory %s", dir, err)
-	}
-	return nil
-}
-
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return tempErr("open directory %s", dir, err)
-	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return tempErr("syncfs %s", dir, err)
+	if err := fsync.Dir(dir); err != nil {
+		return sysexit.Wrap(sysexit.TempFail, err)
 	}
 	return nil
 }
