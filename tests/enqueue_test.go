@@ -197,7 +197,13 @@ func TestEnqueueDiskFull(t *testing.T) {
 	spool := r.Path("small")
 	mountTmpfs(t, spool, "size=64k")
 	big := "Subject: big\n\n" + strings.Repeat(strings.Repeat("y", 99)+"\n", 2000)
+	// By default the reserve (1.5 x --max-size free) refuses first.
 	res := r.Run(big, []string{"TERN_QUEUE=" + spool}, "tern-enqueue", "-f", "a@b.example", "--", "bob@example.org")
+	if res.Code != 75 || !strings.Contains(res.Stderr, "below its reserve") {
+		t.Errorf("small disk: %v, want 75 naming the reserve", res)
+	}
+	// Without a size limit there is no reserve: the disk fills mid-copy.
+	res = r.Run(big, []string{"TERN_QUEUE=" + spool}, "tern-enqueue", "--max-size", "0", "-f", "a@b.example", "--", "bob@example.org")
 	if res.Code != 75 || !strings.Contains(res.Stderr, "no space left") {
 		t.Errorf("full disk: %v, want 75 naming ENOSPC", res)
 	}

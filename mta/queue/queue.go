@@ -688,10 +688,22 @@ func (e *DamagedError) Unwrap() error { return e.Err }
 
 // Save replaces the live envelope of e.ID: temporary file, fsync, rename,
 // fsync of env/.
+//
+// Delivering, and so removing, what is queued must never wait for new
+// space: a full queue file system would otherwise stop everything (issue
+// 20: 64 failed envelope writes, nothing delivered, nothing freed). So a
+// Save that finds no space gives up the queue's ballast, space set aside
+// for this, and tries once more; the ballast is laid again by a later
+// Save when there is room.
 func (q *Queue) Save(e *Envelope) error {
-	if err := q.writeEnvelope(e); err != nil {
+	err := q.writeEnvelope(e)
+	if err != nil && errors.Is(err, syscall.ENOSPC) && q.dropBallast() {
+		err = q.writeEnvelope(e)
+	}
+	if err != nil {
 		return err
 	}
+	q.layBallast()
 	return q.syncEnv()
 }
 

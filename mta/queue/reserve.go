@@ -3,6 +3,8 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/tern-mail/tern/internal/sysexit"
 	"golang.org/x/sys/unix"
@@ -33,4 +35,55 @@ func (q *Queue) Reserve(maxSize int64) error {
 			ErrNoReserve, q.Dir, free, need, maxSize))
 	}
 	return nil
+}
+
+// BallastName is the file of space set aside in the queue directory for
+// envelope rewrites on a full file system (see Save).
+const BallastName = ".ballast"
+
+// ballastSize is enough for many envelope rewrites: an envelope is a few
+// hundred bytes a recipient.
+const ballastSize = 1 << 20
+
+// layBallast makes the ballast when it is missing and the file system has
+// room for it beyond the space kept free; failures are left for the next
+// Save.
+func (q *Queue) layBallast() {
+	p := filepath.Join(q.Dir, BallastName)
+	if _, err := os.Stat(p); err == nil {
+		return
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(q.Dir, &st) != nil || int64(st.Bavail)*int64(st.Bsize) < 2*ballastSize {
+		return
+	}
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	// Blocks really allocated (Fallocate), not a sparse file that frees
+	// nothing when removed.
+	err = unix.Fallocate(int(f.Fd()), 0, 0, ballastSize)
+	if err != nil {
+		_, err = f.Write(make([]byte, ballastSize))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+}
+
+// dropBallast frees the ballast's space, and reports whether there was
+// any to free.
+func (q *Queue) dropBallast() bool {
+	return os.Remove(filepath.Join(q.Dir, BallastName)) == nil
 }
