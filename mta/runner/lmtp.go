@@ -88,18 +88,25 @@ func (p *pool) slot(key string) chan struct{} {
 	return s
 }
 
-// takeIdle returns an idle deliverer for key, or nil.
+// takeIdle returns an idle deliverer for key, or nil. One that exited
+// while it waited (killed by someone) is dropped rather than handed a
+// message it would only defer.
 func (p *pool) takeIdle(key string) *deliverer {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	list := p.idle[key]
-	if len(list) == 0 {
-		return nil
+	for list := p.idle[key]; len(list) > 0; list = p.idle[key] {
+		d := list[len(list)-1]
+		p.idle[key] = list[:len(list)-1]
+		d.idle.Stop()
+		select {
+		case <-d.exited:
+			d.conn.Close()
+			continue
+		default:
+		}
+		return d
 	}
-	d := list[len(list)-1]
-	p.idle[key] = list[:len(list)-1]
-	d.idle.Stop()
-	return d
+	return nil
 }
 
 // putIdle keeps d for key's next message, or lets it go when it has done
