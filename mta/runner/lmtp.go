@@ -228,7 +228,7 @@ func (l *Local) transact(ctx context.Context, d *deliverer, m *transport.Message
 		stop()
 		res := transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix",
 			Answer: fmt.Sprintf("the deliverer (pid %d) went away: %v", d.cmd.Process.Pid, err)}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 			res.Status, res.Answer = "4.4.7", fmt.Sprintf("the deliverer (pid %d) did not answer within %s", d.cmd.Process.Pid, l.Timeout)
 		}
 		for _, r := range rcpts {
@@ -395,8 +395,9 @@ func (l *Local) startDeliverer(ctx context.Context, key, hostname string, cred *
 	go func() { cmd.Wait(); close(d.exited) }()
 	d.client = smtp.NewClientLMTP(conn)
 	// The per-message deadline in transact bounds every command; the
-	// client's own timeouts must not cut in before it.
-	d.client.CommandTimeout, d.client.SubmissionTimeout = l.Timeout, l.Timeout
+	// client's own timeouts, renewed per command, are only a backstop
+	// behind it.
+	d.client.CommandTimeout, d.client.SubmissionTimeout = l.Timeout+quitTimeout, l.Timeout+quitTimeout
 	ctx, cancel := context.WithTimeout(ctx, l.Timeout)
 	defer cancel()
 	stop := context.AfterFunc(ctx, d.kill)
