@@ -187,6 +187,11 @@ func TestDelivererHung(t *testing.T) {
 	if took > time.Minute {
 		t.Errorf("tern-queue --once took %s with --timeout 2s", took)
 	}
+	// SIGKILL is sent before tern-queue exits; the command dies when it
+	// is next scheduled.
+	for end := time.Now().Add(5 * time.Second); findProc("sleep", "673") != 0 && time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if pid := findProc("sleep", "673"); pid != 0 {
 		syscall.Kill(pid, syscall.SIGKILL)
 		t.Errorf("the hung deliverer's command (pid %d) outlived it", pid)

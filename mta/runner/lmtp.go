@@ -88,18 +88,25 @@ func (p *pool) slot(key string) chan struct{} {
 	return s
 }
 
-// takeIdle returns an idle deliverer for key, or nil.
+// takeIdle returns an idle deliverer for key, or nil. One that exited
+// while it waited (killed by someone) is dropped rather than handed a
+// message it would only defer.
 func (p *pool) takeIdle(key string) *deliverer {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	list := p.idle[key]
-	if len(list) == 0 {
-		return nil
+	for list := p.idle[key]; len(list) > 0; list = p.idle[key] {
+		d := list[len(list)-1]
+		p.idle[key] = list[:len(list)-1]
+		d.idle.Stop()
+		select {
+		case <-d.exited:
+			d.conn.Close()
+			continue
+		default:
+		}
+		return d
 	}
-	d := list[len(list)-1]
-	p.idle[key] = list[:len(list)-1]
-	d.idle.Stop()
-	return d
+	return nil
 }
 
 // putIdle keeps d for key's next message, or lets it go when it has done
@@ -221,7 +228,7 @@ func (l *Local) transact(ctx context.Context, d *deliverer, m *transport.Message
 		stop()
 		res := transport.Result{Status: "4.3.0", Temporary: true, DiagType: "X-Unix",
 			Answer: fmt.Sprintf("the deliverer (pid %d) went away: %v", d.cmd.Process.Pid, err)}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 			res.Status, res.Answer = "4.4.7", fmt.Sprintf("the deliverer (pid %d) did not answer within %s", d.cmd.Process.Pid, l.Timeout)
 		}
 		for _, r := range rcpts {
@@ -388,8 +395,9 @@ func (l *Local) startDeliverer(ctx context.Context, key, hostname string, cred *
 	go func() { cmd.Wait(); close(d.exited) }()
 	d.client = smtp.NewClientLMTP(conn)
 	// The per-message deadline in transact bounds every command; the
-	// client's own timeouts must not cut in before it.
-	d.client.CommandTimeout, d.client.SubmissionTimeout = l.Timeout, l.Timeout
+	// client's own timeouts, renewed per command, are only a backstop
+	// behind it.
+	d.client.CommandTimeout, d.client.SubmissionTimeout = l.Timeout+quitTimeout, l.Timeout+quitTimeout
 	ctx, cancel := context.WithTimeout(ctx, l.Timeout)
 	defer cancel()
 	stop := context.AfterFunc(ctx, d.kill)
