@@ -940,6 +940,22 @@ func (f *Folder) refreshWaiting(lk *dotLock, wait bool) (*index, error) {
 // make the index true. It reports whether the index will then hold every
 // message listed (a message left for the next look makes it false).
 func (f *Folder) diff(x *index, read [2]bool, names *[2][]string, r *indexRecords, lk *dotLock) (bool, error) {
+	if len(x.entries) == 0 {
+		// A first look: every name is new, and no map of them is made
+		// to find that out (at 100,000 messages it was the largest thing
+		// a first login held). A name listed in both directories, the
+		// message moving meanwhile, is in fresh twice, which does no
+		// harm below: UIDs are given from the second read's map.
+		fresh := make([]string, 0, len(names[0])+len(names[1]))
+		for d := range 2 {
+			for _, n := range names[d] {
+				if u, _ := splitName(n); validUnique(u) {
+					fresh = append(fresh, u)
+				}
+			}
+		}
+		return f.diffAgain(x, nil, nil, fresh, names, r, lk)
+	}
 	listed := make(map[string]place, len(x.entries)+len(names[0]))
 	for d := range 2 {
 		if read[d] {
@@ -977,6 +993,14 @@ func (f *Folder) diff(x *index, read [2]bool, names *[2][]string, r *indexRecord
 			fresh = append(fresh, u)
 		}
 	}
+	return f.diffAgain(x, known, missing, fresh, names, r, lk)
+}
+
+// diffAgain is the rest of diff, from the second read of the
+// directories: known holds the unique names of the index (nil when it
+// has none), missing the places in it of those the first read did not
+// find, fresh the names the first read found that the index lacks.
+func (f *Folder) diffAgain(x *index, known map[string]struct{}, missing []int, fresh []string, names *[2][]string, r *indexRecords, lk *dotLock) (bool, error) {
 	if len(missing) == 0 && len(fresh) == 0 {
 		return true, nil
 	}
@@ -984,7 +1008,6 @@ func (f *Folder) diff(x *index, read [2]bool, names *[2][]string, r *indexRecord
 	// now: its map and listing can go before the second read makes
 	// their like again (a first look at 100,000 messages holds one
 	// read's worth, not two).
-	listed = nil
 	names[0], names[1] = nil, nil
 	// A second read of the directories: a message seen by the first read
 	// was delivered before the second began, so every message delivered
