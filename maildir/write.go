@@ -251,6 +251,9 @@ func (f *Folder) recordLocked(rec []recorded) error {
 	if err != nil {
 		return err
 	}
+	if len(rec) > len(x.entries)/2 {
+		return f.rewriteLocked(x, rec)
+	}
 	var byUnique map[string]int
 	var r indexRecords
 	r.b = make([]byte, 0, len(rec)*(len(rec[0].name)+len(rec[0].unique)+16))
@@ -283,6 +286,51 @@ func (f *Folder) recordLocked(rec []recorded) error {
 	}
 	_, err = f.appendLocked(x, &r)
 	return err
+}
+
+// rewriteLocked records changes to half the folder or more (a POP3 QUIT
+// that flagged or removed every message) by writing the index whole,
+// with the names the renames made, rather than as a block of records
+// appended: the block would be most of the file's size again, held in
+// memory with the index it changes (its names point into it), and
+// compacted away at the end of the session anyway.
+func (f *Folder) rewriteLocked(x *index, rec []recorded) error {
+	y := x.clone()
+	y.stamped = false
+	var byUnique map[string]int
+	expunged := false
+	for _, c := range rec {
+		u := c.unique
+		if c.name != "" {
+			u, _ = splitName(c.name)
+		}
+		i, ok := -1, false
+		if c.uid != 0 {
+			if i, ok = y.find(c.uid); ok && y.entries[i].unique() != u {
+				ok = false
+			}
+		}
+		if !ok {
+			if byUnique == nil {
+				byUnique = y.byUnique()
+			}
+			i, ok = byUnique[u]
+		}
+		if !ok || y.entries[i].name == "" {
+			continue // not in the index yet: the next refresh finds it
+		}
+		if c.name == "" {
+			y.entries[i].name = ""
+			expunged = true
+		} else {
+			y.entries[i].setName(c.name, false)
+		}
+	}
+	if expunged {
+		y.entries = slices.DeleteFunc(y.entries, func(e indexEntry) bool { return e.name == "" })
+	}
+	y.recount()
+	return f.writeIndex(y)
 }
 
 func dirOf(isNew bool) string {
