@@ -178,7 +178,7 @@ func (a *args) idParams() (map[string]string, bool) {
 			return nil, false
 		}
 		if len(k) > maxIDFieldLen || len(m) >= maxIDFields || (v != nil && len(*v) > maxIDValueLen) {
-			return nil, a.fail("ID list over the limits of RFC 2971 §3.3")
+			return nil, a.fail("ID list over the limits of RFC 2971 section 3.3")
 		}
 		if v != nil {
 			m[strings.ToLower(k)] = *v
