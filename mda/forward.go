@@ -13,8 +13,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/sysexit"
-	"github.com/tern-mail/tern/mta"
 )
 
 // MaxForwardRules bounds the entries of a .forward file.
@@ -100,7 +100,7 @@ func parseItem(item string) (Rule, error) {
 		}
 		return Rule{Kind: RuleMaildir, Value: item}, nil
 	}
-	a, err := mta.CheckAddress(item)
+	a, err := address.Check(item)
 	if err != nil {
 		return Rule{}, err
 	}

@@ -1,3 +1,7 @@
+// Package mta holds what the queue's programs share about delivery status
+// notifications: the DSN parameters of RFC 3461 (xtext, ENVID, ORCPT) and
+// the RFC 3464 report that tern-queue sends back when a recipient fails or
+// is delayed. Address syntax is package internal/address.
 package mta
 
 import (
@@ -5,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tern-mail/tern/internal/address"
 )
 
 // Bounds on the DSN parameters a client may give, which travel with the
@@ -128,7 +134,7 @@ func CheckORcpt(v string) (string, error) {
 		return "", fmt.Errorf("ORCPT longer than %d characters (RFC 3461 section 4.2)", MaxORcpt)
 	}
 	for _, r := range typ {
-		if r >= 0x80 || !isAtext(r) {
+		if r >= 0x80 || !address.IsAtext(r) {
 			return "", fmt.Errorf("ORCPT address type %q is not an atom (RFC 3461 section 4.2)", typ)
 		}
 	}

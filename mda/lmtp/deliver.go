@@ -10,11 +10,11 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/privdrop"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/maildir"
 	"github.com/tern-mail/tern/mda"
-	"github.com/tern-mail/tern/mta"
 )
 
 // deliver stores the message for one account, as that account when this
@@ -78,13 +78,13 @@ func (s *session) deliver(sp *spooled, t target) error {
 // (HOME, USER, LOCAL, DOMAIN, EXT, SENDER, RECIPIENT), run as the account
 // when this process is root.
 func (s *session) forwarding(t target) mda.Forward {
-	local, domain := mta.SplitAddress(t.addr)
+	local, domain := address.Split(t.addr)
 	if domain == "" {
 		domain = s.conf.Hostname
 	}
-	user, _ := mta.SplitAddress(t.acct.Name)
+	user, _ := address.Split(t.acct.Name)
 	sender := s.sender
-	if sender == mta.NullSender {
+	if sender == address.NullSender {
 		sender = ""
 	}
 	env := append(append([]string(nil), s.srv.Env...),

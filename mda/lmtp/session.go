@@ -9,9 +9,9 @@ import (
 	"sync"
 
 	"github.com/emersion/go-smtp"
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/conf"
-	"github.com/tern-mail/tern/mta"
 )
 
 // session is one LMTP conversation's state: go-smtp's Session, and its
@@ -60,7 +60,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.sender = from
 	if from == "" {
-		s.sender = mta.NullSender
+		s.sender = address.NullSender
 	}
 	return nil
 }
@@ -91,7 +91,7 @@ const maxAliasDepth = 8
 // alias that leads anywhere else (a command, a path, another host) is not
 // LMTP's to deliver: the MTA in front must expand it.
 func (s *session) resolve(addr string) ([]target, error) {
-	if _, err := mta.CheckAddress(addr); err != nil {
+	if _, err := address.Check(addr); err != nil {
 		return nil, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "bad recipient address: " + err.Error()}
 	}
 	r, err := s.conf.LookupUser(addr)
@@ -99,7 +99,7 @@ func (s *session) resolve(addr string) ([]target, error) {
 	case errors.Is(err, conf.ErrNoUser):
 		return nil, errNoUser
 	case errors.Is(err, conf.ErrNotLocal):
-		_, domain := mta.SplitAddress(addr)
+		_, domain := address.Split(addr)
 		return nil, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 2},
 			Message: fmt.Sprintf("domain %s is not delivered here (it is not in %s/domains)", domain, s.conf.Dir)}
 	case err != nil:

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/queue"
@@ -146,7 +147,7 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	// A recipient named twice is queued once, with what its first
 	// mention said.
 	add := func(r Recipient, where string) error {
-		c, err := mta.CheckAddress(r.Addr)
+		c, err := address.Check(r.Addr)
 		if err != nil {
 			return sysexit.New(sysexit.DataErr, "%s: %v", where, err)
 		}
@@ -233,7 +234,7 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 	}
 	if !h.has("From") {
 		from := sender
-		if from == mta.NullSender {
+		if from == address.NullSender {
 			from = "MAILER-DAEMON@" + host
 		}
 		if o.FullName != "" {
@@ -269,10 +270,10 @@ func Submit(q *queue.Queue, o Options, env Env) (string, error) {
 func (o Options) sender(user, host string) (string, error) {
 	if o.SenderSet {
 		s := strings.TrimSpace(o.Sender)
-		if s == "" || s == mta.NullSender {
-			return mta.NullSender, nil
+		if s == "" || s == address.NullSender {
+			return address.NullSender, nil
 		}
-		c, err := mta.CheckAddress(s)
+		c, err := address.Check(s)
 		if err != nil {
 			return "", sysexit.New(sysexit.Usage, "sender (-f): %v", err)
 		}
@@ -284,7 +285,7 @@ func (o Options) sender(user, host string) (string, error) {
 	if user == "" {
 		return "", sysexit.New(sysexit.Usage, "no sender: give one with -f (who you are could not be found)")
 	}
-	c, err := mta.CheckAddress(user + "@" + host)
+	c, err := address.Check(user + "@" + host)
 	if err != nil {
 		return "", sysexit.New(sysexit.Usage, "default sender from the login name %q: %v; give one with -f", user, err)
 	}
@@ -302,7 +303,7 @@ func hostname(dir string, system func() (string, error)) (string, error) {
 			for _, line := range strings.Split(string(b), "\n") {
 				line = strings.TrimSpace(line)
 				if line != "" && line[0] != '#' {
-					h, err := mta.CheckDomain(line)
+					h, err := address.CheckDomain(line)
 					if err != nil {
 						return "", sysexit.New(sysexit.Config, "%s: %v", filepath.Join(dir, "hostname"), err)
 					}
@@ -315,7 +316,7 @@ func hostname(dir string, system func() (string, error)) (string, error) {
 	if err != nil {
 		return "", sysexit.Wrap(sysexit.Config, fmt.Errorf("hostname: %w", err))
 	}
-	d, err := mta.CheckDomain(h)
+	d, err := address.CheckDomain(h)
 	if err != nil {
 		return "", sysexit.New(sysexit.Config, "system hostname %q: %v; write one in the control directory's hostname file", h, err)
 	}

@@ -61,7 +61,7 @@ func FuzzParseRecipient(f *testing.F) {
 			return
 		}
 		if r.Notify == 0 && r.ORcpt == "" {
-			return // a bare address: CheckAddress judges it in Submit
+			return // a bare address: address.Check judges it in Submit
 		}
 		back, err := ParseRecipient(r.Arg())
 		if err != nil || back != r {

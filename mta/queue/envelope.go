@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/transport"
 )
@@ -97,7 +98,7 @@ const (
 
 // Recipient is one envelope recipient and its delivery state.
 type Recipient struct {
-	Addr     string    // as checked by mta.CheckAddress; "|command" or "/path/" for alias targets
+	Addr     string    // as checked by address.Check; "|command" or "/path/" for alias targets
 	State    State     //
 	Attempts int       // deliveries tried so far
 	Next     time.Time // when to try again; zero for now
@@ -118,7 +119,7 @@ type Recipient struct {
 type Envelope struct {
 	ID         string
 	Arrived    time.Time
-	Sender     string // mta.NullSender for "<>"
+	Sender     string // address.NullSender for "<>"
 	UID        int    // the owner of the submitted file: who injected it
 	Offset     int64  // where the message starts in mess/ID
 	Size       int64  // the message's size in bytes
@@ -340,8 +341,8 @@ func (e *Envelope) parseLine(line string, version int, sawText *bool) error {
 	case "arrived":
 		e.Arrived, err = time.Parse(time.RFC3339Nano, val)
 	case "sender":
-		if val != mta.NullSender {
-			if val, err = mta.CheckAddress(val); err != nil {
+		if val != address.NullSender {
+			if val, err = address.Check(val); err != nil {
 				return fmt.Errorf("sender: %w", err)
 			}
 		}
@@ -534,7 +535,7 @@ func parseRecipient(line string, version int) (*Recipient, error) {
 	case strings.HasPrefix(r.Addr, "|") && r.Parent != "", strings.HasPrefix(r.Addr, "/") && r.Parent != "":
 		// alias targets, written by tern-queue itself
 	default:
-		a, err := mta.CheckAddress(r.Addr)
+		a, err := address.Check(r.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("recipient: %w", err)
 		}

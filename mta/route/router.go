@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/resolver"
-	"github.com/tern-mail/tern/mta"
 )
 
 // DefaultPort is SMTP's well-known port: where MX hosts are reached
@@ -176,10 +176,10 @@ func (r *Router) Targets(ctx context.Context, domain string, rt *conf.Route) ([]
 }
 
 // LookupName returns domain as DNS is asked for it: A-labels, lower-case,
-// without the final dot (mta.ASCIIDomain), checked for what a query name
+// without the final dot (address.ASCIIDomain), checked for what a query name
 // may not hold.
 func LookupName(domain string) (string, error) {
-	d, err := mta.ASCIIDomain(domain)
+	d, err := address.ASCIIDomain(domain)
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/queue"
@@ -160,7 +161,7 @@ func (r *Runner) prepare(ctx context.Context, id string, force bool) (*queue.Env
 // message is what a transport sees of entry e.
 func (r *Runner) message(e *queue.Envelope) *transport.Message {
 	sender := e.Sender
-	if sender == mta.NullSender {
+	if sender == address.NullSender {
 		sender = ""
 	}
 	return &transport.Message{
@@ -373,7 +374,7 @@ func (r *Runner) finish(c *conf.Conf, e *queue.Envelope, now time.Time, notices 
 // waiting reports whether a delay warning is due: a normal message (not a
 // bounce, not from the null sender) with a recipient still waiting.
 func (r *Runner) waiting(e *queue.Envelope) bool {
-	if e.Sender == mta.NullSender || e.Kind != queue.Normal {
+	if e.Sender == address.NullSender || e.Kind != queue.Normal {
 		return false
 	}
 	for _, rc := range e.Recipients {
@@ -424,7 +425,7 @@ func (r *Runner) expand(c *conf.Conf, e *queue.Envelope, rc *queue.Recipient, rc
 				}
 				// An account, a remote address, or an unknown user, which
 				// fails on its own try and is named in the bounce.
-				a, err := mta.CheckAddress(target)
+				a, err := address.Check(target)
 				if err != nil {
 					return fmt.Errorf("alias %s: target %q: %v", al.Name, t.Value, err)
 				}
@@ -489,7 +490,7 @@ func (r *Runner) bounce(c *conf.Conf, e *queue.Envelope, now time.Time) {
 	case e.Kind == queue.DoubleBounce:
 		r.log.Error("double bounce failed: dropped", "qid", e.ID, "to", addrs(failed))
 		return
-	case e.Sender == mta.NullSender:
+	case e.Sender == address.NullSender:
 		to, kind = "postmaster", queue.DoubleBounce
 	}
 	rep := r.report(c, e, failed, nil, mta.ActionFailed, now, to)
@@ -532,7 +533,7 @@ func (r *Runner) warn(c *conf.Conf, e *queue.Envelope, now time.Time) bool {
 // asked for (RFC 3461 §4.2, RFC 3464 §2.3.3). A lost one is not retried:
 // the mail itself went through.
 func (r *Runner) notifySuccess(c *conf.Conf, e *queue.Envelope, notices []notice, now time.Time) {
-	if e.Sender == mta.NullSender || e.Kind != queue.Normal {
+	if e.Sender == address.NullSender || e.Kind != queue.Normal {
 		return
 	}
 	var rcpts []*queue.Recipient
@@ -627,7 +628,7 @@ func remoteHost(s string) string {
 // streamed into the queue: a RET=FULL report carries a message of any size
 // without holding it in memory.
 func (r *Runner) send(orig *queue.Envelope, rep *mta.Report, to string, kind queue.Kind, now time.Time) (string, error) {
-	e := &queue.Envelope{Sender: mta.NullSender, UID: -1, Kind: kind,
+	e := &queue.Envelope{Sender: address.NullSender, UID: -1, Kind: kind,
 		Recipients: []*queue.Recipient{{Addr: to, State: queue.Queued}}}
 	e.ID = r.q.NewID(now)
 	if rep.Message != nil {

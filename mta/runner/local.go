@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/internal/privdrop"
 	"github.com/tern-mail/tern/mda"
-	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/transport"
 )
 
@@ -147,11 +147,11 @@ func (l *Local) runDeliver(ctx context.Context, c *conf.Conf, m *transport.Messa
 	if res != nil {
 		return *res
 	}
-	local, domain := mta.SplitAddress(rc.Addr)
+	local, domain := address.Split(rc.Addr)
 	if domain == "" {
 		domain = c.Hostname
 	}
-	user, _ := mta.SplitAddress(acct.Name)
+	user, _ := address.Split(acct.Name)
 	env := []string{
 		"HOME=" + acct.Home, "USER=" + user, "LOGNAME=" + user,
 		"LOCAL=" + local, "DOMAIN=" + domain, "EXT=" + rcpt.Detail,
@@ -181,7 +181,7 @@ func (l *Local) runTarget(ctx context.Context, c *conf.Conf, m *transport.Messag
 	if res != nil {
 		return *res
 	}
-	local, domain := mta.SplitAddress(rc.Parent)
+	local, domain := address.Split(rc.Parent)
 	if domain == "" {
 		domain = c.Hostname
 	}
@@ -202,7 +202,7 @@ func (l *Local) runTarget(ctx context.Context, c *conf.Conf, m *transport.Messag
 // "<>" for the null sender.
 func queuedSender(m *transport.Message) string {
 	if m.Sender == "" {
-		return mta.NullSender
+		return address.NullSender
 	}
 	return m.Sender
 }

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/conf"
-	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/transport"
 )
 
@@ -53,7 +53,7 @@ func routeOf(c *conf.Conf, addr string) routed {
 // routes-file host shares that host's key, so a smarthost has one
 // concurrency limit and one back-off, not one per domain.
 func smtpHop(c *conf.Conf, addr string) transport.Hop {
-	_, domain := mta.SplitAddress(addr)
+	_, domain := address.Split(addr)
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	hop := transport.Hop{Kind: transport.SMTP, Domain: domain, Key: "smtp:" + domain}
 	if rt, ok := c.Routes.Lookup(domain); ok {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/auth"
 	"github.com/tern-mail/tern/internal/conf"
 	"github.com/tern-mail/tern/mta"
@@ -182,7 +183,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpErr(552, smtp.EnhancedCode{5, 3, 4}, "message size %d exceeds fixed maximum message size %d", opts.Size, max)
 	}
 	if from != "" {
-		if _, err := mta.CheckAddress(from); err != nil {
+		if _, err := address.Check(from); err != nil {
 			return smtpErr(553, smtp.EnhancedCode{5, 1, 7}, "bad sender address syntax: %v", err)
 		}
 	}
@@ -289,7 +290,7 @@ func (s *session) owns(from string) bool {
 	if strings.EqualFold(from, name) {
 		return true
 	}
-	local, domain := mta.SplitAddress(from)
+	local, domain := address.Split(from)
 	if !strings.Contains(name, "@") && domain != "" && s.cfg.Conf.IsLocalDomain(domain) {
 		base, _, _ := strings.Cut(local, conf.RecipientDelimiter)
 		if strings.EqualFold(base, name) {
@@ -332,7 +333,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.fromSet {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "need MAIL before RCPT")
 	}
-	addr, err := mta.CheckAddress(to)
+	addr, err := address.Check(to)
 	if err != nil {
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad recipient address syntax: %v", err)
 	}
@@ -344,7 +345,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err != nil {
 		return err
 	}
-	local, domain := mta.SplitAddress(addr)
+	local, domain := address.Split(addr)
 	if domain == "" && !strings.EqualFold(local, "postmaster") {
 		// RFC 5321 §4.1.1.3: only Postmaster may come without a domain.
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "recipient address <%s> needs a domain", to)

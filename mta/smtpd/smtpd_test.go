@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/tern-mail/tern/internal/address"
 	"github.com/tern-mail/tern/internal/conf"
-	"github.com/tern-mail/tern/mta"
 	"github.com/tern-mail/tern/mta/queue"
 )
 
@@ -226,12 +226,12 @@ func checkQueueable(t *testing.T, env Envelope) {
 	t.Helper()
 	sender := env.Sender
 	if sender == "" {
-		sender = mta.NullSender
+		sender = address.NullSender
 	}
 	e := &queue.Envelope{ID: queue.NewID(time.Unix(1, 0), 1), Arrived: time.Unix(1, 0), Sender: sender, UID: -1,
 		SMTPUTF8: env.SMTPUTF8, Body: env.Body, EightBit: env.EightBit, EnvID: env.EnvID, Ret: env.Ret, RequireTLS: env.RequireTLS}
 	for _, r := range env.Recipients {
-		a, err := mta.CheckAddress(r.Addr)
+		a, err := address.Check(r.Addr)
 		if err != nil {
 			t.Fatalf("accepted recipient %q: %v", r.Addr, err)
 		}

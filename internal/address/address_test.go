@@ -1,11 +1,11 @@
-package mta
+package address
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestCheckAddress(t *testing.T) {
+func TestCheck(t *testing.T) {
 	for _, c := range []struct{ in, out, err string }{
 		{"bob@example.org", "bob@example.org", ""},
 		{"<Bob@Example.ORG>", "Bob@example.org", ""},
@@ -34,15 +34,15 @@ func TestCheckAddress(t *testing.T) {
 		{"bob@[1.2.3.4", "", "unterminated"},
 		{"\xff@x.org", "", "UTF-8"},
 	} {
-		got, err := CheckAddress(c.in)
+		got, err := Check(c.in)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("CheckAddress(%q) = %q, %v; want an error with %q", c.in, got, err, c.err)
+				t.Errorf("Check(%q) = %q, %v; want an error with %q", c.in, got, err, c.err)
 			}
 			continue
 		}
 		if err != nil || got != c.out {
-			t.Errorf("CheckAddress(%q) = %q, %v; want %q", c.in, got, err, c.out)
+			t.Errorf("Check(%q) = %q, %v; want %q", c.in, got, err, c.out)
 		}
 	}
 }
@@ -80,19 +80,19 @@ func TestASCIIDomain(t *testing.T) {
 	}
 }
 
-func FuzzCheckAddress(f *testing.F) {
+func FuzzCheck(f *testing.F) {
 	for _, s := range []string{"bob@example.org", `"a b"@x`, "bob@bücher.example", "x@[1.2.3.4]", "a..b@c", "<>"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := CheckAddress(s)
+		a, err := Check(s)
 		if err != nil {
 			return
 		}
 		// What is accepted is stable: checking it again gives it back.
-		b, err := CheckAddress(a)
+		b, err := Check(a)
 		if err != nil || a != b {
-			t.Fatalf("CheckAddress(%q) = %q, then %q, %v", s, a, b, err)
+			t.Fatalf("Check(%q) = %q, then %q, %v", s, a, b, err)
 		}
 		if strings.ContainsAny(a, "\r\n\t\x00") {
 			t.Fatalf("control character accepted in %q", a)

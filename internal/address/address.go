@@ -1,8 +1,9 @@
-// Package mta holds what the queue's programs share about mail addresses and
-// delivery status notifications: the RFC 5321 syntax check that
-// tern-enqueue applies to every envelope address, and the RFC 3464 report
-// that tern-queue sends back when a recipient fails or is delayed.
-package mta
+// Package address is the syntax of envelope addresses (RFC 5321 §4.1.2):
+// the check tern-enqueue applies to every address, domains in A-labels,
+// and splitting at the "@". It imports nothing of tern's, so that both the
+// transfer side (mta/...) and local delivery (mda/...) use it without one
+// importing the other.
+package address
 
 import (
 	"errors"
@@ -13,22 +14,22 @@ import (
 	"golang.org/x/net/idna"
 )
 
-// MaxAddress bounds an envelope address: RFC 5321 §4.5.3.1.3 allows a path
+// MaxLen bounds an envelope address: RFC 5321 §4.5.3.1.3 allows a path
 // of 256 octets including the angle brackets.
-const MaxAddress = 254
+const MaxLen = 254
 
 // NullSender is how the queue writes the empty reverse-path "<>" of
 // RFC 5321 §4.5.5, the sender of bounces.
 const NullSender = "<>"
 
-// CheckAddress checks an envelope address against RFC 5321 §4.1.2
+// Check checks an envelope address against RFC 5321 §4.1.2
 // (Mailbox = Local-part "@" ( Domain / address-literal )) and returns it
 // in the form the queue stores: angle brackets removed, the domain
 // lower-cased and, when internationalised, converted to A-labels
 // (RFC 5890 §2.3.2.1). A bare local part without "@" is accepted: it means
 // a user of this host, as sendmail and qmail-inject take it. UTF-8 in the
 // local part is accepted (RFC 6531 §3.3); it is delivered locally as is.
-func CheckAddress(addr string) (string, error) {
+func Check(addr string) (string, error) {
 	a := strings.TrimSpace(addr)
 	if strings.HasPrefix(a, "<") && strings.HasSuffix(a, ">") {
 		a = a[1 : len(a)-1]
@@ -60,14 +61,15 @@ func CheckAddress(addr string) (string, error) {
 		return "", fmt.Errorf("address %q: %w", addr, err)
 	}
 	out := local + "@" + d
-	if len(out) > MaxAddress {
-		return "", fmt.Errorf("address %q is longer than %d octets (RFC 5321 section 4.5.3.1.3)", addr, MaxAddress)
+	if len(out) > MaxLen {
+		return "", fmt.Errorf("address %q is longer than %d octets (RFC 5321 section 4.5.3.1.3)", addr, MaxLen)
 	}
 	return out, nil
 }
 
-// atext of RFC 5322 §3.2.3, the characters of a Dot-string atom.
-func isAtext(r rune) bool {
+// IsAtext says whether r may stand in an atom (RFC 5322 §3.2.3 atext,
+// with RFC 6531 §3.3's UTF8-non-ascii).
+func IsAtext(r rune) bool {
 	switch {
 	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
 		return true
@@ -111,7 +113,7 @@ func checkLocalPart(l string) error {
 			return errors.New("local part has an empty atom (a leading, trailing or double dot)")
 		}
 		for _, r := range atom {
-			if !isAtext(r) {
+			if !IsAtext(r) {
 				return fmt.Errorf("local part has %q, which needs quoting", r)
 			}
 		}
@@ -183,9 +185,9 @@ func ASCIIDomain(domain string) (string, error) {
 	return strings.ToLower(d), nil
 }
 
-// SplitAddress splits an address at its last "@"; domain is "" for a bare
+// Split splits an address at its last "@"; domain is "" for a bare
 // local part.
-func SplitAddress(addr string) (local, domain string) {
+func Split(addr string) (local, domain string) {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		return addr[:i], addr[i+1:]
 	}
