@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"github.com/tern-mail/tern/internal/crlf"
 	"io"
 	stdmime "mime"
 	"os"
@@ -104,9 +105,9 @@ func Pack(out io.Writer, o PackOptions) error {
 	}
 
 	w := out
-	var lf *lfWriter
+	var lf *crlf.LFWriter
 	if !o.CRLF {
-		lf = &lfWriter{w: out}
+		lf = &crlf.LFWriter{W: out}
 		w = lf
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
@@ -125,7 +126,7 @@ func Pack(out io.Writer, o PackOptions) error {
 		return sysexit.New(sysexit.IOErr, "write the message: %w", err)
 	}
 	if lf != nil {
-		if err := lf.flush(); err != nil {
+		if err := lf.Flush(); err != nil {
 			return sysexit.New(sysexit.IOErr, "write the message: %w", err)
 		}
 	}
@@ -485,46 +486,6 @@ func (c *content) scan() error {
 		if err != nil {
 			return sysexit.New(sysexit.IOErr, "read %s: %w", c.label(), err)
 		}
-	}
-	return nil
-}
-
-// lfWriter turns CRLF into LF, the line ending of messages in Unix files
-// and pipes (sendmail -t, Maildir). Pack writes no other CR: text with
-// carriage returns goes out as base64.
-type lfWriter struct {
-	w      io.Writer
-	holdCR bool
-	buf    []byte
-}
-
-func (l *lfWriter) Write(p []byte) (int, error) {
-	out := l.buf[:0]
-	for _, b := range p {
-		if l.holdCR {
-			l.holdCR = false
-			if b != '\n' {
-				out = append(out, '\r')
-			}
-		}
-		if b == '\r' {
-			l.holdCR = true
-			continue
-		}
-		out = append(out, b)
-	}
-	l.buf = out
-	if _, err := l.w.Write(out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (l *lfWriter) flush() error {
-	if l.holdCR {
-		l.holdCR = false
-		_, err := l.w.Write([]byte{'\r'})
-		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/tern-mail/tern/internal/crlf"
 	"io"
 	"os"
 	"path/filepath"
@@ -183,7 +184,7 @@ type spooled struct {
 func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 	tooBig := &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("message larger than the limit of %d bytes", max)}
 	var buf bytes.Buffer
-	lf := &lfWriter{w: &buf}
+	lf := &crlf.LFWriter{W: &buf}
 	n, err := io.Copy(lf, io.LimitReader(r, min(max, spoolInMemory)+1))
 	if err != nil {
 		return nil, spoolError(err, tooBig)
@@ -192,7 +193,7 @@ func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 		return nil, tooBig
 	}
 	if n <= spoolInMemory {
-		lf.flush()
+		lf.Flush()
 		return &spooled{mem: buf.Bytes(), size: int64(buf.Len())}, nil
 	}
 	f, err := os.CreateTemp(tmp, "tern-lmtp-")
@@ -207,10 +208,10 @@ func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 	}
 	written := int64(buf.Len())
 	cw := &countingWriter{w: f}
-	lf.w = cw
+	lf.W = cw
 	m, err := io.Copy(lf, io.LimitReader(r, max-n+1))
 	if err == nil {
-		err = lf.flush()
+		err = lf.Flush()
 	}
 	if err != nil {
 		f.Close()
@@ -222,44 +223,6 @@ func spool(r io.Reader, max int64, tmp string) (*spooled, error) {
 	}
 	sp.size = written + cw.n
 	return sp, nil
-}
-
-// lfWriter turns CRLF into LF as it writes; a lone CR stays.
-type lfWriter struct {
-	w      io.Writer
-	holdCR bool
-	out    []byte
-}
-
-func (l *lfWriter) Write(p []byte) (int, error) {
-	out := l.out[:0]
-	for _, b := range p {
-		if l.holdCR {
-			l.holdCR = false
-			if b != '\n' {
-				out = append(out, '\r')
-			}
-		}
-		if b == '\r' {
-			l.holdCR = true
-			continue
-		}
-		out = append(out, b)
-	}
-	l.out = out
-	if _, err := l.w.Write(out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (l *lfWriter) flush() error {
-	if !l.holdCR {
-		return nil
-	}
-	l.holdCR = false
-	_, err := l.w.Write([]byte{'\r'})
-	return err
 }
 
 type countingWriter struct {
