@@ -260,10 +260,17 @@ func (f Forward) pipe(raw *spooled, d Delivery, rule Rule) error {
 		if exit.ExitCode() == sysexit.TempFail {
 			return sysexit.New(sysexit.TempFail, "command %q exited 75: try again later (#4.3.0)", rule.Value)
 		}
-		return sysexit.New(sysexit.Unavailable, "command %q exited %d (#5.3.0)", rule.Value, exit.ExitCode())
+		return sysexit.Wrap(sysexit.Unavailable, fmt.Errorf("command %q %w (#5.3.0)", rule.Value, &CommandExit{Status: exit.ExitCode()}))
 	}
 	return sysexit.New(sysexit.TempFail, "run %q: %v (#4.3.0)", rule.Value, err)
 }
+
+// CommandExit is a ~/.forward command's exit status, kept in the error so
+// that a caller can say what failed without naming the command (tern-lmtpd
+// puts it in its reply; the command stays in the log).
+type CommandExit struct{ Status int }
+
+func (c *CommandExit) Error() string { return fmt.Sprintf("exited %d", c.Status) }
 
 // forward re-injects the message with tern-enqueue for other addresses,
 // keeping the envelope sender (so bounces go to the author, RFC 5321

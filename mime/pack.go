@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"github.com/tern-mail/tern/internal/crlf"
 	"io"
 	stdmime "mime"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
+	"github.com/tern-mail/tern/internal/crlf"
 	"github.com/tern-mail/tern/internal/sysexit"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/tern-mail/tern/internal/crlf"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/tern-mail/tern/internal/address"
+	"github.com/tern-mail/tern/internal/crlf"
 	"github.com/tern-mail/tern/internal/privdrop"
 	"github.com/tern-mail/tern/internal/sysexit"
 	"github.com/tern-mail/tern/maildir"
@@ -123,7 +123,15 @@ func (s *session) reply(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "message refused: " + oneLine(err) + " cid=" + s.id}
 	case sysexit.Unavailable:
 		// A ~/.forward command that failed for good, or a forward refused.
-		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 3, 0}, Message: "the recipient's .forward refused the message cid=" + s.id}
+		// Its exit status goes into the reply (the sender's bounce says
+		// what failed, as tern-deliver's does); its words and the command
+		// itself stay in the log.
+		why := "refused the message"
+		var exit *mda.CommandExit
+		if errors.As(err, &exit) {
+			why = fmt.Sprintf("command exited %d", exit.Status)
+		}
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 3, 0}, Message: "the recipient's .forward " + why + " cid=" + s.id}
 	case sysexit.NoUser:
 		return errNoUser
 	}
